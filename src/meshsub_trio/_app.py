@@ -1,0 +1,169 @@
+"""The application: a schema, its resolvers and streamers, and its hooks.
+
+An :class:`App` is what a host serves. It is built once, shared by every
+connection, and holds no per-connection state.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphql import GraphQLObjectType, GraphQLSchema, build_schema
+
+from ._buffer import Overflow
+
+
+class AuthError(Exception):
+    """Raised by an ``authenticate`` hook to refuse a request or connection."""
+
+
+@dataclass
+class Context:
+    """What every resolver (as ``info.context``) and streamer sees of its caller.
+
+    One context is made per WebSocket connection (shared by its operations)
+    and per HTTP request.
+    """
+
+    #: Request headers, names lower-cased (the upgrade request for WebSockets).
+    headers: Mapping[str, str] = field(default_factory=dict)
+    cookies: Mapping[str, str] = field(default_factory=dict)
+    #: The ``connection_init`` payload; None over HTTP.
+    connection_params: dict[str, Any] | None = None
+    #: What the app's ``authenticate`` hook returned (e.g. the user).
+    auth: Any = None
+    #: ``"http"``, ``"graphql-transport-ws"`` or ``"graphql-ws"``.
+    protocol: str = "http"
+    #: Free space for the application's own per-connection data.
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+#: ``emit(value)`` hands one value to the subscription; it never blocks.
+Emit = Callable[[Any], None]
+#: A Lacinia-style streamer: emit values; return to complete; raise to fail.
+StreamerFn = Callable[[Context, dict[str, Any], Emit], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Streamer:
+    """A streamer with the buffer between it and its subscriber."""
+
+    fn: StreamerFn
+    capacity: int = 256
+    policy: Overflow = Overflow.DROP_OLDEST
+
+
+def streamer(
+    fn: StreamerFn | None = None, *, capacity: int = 256, policy: Overflow = Overflow.DROP_OLDEST
+) -> Any:
+    """Decorate a streamer function, optionally choosing its overflow policy."""
+
+    def wrap(f: StreamerFn) -> Streamer:
+        return Streamer(f, capacity, policy)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+@dataclass(frozen=True)
+class StreamerSource:
+    """What a streamer-backed subscribe resolver returns: run by the operation."""
+
+    streamer: Streamer
+    context: Any
+    args: dict[str, Any]
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        raise TypeError("a streamer runs inside meshsub-trio's operation task")
+
+
+def _identity(root: Any, _info: Any, **_args: Any) -> Any:
+    return root
+
+
+Authenticate = Callable[[Context], Awaitable[Any]]
+OnConnect = Callable[[Context], Awaitable[Any]]
+Lifespan = Callable[[], AbstractAsyncContextManager[Any]]
+
+
+@asynccontextmanager
+async def _no_lifespan() -> AsyncIterator[None]:
+    yield
+
+
+class App:
+    """A GraphQL application: schema, resolvers, streamers and hooks.
+
+    ``schema`` is SDL text or a ready :class:`graphql.GraphQLSchema`.
+    ``resolvers`` maps type name to field name to resolver; for the
+    ``Subscription`` type a resolver may be an async generator function (the
+    graphql-core convention). ``streamers`` maps subscription field names to
+    Lacinia-style streamers (plain async functions or :class:`Streamer`).
+
+    ``authenticate(ctx)`` runs for every HTTP request and every WebSocket
+    ``connection_init``; what it returns becomes ``ctx.auth``, and raising
+    :class:`AuthError` refuses (HTTP 401, WebSocket 4403). ``on_connect(ctx)``
+    runs after it for WebSockets: return ``False`` to refuse, or a dict to send
+    as the ``connection_ack`` payload. ``lifespan()`` is an async context
+    manager kept open while the app is served (start background tasks there).
+    """
+
+    def __init__(
+        self,
+        schema: GraphQLSchema | str,
+        *,
+        resolvers: Mapping[str, Mapping[str, Callable[..., Any]]] | None = None,
+        streamers: Mapping[str, StreamerFn | Streamer] | None = None,
+        authenticate: Authenticate | None = None,
+        on_connect: OnConnect | None = None,
+        lifespan: Lifespan | None = None,
+        root_value: Any = None,
+    ) -> None:
+        self.schema = build_schema(schema) if isinstance(schema, str) else schema
+        self.authenticate = authenticate
+        self.on_connect = on_connect
+        self.lifespan: Lifespan = lifespan or _no_lifespan
+        self.root_value = root_value
+        for type_name, fields in (resolvers or {}).items():
+            for field_name, resolver in fields.items():
+                self._attach_resolver(type_name, field_name, resolver)
+        for field_name, spec in (streamers or {}).items():
+            self._attach_streamer(field_name, spec)
+
+    def _field(self, type_name: str, field_name: str) -> Any:
+        graphql_type = self.schema.get_type(type_name)
+        if not isinstance(graphql_type, GraphQLObjectType):
+            raise ValueError(f"schema has no object type {type_name!r}")
+        try:
+            return graphql_type.fields[field_name]
+        except KeyError:
+            raise ValueError(f"type {type_name} has no field {field_name!r}") from None
+
+    def _attach_resolver(
+        self, type_name: str, field_name: str, resolver: Callable[..., Any]
+    ) -> None:
+        graphql_field = self._field(type_name, field_name)
+        subscription = self.schema.subscription_type
+        if subscription is not None and type_name == subscription.name:
+            if not inspect.isasyncgenfunction(resolver) and not callable(resolver):
+                raise TypeError(f"{type_name}.{field_name}: resolver must be callable")
+            graphql_field.subscribe = resolver
+            graphql_field.resolve = graphql_field.resolve or _identity
+        else:
+            graphql_field.resolve = resolver
+
+    def _attach_streamer(self, field_name: str, spec: StreamerFn | Streamer) -> None:
+        subscription = self.schema.subscription_type
+        if subscription is None:
+            raise ValueError("schema has no Subscription type for streamers")
+        graphql_field = self._field(subscription.name, field_name)
+        chosen = spec if isinstance(spec, Streamer) else Streamer(spec)
+
+        def subscribe(_root: Any, info: Any, **args: Any) -> StreamerSource:
+            return StreamerSource(chosen, info.context, args)
+
+        graphql_field.subscribe = subscribe
+        graphql_field.resolve = _identity

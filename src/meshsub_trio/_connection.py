@@ -1,0 +1,267 @@
+"""One WebSocket connection = one Trio nursery.
+
+Its children: the reader (frames in, through the protocol machine), the
+writer (the only task that sends, joining whatever is ready into one write),
+the keep-alive (a ping with a pong deadline), the init timer, the auth step
+and one task per operation. Whatever ends the connection (peer close, a
+protocol close, a dead peer, a stalled write, server shutdown) cancels the
+nursery, so every operation's cleanup runs before the socket is let go.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+
+from ._app import App, AuthError, Context
+from ._config import Config
+from ._execution import Engine
+from ._metrics import Metrics
+from ._operation import Operation
+from ._protocol import (
+    Close,
+    CloseCode,
+    Event,
+    InitRequested,
+    OperationCancelled,
+    OperationRequested,
+    ProtocolMachine,
+    Send,
+)
+from ._transports._socket import MessageSocket, MessageTooBig, SocketClosed
+
+log = logging.getLogger("meshsub_trio.connection")
+
+_BATCH_LIMIT = 512
+
+
+class Connection:
+    """The driver between one socket and one protocol machine."""
+
+    def __init__(
+        self,
+        socket: MessageSocket,
+        machine: ProtocolMachine,
+        *,
+        app: App,
+        engine: Engine,
+        config: Config,
+        metrics: Metrics,
+        context: Context,
+    ) -> None:
+        self.socket = socket
+        self.machine = machine
+        self.app = app
+        self.engine = engine
+        self.config = config
+        self.metrics = metrics
+        self.context = context
+        self.protocol = machine.subprotocol
+        self.operations: dict[str, Operation] = {}
+        self.close_code: int | None = None
+        self._close_reason = ""
+        self._send_close_frame = True
+        self._nursery: trio.Nursery | None = None
+        self._outbox_send, self._outbox_receive = trio.open_memory_channel[
+            tuple[Operation | None, bytes]
+        ](config.outbox_size)
+        self._activity = trio.Event()
+        socket.on_activity = self._on_activity
+
+    # ---- lifecycle -----------------------------------------------------
+    async def run(self) -> None:
+        """Serve the connection until it ends; every cleanup has run on return."""
+        self.metrics.connection_opened()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._write_loop)
+                nursery.start_soon(self._read_loop)
+                if self.config.keepalive > 0:
+                    nursery.start_soon(self._keepalive_loop)
+                if self.config.init_timeout > 0:
+                    nursery.start_soon(self._init_timer)
+        finally:
+            await self._finish()
+            self.metrics.connection_closed(self.close_code or CloseCode.ABNORMAL)
+
+    def close(self, code: int, reason: str = "", *, send_close_frame: bool = True) -> None:
+        """End the connection: the first reason given wins."""
+        if self.close_code is None:
+            self.close_code = code
+            self._close_reason = reason
+            self._send_close_frame = send_close_frame
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    def shutdown(self) -> None:
+        """Server shutdown: close with 1001 Going away."""
+        self.close(CloseCode.GOING_AWAY, "Going away")
+
+    async def _finish(self) -> None:
+        with trio.CancelScope(shield=True) as scope:
+            scope.relative_deadline = self.config.close_timeout
+            try:
+                if self._send_close_frame:
+                    pending = self._drain_outbox()
+                    if pending:
+                        await self.socket.send_frames(pending)
+                    code = self.close_code if self.close_code is not None else CloseCode.NORMAL
+                    await self.socket.close(code, self._close_reason)
+            except (SocketClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+            finally:
+                await self.socket.abort()
+
+    def _drain_outbox(self) -> list[bytes]:
+        frames: list[bytes] = []
+        while True:
+            try:
+                operation, frame = self._outbox_receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return frames
+            if operation is None or not operation.stopped_by_client:
+                frames.append(frame)
+
+    # ---- reading -------------------------------------------------------
+    async def _read_loop(self) -> None:
+        messages_in = self.metrics.messages_in.labels(protocol=self.protocol)
+        while True:
+            try:
+                message = await self.socket.receive()
+            except SocketClosed as closed:
+                self.close(
+                    closed.code, closed.reason, send_close_frame=closed.code != CloseCode.ABNORMAL
+                )
+                return
+            except MessageTooBig:
+                self.close(CloseCode.MESSAGE_TOO_BIG, "Message too big")
+                return
+            messages_in.inc()
+            for event in self.machine.receive(message.data, binary=message.binary):
+                await self._handle(event)
+
+    async def _handle(self, event: Event) -> None:
+        if isinstance(event, Send):
+            await self._outbox_send.send((None, event.data))
+        elif isinstance(event, OperationRequested):
+            self._start_operation(event)
+        elif isinstance(event, OperationCancelled):
+            operation = self.operations.get(event.id)
+            if operation is not None:
+                operation.stop()
+        elif isinstance(event, InitRequested):
+            assert self._nursery is not None
+            self._nursery.start_soon(self._authorise, event.payload)
+        elif isinstance(event, Close):
+            self.close(event.code, event.reason)
+
+    def _start_operation(self, request: OperationRequested) -> None:
+        assert self._nursery is not None
+        # A previous holder of this id has already been stopped or is finishing
+        # its last send; its own ``finally`` checks identity before forgetting it.
+        operation = Operation(self, request)
+        self.operations[request.id] = operation
+        self.metrics.operation_started(self.protocol)
+        self._nursery.start_soon(operation.run)
+
+    def operation_finished(self, operation: Operation) -> None:
+        """Called exactly once per operation, from its ``finally``."""
+        if self.operations.get(operation.id) is operation:
+            del self.operations[operation.id]
+            if not operation.stopped_by_client:
+                # Ended by the server side (e.g. cancelled with the connection):
+                # the machine must forget the id too.
+                self.machine.operations.discard(operation.id)
+        self.metrics.operation_finished(self.protocol)
+
+    async def _authorise(self, payload: dict[str, Any] | None) -> None:
+        context = self.context
+        context.connection_params = payload if payload is not None else {}
+        events: list[Event]
+        try:
+            if self.app.authenticate is not None:
+                context.auth = await self.app.authenticate(context)
+            ack_payload = None
+            if self.app.on_connect is not None:
+                verdict = await self.app.on_connect(context)
+                if verdict is False:
+                    raise AuthError("Forbidden")
+                if isinstance(verdict, dict):
+                    ack_payload = verdict
+        except AuthError as refusal:
+            events = self.machine.reject(str(refusal) or "Forbidden")
+        except Exception:
+            log.exception("connection init hook failed")
+            events = [Close(CloseCode.INTERNAL_SERVER_ERROR, "Internal server error")]
+        else:
+            events = self.machine.accept(ack_payload)
+        for event in events:
+            await self._handle(event)
+
+    async def _init_timer(self) -> None:
+        await trio.sleep(self.config.init_timeout)
+        for event in self.machine.init_timed_out():
+            await self._handle(event)
+
+    # ---- writing -------------------------------------------------------
+    async def send(self, operation: Operation, frame: bytes) -> None:
+        """Queue a frame for *operation*; waits only when this socket's outbox is full."""
+        await self._outbox_send.send((operation, frame))
+
+    async def _write_loop(self) -> None:
+        messages_out = self.metrics.messages_out.labels(protocol=self.protocol)
+        receive_nowait = self._outbox_receive.receive_nowait
+        async for operation, frame in self._outbox_receive:
+            frames = [frame] if operation is None or not operation.stopped_by_client else []
+            while len(frames) < _BATCH_LIMIT:
+                try:
+                    operation, frame = receive_nowait()
+                except trio.WouldBlock:
+                    break
+                if operation is None or not operation.stopped_by_client:
+                    frames.append(frame)
+            if not frames:
+                continue
+            with trio.move_on_after(self.config.write_timeout) as scope:
+                try:
+                    await self.socket.send_frames(frames)
+                except (SocketClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    self.close(CloseCode.ABNORMAL, "", send_close_frame=False)
+                    return
+            if scope.cancelled_caught:
+                log.warning(
+                    "write stalled for %.1fs: dropping slow consumer", self.config.write_timeout
+                )
+                self.close(CloseCode.POLICY_VIOLATION, "Write timeout", send_close_frame=False)
+                return
+            messages_out.inc(len(frames))
+
+    # ---- keep-alive ----------------------------------------------------
+    def _on_activity(self) -> None:
+        self._activity.set()
+
+    async def _keepalive_loop(self) -> None:
+        """Every interval: a keep-alive, then proof of life within the pong deadline."""
+        while True:
+            await trio.sleep(self.config.keepalive)
+            self._activity = trio.Event()
+            probe = await self.socket.ping()
+            if self.machine.keepalive_is_probe:
+                # transport-ws ``ping`` asks for a ``pong``: the fallback probe
+                # where the host cannot send ping frames.
+                if not probe and (message := self.machine.keepalive()) is not None:
+                    await self._outbox_send.send((None, message))
+                    probe = True
+            elif (message := self.machine.keepalive()) is not None:
+                await self._outbox_send.send((None, message))
+            if not probe:
+                continue  # nothing here can prove the peer alive; the host must
+            with trio.move_on_after(self.config.pong_deadline):
+                await self._activity.wait()
+                continue
+            log.info("peer silent for %.3fs after a ping: closing", self.config.pong_deadline)
+            self.close(CloseCode.ABNORMAL, "", send_close_frame=False)
+            return

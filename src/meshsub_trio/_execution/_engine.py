@@ -1,0 +1,104 @@
+"""Executing GraphQL under Trio: one entry point for every host and protocol.
+
+The engine turns a request (query text, variables, operation name, context)
+into an executor, runs single-result operations, opens subscription sources
+and executes one source event at a time. Documents come from the cache;
+graphql-core's asyncio gather is replaced by a Trio one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import ExecutionResult, GraphQLError, OperationType
+from graphql.execution import create_source_event_stream
+from graphql.execution.executor_throwing_on_incremental import ExecutorThrowingOnIncremental
+from graphql.pyutils import is_awaitable
+
+from .._app import App, StreamerSource
+from ._documents import DocumentCache
+from ._trio_gather import install as install_trio_gather
+
+install_trio_gather()
+
+Errors = list[dict[str, Any]]
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A validated operation, ready to execute."""
+
+    executor: ExecutorThrowingOnIncremental
+    kind: OperationType
+
+
+def format_errors(errors: list[GraphQLError] | tuple[GraphQLError, ...]) -> Errors:
+    return [error.formatted for error in errors]
+
+
+def format_result(result: ExecutionResult) -> dict[str, Any]:
+    """The response map: ``data``, then ``errors``/``extensions`` only when present."""
+    response: dict[str, Any] = {"data": result.data}
+    if result.errors:
+        response["errors"] = [error.formatted for error in result.errors]
+    if result.extensions:
+        response["extensions"] = result.extensions
+    return response
+
+
+class Engine:
+    """Executes operations against one :class:`App`."""
+
+    def __init__(self, app: App, *, max_depth: int | None = 15, cache_size: int = 1024) -> None:
+        self.app = app
+        self.documents = DocumentCache(app.schema, max_depth=max_depth, size=cache_size)
+
+    def prepare(
+        self,
+        query: str,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        context: Any,
+    ) -> Prepared | list[GraphQLError]:
+        """Build an executor, or return the request errors that prevent one."""
+        document = self.documents.get(query)
+        if document.node is None:
+            return list(document.errors)
+        executor = ExecutorThrowingOnIncremental.build(
+            self.app.schema,
+            document.node,
+            self.app.root_value,
+            context,
+            variables,
+            operation_name,
+        )
+        if isinstance(executor, list):
+            return executor
+        return Prepared(executor, executor.operation.operation)
+
+    async def execute(self, prepared: Prepared) -> ExecutionResult:
+        """Run a query or mutation to its single result."""
+        result = prepared.executor.execute_operation()
+        if is_awaitable(result):
+            result = await result
+        assert isinstance(result, ExecutionResult)
+        return result
+
+    async def open_source(
+        self, prepared: Prepared
+    ) -> AsyncIterable[Any] | StreamerSource | ExecutionResult:
+        """Call the subscription field's subscribe resolver: a source, or errors."""
+        source = create_source_event_stream(prepared.executor)
+        if is_awaitable(source):
+            source = await source
+        return source  # type: ignore[return-value]
+
+    async def execute_event(self, prepared: Prepared, event: Any) -> ExecutionResult:
+        """Execute the subscription's selection set with *event* as root value."""
+        result = prepared.executor.build_per_event_executor(event).execute_operation(False)
+        if is_awaitable(result):
+            result = await result
+        assert isinstance(result, ExecutionResult)
+        return result

@@ -1,0 +1,136 @@
+"""One operation = one task inside its own cancel scope.
+
+That scope *is* the cleanup: client ``complete``/``stop``, the source ending,
+an error, connection loss and server shutdown all end the operation by
+leaving or cancelling the scope, and the ``finally`` below runs exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterable
+from typing import TYPE_CHECKING, Any
+
+import trio
+from graphql import ExecutionResult, OperationType
+
+from ._app import StreamerSource
+from ._buffer import EventBuffer
+from ._encoding import dumps
+from ._execution import Prepared, format_errors, format_result
+from ._protocol import OperationRequested
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+
+log = logging.getLogger("meshsub_trio.operation")
+
+
+class Operation:
+    """A running operation of one connection."""
+
+    def __init__(self, connection: Connection, request: OperationRequested) -> None:
+        self.connection = connection
+        self.request = request
+        self.id = request.id
+        self.cancel_scope = trio.CancelScope()
+        #: Set when the client stopped it: nothing more may be sent for it.
+        self.stopped_by_client = False
+
+    def stop(self) -> None:
+        """The client asked to stop: cancel, and silence anything still queued."""
+        self.stopped_by_client = True
+        self.cancel_scope.cancel()
+
+    async def run(self) -> None:
+        connection = self.connection
+        try:
+            with self.cancel_scope:
+                await self._run()
+        finally:
+            connection.operation_finished(self)
+
+    async def _run(self) -> None:
+        connection = self.connection
+        engine = connection.engine
+        request = self.request
+        prepared = engine.prepare(
+            request.query, request.variables, request.operation_name, connection.context
+        )
+        if not isinstance(prepared, Prepared):
+            await self._send(connection.machine.error(self.id, format_errors(prepared)))
+            return
+        if prepared.kind is not OperationType.SUBSCRIPTION:
+            result = await engine.execute(prepared)
+            await self._send_result(result)
+            await self._send(connection.machine.complete(self.id))
+            return
+        source = await engine.open_source(prepared)
+        if isinstance(source, ExecutionResult):
+            await self._send(connection.machine.error(self.id, format_errors(source.errors or [])))
+            return
+        try:
+            if isinstance(source, StreamerSource):
+                await self._run_streamer(prepared, source)
+            else:
+                await self._iterate(prepared, source)
+        except Exception as error:
+            # The source failed: an ``error`` for this operation only, no ``complete``.
+            log.info("operation %s failed: %r", self.id, error)
+            await self._send(
+                connection.machine.error(self.id, [{"message": str(error) or type(error).__name__}])
+            )
+            return
+        await self._send(connection.machine.complete(self.id))
+
+    async def _iterate(self, prepared: Prepared, source: AsyncIterable[Any]) -> None:
+        iterator = aiter(source)
+        try:
+            async for event in iterator:
+                await self._send_result(await self.connection.engine.execute_event(prepared, event))
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                # Give the generator's own finally a bounded, shielded chance to await.
+                with trio.CancelScope(shield=True) as scope:
+                    scope.relative_deadline = self.connection.config.close_timeout
+                    await aclose()
+
+    async def _run_streamer(self, prepared: Prepared, source: StreamerSource) -> None:
+        spec = source.streamer
+        buffer: EventBuffer[Any] = EventBuffer(spec.capacity, spec.policy)
+        failure: list[BaseException] = []
+
+        async def run_streamer() -> None:
+            try:
+                await spec.fn(source.context, source.args, buffer.put)
+            except Exception as error:
+                failure.append(error)
+            finally:
+                buffer.close()
+
+        engine = self.connection.engine
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run_streamer)
+                try:
+                    async for event in buffer:
+                        await self._send_result(await engine.execute_event(prepared, event))
+                except Exception as error:  # includes BufferOverflow
+                    failure.append(error)
+                nursery.cancel_scope.cancel()
+        finally:
+            buffer.detach()
+            if buffer.dropped:
+                self.connection.metrics.dropped_events.labels(policy=spec.policy.value).inc(
+                    buffer.dropped
+                )
+        if failure:
+            raise failure[0]
+
+    async def _send_result(self, result: ExecutionResult) -> None:
+        await self._send(self.connection.machine.next(self.id, dumps(format_result(result))))
+
+    async def _send(self, frame: bytes | None) -> None:
+        if frame is not None:
+            await self.connection.send(self, frame)

@@ -1,0 +1,199 @@
+"""Apollo's legacy ``graphql-ws`` protocol as a sans-IO state machine.
+
+Differences from graphql-transport-ws that shape this machine: the real
+client sends ``connection_init`` and its queued ``start`` messages without
+waiting for the ack, so starts that arrive while the connection is being
+authorised are held and released by :meth:`accept`; malformed messages get a
+reply (``connection_error`` or ``error``) and the socket stays open; ``error``
+carries a single error object; the server sends ``ka`` keep-alives.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._encoding import JSONDecodeError, dumps, loads
+from ._events import (
+    Close,
+    CloseCode,
+    Event,
+    InitRequested,
+    OperationCancelled,
+    OperationRequested,
+    Send,
+    clip_reason,
+)
+from ._machine import OperationTable
+
+SUBPROTOCOL = "graphql-ws"
+_KA = b'{"type":"ka"}'
+
+
+class LegacyWSMachine:
+    """One connection's ``graphql-ws`` state."""
+
+    subprotocol = SUBPROTOCOL
+    #: Whether :meth:`keepalive` asks the peer for an answer (a pong).
+    keepalive_is_probe = False
+
+    def __init__(self, *, max_operations: int | None = 100) -> None:
+        self.operations = OperationTable(max_operations)
+        self.init_received = False
+        self.acknowledged = False
+        self.closed = False
+        self._held: list[dict[str, Any]] = []
+
+    # ---- inbound -------------------------------------------------------
+    def receive(self, data: str | bytes, *, binary: bool = False) -> list[Event]:
+        if self.closed:
+            return []
+        if binary:
+            return self._close(CloseCode.UNSUPPORTED_DATA, "Binary frames are not supported")
+        try:
+            message = loads(data)
+        except JSONDecodeError as problem:
+            return [Send(_connection_error(f"Message is not valid JSON: {problem}"))]
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            return [Send(_error_message(_reply_id(message), "Invalid message type!"))]
+        kind = message["type"]
+        if kind == "connection_init":
+            return self._on_init(message)
+        if kind == "start":
+            return self._on_start(message)
+        if kind == "stop":
+            return self._on_stop(message)
+        if kind == "connection_terminate":
+            return self._close(CloseCode.NORMAL, "")
+        return [Send(_error_message(_reply_id(message), "Invalid message type!"))]
+
+    def _on_init(self, message: dict[str, Any]) -> list[Event]:
+        payload = message.get("payload")
+        if self.init_received:
+            return self._close(CloseCode.TOO_MANY_INIT, "Too many initialisation requests")
+        if payload is not None and not isinstance(payload, dict):
+            self.closed = True
+            return [
+                Send(_connection_error("connection_init payload must be an object")),
+                Close(CloseCode.PROTOCOL_ERROR, "Invalid connection_init payload"),
+            ]
+        self.init_received = True
+        return [InitRequested(payload)]
+
+    def _on_start(self, message: dict[str, Any]) -> list[Event]:
+        if not self.init_received:
+            return self._close(CloseCode.UNAUTHORIZED, "Unauthorized")
+        if not self.acknowledged:
+            self._held.append(message)
+            return []
+        return self._start(message)
+
+    def _start(self, message: dict[str, Any]) -> list[Event]:
+        op_id = message.get("id")
+        if not isinstance(op_id, str) or not op_id:
+            return [Send(_error_message(None, '"id" must be a non-empty string'))]
+        payload = message.get("payload")
+        if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
+            return [Send(_error_message(op_id, '"payload.query" must be a string'))]
+        variables = payload.get("variables")
+        operation_name = payload.get("operationName")
+        extensions = payload.get("extensions")
+        if variables is not None and not isinstance(variables, dict):
+            return [Send(_error_message(op_id, '"payload.variables" must be an object'))]
+        if operation_name is not None and not isinstance(operation_name, str):
+            return [Send(_error_message(op_id, '"payload.operationName" must be a string'))]
+        if extensions is not None and not isinstance(extensions, dict):
+            extensions = None
+        events: list[Event] = []
+        if self.operations.discard(op_id):
+            # A start that reuses a live id replaces the old operation.
+            events.append(OperationCancelled(op_id))
+        if not self.operations.has_room():
+            return [*events, Send(_error_message(op_id, "Subscription limit reached"))]
+        self.operations.add(op_id)
+        events.append(
+            OperationRequested(op_id, payload["query"], variables, operation_name, extensions)
+        )
+        return events
+
+    def _on_stop(self, message: dict[str, Any]) -> list[Event]:
+        op_id = message.get("id")
+        if isinstance(op_id, str) and self.operations.discard(op_id):
+            return [OperationCancelled(op_id), Send(_complete_frame(op_id))]
+        return []
+
+    # ---- driver decisions ---------------------------------------------
+    def accept(self, payload: dict[str, Any] | None = None) -> list[Event]:
+        """Acknowledge, send the first ``ka``, then release the held starts."""
+        if self.closed or self.acknowledged:
+            return []
+        self.acknowledged = True
+        ack = (
+            {"type": "connection_ack"}
+            if payload is None
+            else {"type": "connection_ack", "payload": payload}
+        )
+        events: list[Event] = [Send(dumps(ack)), Send(_KA)]
+        held, self._held = self._held, []
+        for message in held:
+            events.extend(self._start(message))
+        return events
+
+    def reject(self, reason: str = "Forbidden") -> list[Event]:
+        if self.closed:
+            return []
+        self.closed = True
+        self._held.clear()
+        return [
+            Send(_connection_error(reason)),
+            Close(CloseCode.INTERNAL_ERROR, clip_reason(reason)),
+        ]
+
+    def init_timed_out(self) -> list[Event]:
+        if self.init_received or self.closed:
+            return []
+        return self._close(CloseCode.INIT_TIMEOUT, "Connection initialisation timeout")
+
+    def _close(self, code: int, reason: str) -> list[Event]:
+        self.closed = True
+        return [Close(code, clip_reason(reason))]
+
+    # ---- outbound ------------------------------------------------------
+    def next(self, op_id: str, payload: bytes) -> bytes | None:
+        if op_id not in self.operations:
+            return None
+        return b'{"id":%b,"type":"data","payload":%b}' % (dumps(op_id), payload)
+
+    def complete(self, op_id: str) -> bytes | None:
+        if not self.operations.discard(op_id):
+            return None
+        return _complete_frame(op_id)
+
+    def error(self, op_id: str, errors: list[dict[str, Any]]) -> bytes | None:
+        if not self.operations.discard(op_id):
+            return None
+        first = errors[0] if errors else {"message": "Unknown error"}
+        return dumps({"id": op_id, "type": "error", "payload": first})
+
+    def keepalive(self) -> bytes | None:
+        """``ka``, sent only once the connection is acknowledged."""
+        return _KA if self.acknowledged and not self.closed else None
+
+
+def _reply_id(message: Any) -> str | None:
+    if isinstance(message, dict) and isinstance(message.get("id"), str):
+        return message["id"]
+    return None
+
+
+def _complete_frame(op_id: str) -> bytes:
+    return b'{"id":%b,"type":"complete"}' % dumps(op_id)
+
+
+def _connection_error(message: str) -> bytes:
+    return dumps({"type": "connection_error", "payload": {"message": message}})
+
+
+def _error_message(op_id: str | None, message: str) -> bytes:
+    if op_id is None:
+        return dumps({"type": "error", "payload": {"message": message}})
+    return dumps({"id": op_id, "type": "error", "payload": {"message": message}})

@@ -1,0 +1,182 @@
+"""The graphql-transport-ws protocol as a sans-IO state machine.
+
+Frames in (:meth:`TransportWSMachine.receive`), events out; the driver
+answers ``InitRequested`` with :meth:`accept` or :meth:`reject` and turns
+results into frames with :meth:`next`, :meth:`error` and :meth:`complete`.
+No sockets, no Trio: everything here is tested without a network.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._encoding import JSONDecodeError, dumps, loads
+from ._events import (
+    Close,
+    CloseCode,
+    Event,
+    InitRequested,
+    OperationCancelled,
+    OperationRequested,
+    Send,
+    clip_reason,
+)
+from ._machine import OperationTable
+
+SUBPROTOCOL = "graphql-transport-ws"
+_SERVER_ONLY = frozenset({"connection_ack", "next", "error"})
+
+
+class _Invalid(Exception):
+    """An inbound message that breaks the protocol: close 4400 with this reason."""
+
+
+def _optional_object(message: dict[str, Any], key: str) -> dict[str, Any] | None:
+    value = message.get(key)
+    if value is not None and not isinstance(value, dict):
+        raise _Invalid(f'"{key}" must be an object or null')
+    return value
+
+
+def _operation_id(message: dict[str, Any]) -> str:
+    value = message.get("id")
+    if not isinstance(value, str) or not value:
+        raise _Invalid('"id" must be a non-empty string')
+    return value
+
+
+class TransportWSMachine:
+    """One connection's graphql-transport-ws state."""
+
+    subprotocol = SUBPROTOCOL
+    #: Whether :meth:`keepalive` asks the peer for an answer (a pong).
+    keepalive_is_probe = True
+
+    def __init__(self, *, max_operations: int | None = 100) -> None:
+        self.operations = OperationTable(max_operations)
+        self.init_received = False
+        self.acknowledged = False
+        self.closed = False
+
+    # ---- inbound -------------------------------------------------------
+    def receive(self, data: str | bytes, *, binary: bool = False) -> list[Event]:
+        """Feed one complete WebSocket message; return what to do about it."""
+        if self.closed:
+            return []
+        if binary:
+            return self._close(CloseCode.BAD_REQUEST, "Binary frames are not supported")
+        try:
+            message = loads(data)
+        except JSONDecodeError:
+            return self._close(CloseCode.BAD_REQUEST, "Invalid message received: not JSON")
+        try:
+            return self._dispatch(message)
+        except _Invalid as problem:
+            return self._close(CloseCode.BAD_REQUEST, f"Invalid message received: {problem}")
+
+    def _dispatch(self, message: Any) -> list[Event]:
+        if not isinstance(message, dict):
+            raise _Invalid("a message must be a JSON object")
+        kind = message.get("type")
+        if not isinstance(kind, str) or not kind:
+            raise _Invalid('"type" must be a non-empty string')
+        if kind == "connection_init":
+            return self._on_init(message)
+        if kind == "ping":
+            payload = _optional_object(message, "payload")
+            return [Send(_control("pong", payload))]
+        if kind == "pong":
+            _optional_object(message, "payload")
+            return []
+        if kind == "subscribe":
+            return self._on_subscribe(message)
+        if kind == "complete":
+            op_id = _operation_id(message)
+            if self.operations.discard(op_id):
+                return [OperationCancelled(op_id)]
+            return []
+        if kind in _SERVER_ONLY:
+            raise _Invalid(f"{kind} is sent by servers only")
+        raise _Invalid(f"unknown message type {kind[:40]!r}")
+
+    def _on_init(self, message: dict[str, Any]) -> list[Event]:
+        payload = _optional_object(message, "payload")
+        if self.init_received:
+            return self._close(CloseCode.TOO_MANY_INIT, "Too many initialisation requests")
+        self.init_received = True
+        return [InitRequested(payload)]
+
+    def _on_subscribe(self, message: dict[str, Any]) -> list[Event]:
+        op_id = _operation_id(message)
+        payload = message.get("payload")
+        if not isinstance(payload, dict):
+            raise _Invalid('"payload" must be an object')
+        query = payload.get("query")
+        if not isinstance(query, str):
+            raise _Invalid('"payload.query" must be a string')
+        variables = _optional_object(payload, "variables")
+        extensions = _optional_object(payload, "extensions")
+        operation_name = payload.get("operationName")
+        if operation_name is not None and not isinstance(operation_name, str):
+            raise _Invalid('"payload.operationName" must be a string or null')
+        if not self.acknowledged:
+            return self._close(CloseCode.UNAUTHORIZED, "Unauthorized")
+        if op_id in self.operations:
+            return self._close(
+                CloseCode.SUBSCRIBER_EXISTS, f"Subscriber for {op_id} already exists"[:123]
+            )
+        if not self.operations.has_room():
+            return [Send(self._error_frame(op_id, [{"message": "Subscription limit reached"}]))]
+        self.operations.add(op_id)
+        return [OperationRequested(op_id, query, variables, operation_name, extensions)]
+
+    # ---- driver decisions ---------------------------------------------
+    def accept(self, payload: dict[str, Any] | None = None) -> list[Event]:
+        """The connection is authorised: acknowledge it."""
+        if self.closed or self.acknowledged:
+            return []
+        self.acknowledged = True
+        return [Send(_control("connection_ack", payload))]
+
+    def reject(self, reason: str = "Forbidden") -> list[Event]:
+        return self._close(CloseCode.FORBIDDEN, reason)
+
+    def init_timed_out(self) -> list[Event]:
+        if self.init_received or self.closed:
+            return []
+        return self._close(CloseCode.INIT_TIMEOUT, "Connection initialisation timeout")
+
+    def _close(self, code: int, reason: str) -> list[Event]:
+        self.closed = True
+        return [Close(code, clip_reason(reason))]
+
+    # ---- outbound ------------------------------------------------------
+    def next(self, op_id: str, payload: bytes) -> bytes | None:
+        """A ``next`` frame around the pre-encoded *payload*, if *op_id* is live."""
+        if op_id not in self.operations:
+            return None
+        return b'{"id":%b,"type":"next","payload":%b}' % (dumps(op_id), payload)
+
+    def complete(self, op_id: str) -> bytes | None:
+        if not self.operations.discard(op_id):
+            return None
+        return b'{"id":%b,"type":"complete"}' % dumps(op_id)
+
+    def error(self, op_id: str, errors: list[dict[str, Any]]) -> bytes | None:
+        if not self.operations.discard(op_id):
+            return None
+        return self._error_frame(op_id, errors)
+
+    @staticmethod
+    def _error_frame(op_id: str, errors: list[dict[str, Any]]) -> bytes:
+        return dumps({"id": op_id, "type": "error", "payload": errors})
+
+    def keepalive(self) -> bytes | None:
+        """A protocol ``ping``; clients answer with ``pong``."""
+        return None if self.closed else b'{"type":"ping"}'
+
+
+def _control(kind: str, payload: dict[str, Any] | None) -> bytes:
+    if payload is None:
+        return dumps({"type": kind})
+    return dumps({"type": kind, "payload": payload})

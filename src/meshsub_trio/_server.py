@@ -1,0 +1,128 @@
+"""Serving an app on the native host: listeners, connection tasks, graceful shutdown.
+
+Shutdown (``Server.shutdown()`` or cancelling ``serve``) stops accepting,
+closes every WebSocket with 1001, lets every operation's cleanup run, and
+returns within ``close_timeout`` plus a short grace, however frozen a client.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+
+import trio
+
+from ._app import App
+from ._config import Config
+from ._metrics import Metrics
+from ._state import ServerState
+from ._transports._native import NativeHost
+
+log = logging.getLogger("meshsub_trio.server")
+
+_ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+
+class Server:
+    """A running server: where it listens, its counters, and its off switch."""
+
+    def __init__(self, state: ServerState, listeners: list[trio.SocketListener]) -> None:
+        self.state = state
+        self.listeners = listeners
+        self._stop = trio.Event()
+        self._accepting = trio.CancelScope()
+        self._streams = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    @property
+    def config(self) -> Config:
+        return self.state.config
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.state.metrics
+
+    @property
+    def port(self) -> int:
+        """The first bound port (useful with ``port=0``)."""
+        return self.listeners[0].socket.getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        host = self.listeners[0].socket.getsockname()[0]
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    def shutdown(self) -> None:
+        """Begin a graceful shutdown; ``serve`` returns when it is done."""
+        self._stop.set()
+
+    async def _accept_loop(
+        self, listener: trio.SocketListener, nursery: trio.Nursery, host: NativeHost
+    ) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as error:
+                if error.errno in _ACCEPT_ERRORS:
+                    log.error("accept failed (%s): backing off", error)
+                    await trio.sleep(0.1)
+                    continue
+                raise
+            nursery.start_soon(self._handle, host, stream)
+
+    async def _handle(self, host: NativeHost, stream: trio.SocketStream) -> None:
+        self._streams += 1
+        self._idle = trio.Event() if self._streams == 1 else self._idle
+        try:
+            await host.handle_stream(stream)
+        finally:
+            self._streams -= 1
+            if self._streams == 0:
+                self._idle.set()
+
+    async def _close_gracefully(self, nursery: trio.Nursery) -> None:
+        self._accepting.cancel()
+        for listener in self.listeners:
+            await listener.aclose()
+        self.state.shutdown()
+        # Each connection bounds its own close handshake by close_timeout;
+        # plain HTTP requests in flight get the same time, then everything goes.
+        with trio.move_on_after(self.config.close_timeout + 0.5):
+            await self._idle.wait()
+        nursery.cancel_scope.cancel()
+
+
+async def serve(
+    app: App,
+    config: Config | None = None,
+    *,
+    metrics: Metrics | None = None,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve *app* until shut down.
+
+    ``await nursery.start(serve, app, config)`` returns the running :class:`Server`.
+    """
+    config = config or Config()
+    state = ServerState(app, config, metrics)
+    host = NativeHost(state)
+    async with app.lifespan():
+        listeners = await trio.open_tcp_listeners(
+            config.port, host=config.host, backlog=config.backlog
+        )
+        server = Server(state, listeners)
+        # The outer nursery holds one task per TCP connection; the inner one
+        # the accept loops, which shutdown cancels first.
+        async with trio.open_nursery() as nursery, trio.open_nursery() as accepting:
+            server._accepting = accepting.cancel_scope
+            for listener in listeners:
+                accepting.start_soon(server._accept_loop, listener, nursery, host)
+            log.info("serving on %s", server.url)
+            task_status.started(server)
+            try:
+                await server._stop.wait()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await server._close_gracefully(nursery)

@@ -1,0 +1,206 @@
+"""The native host: HTTP/1.1 (h11) and WebSocket (wsproto) on Trio TCP streams.
+
+WebSocket upgrades on the configured paths become connections driven by the
+core; every other request goes to the ASGI app through a small h11 bridge, so
+HTTP behaves exactly as under hypercorn. Unlike the ASGI path, every send
+here is cancellable and writes to one socket are joined.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import unquote
+
+import h11
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
+
+from .._protocol import CloseCode, choose_subprotocol, machine_for
+from .._state import ServerState
+from ._asgi import ASGIApp
+from ._native_ws import NativeWebSocket
+from ._requests import header_map, make_context, origin_allowed
+
+log = logging.getLogger("meshsub_trio.native")
+
+_HEAD_TIMEOUT = 10.0
+_RECEIVE_SIZE = 65536
+_MAX_HEAD = 64 * 1024
+
+
+class _Closed(Exception):
+    """The peer went away mid-request."""
+
+
+class NativeHost:
+    """Serves one :class:`ServerState` on Trio streams."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.asgi = ASGIApp.from_state(state)
+
+    async def handle_stream(self, stream: trio.SocketStream) -> None:
+        """One TCP connection: HTTP requests until an upgrade or a close."""
+        try:
+            await self._serve_stream(stream)
+        except (
+            _Closed,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            OSError,
+            h11.ProtocolError,
+        ):
+            pass
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _serve_stream(self, stream: trio.SocketStream) -> None:
+        http = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
+        raw = bytearray()  # bytes of the current request head, for a WebSocket handshake
+        while True:
+            with trio.move_on_after(_HEAD_TIMEOUT) as scope:
+                event = await _next_event(http, stream, raw)
+            if scope.cancelled_caught or event is None:
+                return
+            if isinstance(event, h11.ConnectionClosed):
+                return
+            assert isinstance(event, h11.Request)
+            headers = header_map(event.headers)
+            if "websocket" in headers.get("upgrade", "").lower() and event.method == b"GET":
+                await self._websocket(stream, bytes(raw), headers, event)
+                return
+            await self._http(stream, http, event, headers)
+            if http.our_state is h11.MUST_CLOSE or http.their_state is h11.MUST_CLOSE:
+                return
+            try:
+                http.start_next_cycle()
+            except h11.LocalProtocolError:
+                return
+            raw.clear()
+
+    # ---- WebSocket -----------------------------------------------------
+    async def _websocket(
+        self, stream: trio.SocketStream, head: bytes, headers: dict[str, str], request: h11.Request
+    ) -> None:
+        state = self.state
+        config = state.config
+        ws = WSConnection(ConnectionType.SERVER)
+        ws.receive_data(head)
+        handshake = next((e for e in ws.events() if isinstance(e, Request)), None)
+        path = unquote(request.target.decode("latin-1").split("?", 1)[0])
+        if handshake is None:
+            return
+        if path not in config.ws_paths:
+            await _reject(stream, ws, 404, "No WebSocket endpoint at this path")
+            return
+        if not origin_allowed(headers, config):
+            await _reject(stream, ws, 403, "Origin not allowed")
+            return
+        protocol, echo = choose_subprotocol(handshake.subprotocols, config.subprotocols)
+        await stream.send_all(ws.send(AcceptConnection(subprotocol=echo)))
+        socket = NativeWebSocket(stream, ws, max_message_size=config.max_message_size)
+        if protocol is None:
+            with trio.move_on_after(config.close_timeout):
+                await socket.close(
+                    CloseCode.SUBPROTOCOL_NOT_ACCEPTABLE, "Subprotocol not acceptable"
+                )
+            state.metrics.closes.labels(code=str(CloseCode.SUBPROTOCOL_NOT_ACCEPTABLE)).inc()
+            return
+        machine = machine_for(protocol, max_operations=config.max_operations)
+        await state.run_connection(socket, machine, make_context(headers, protocol))
+
+    # ---- HTTP through the ASGI app ------------------------------------
+    async def _http(
+        self,
+        stream: trio.SocketStream,
+        http: h11.Connection,
+        request: h11.Request,
+        headers: dict[str, str],
+    ) -> None:
+        target = request.target.decode("latin-1")
+        path, _, query = target.partition("?")
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": request.http_version.decode(),
+            "method": request.method.decode("latin-1"),
+            "scheme": "http",
+            "path": unquote(path),
+            "raw_path": path.encode("latin-1"),
+            "query_string": query.encode("latin-1"),
+            "root_path": "",
+            "headers": [(name.lower(), value) for name, value in request.headers],
+            "client": _address(stream, peer=True),
+            "server": _address(stream, peer=False),
+        }
+        body_done = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal body_done
+            if body_done:
+                await trio.sleep_forever()
+            event = await _next_event(http, stream, None)
+            if isinstance(event, h11.Data):
+                return {"type": "http.request", "body": bytes(event.data), "more_body": True}
+            body_done = True
+            if isinstance(event, h11.EndOfMessage):
+                return {"type": "http.request", "body": b"", "more_body": False}
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                response = h11.Response(
+                    status_code=message["status"], headers=message.get("headers", [])
+                )
+                await stream.send_all(http.send(response))
+            elif message["type"] == "http.response.body":
+                data = http.send(h11.Data(data=message.get("body", b"")))
+                if not message.get("more_body"):
+                    data += http.send(h11.EndOfMessage())
+                await stream.send_all(data)
+
+        await self.asgi(scope, receive, send)
+        # Drain whatever body the app did not read, so the next request parses.
+        while http.their_state is h11.SEND_BODY:
+            event = await _next_event(http, stream, None)
+            if event is None or isinstance(event, h11.ConnectionClosed):
+                break
+
+
+async def _next_event(
+    http: h11.Connection, stream: trio.SocketStream, raw: bytearray | None
+) -> Any:
+    """The next h11 event, reading from *stream* as needed (raw bytes kept in *raw*)."""
+    while True:
+        event = http.next_event()
+        if event is not h11.NEED_DATA:
+            if event is h11.PAUSED:
+                return None
+            return event
+        data = await stream.receive_some(_RECEIVE_SIZE)
+        if raw is not None:
+            raw += data
+        http.receive_data(data)
+        if not data:
+            raise _Closed()
+
+
+async def _reject(stream: trio.SocketStream, ws: WSConnection, status: int, message: str) -> None:
+    body = message.encode()
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    data = ws.send(RejectConnection(status_code=status, headers=headers, has_body=True))
+    data += ws.send(RejectData(data=body))
+    await stream.send_all(data)
+
+
+def _address(stream: trio.SocketStream, *, peer: bool) -> tuple[str, int] | None:
+    try:
+        name = stream.socket.getpeername() if peer else stream.socket.getsockname()
+    except OSError:
+        return None
+    return (name[0], name[1])

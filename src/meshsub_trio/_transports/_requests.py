@@ -1,0 +1,55 @@
+"""Reading what a request carries: headers, cookies, origin, auth context."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from http.cookies import CookieError, SimpleCookie
+from urllib.parse import urlsplit
+
+from .._app import Context
+from .._config import Config
+
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def header_map(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Lower-cased header names to values; repeated headers joined with ', '."""
+    headers: dict[str, str] = {}
+    for name, value in raw:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    return headers
+
+
+def parse_cookies(header: str | None) -> dict[str, str]:
+    if not header:
+        return {}
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(header)
+    except CookieError:
+        return {}
+    return {name: morsel.value for name, morsel in jar.items()}
+
+
+def make_context(headers: dict[str, str], protocol: str) -> Context:
+    return Context(headers=headers, cookies=parse_cookies(headers.get("cookie")), protocol=protocol)
+
+
+def origin_allowed(headers: dict[str, str], config: Config) -> bool:
+    """Browsers send ``Origin``; only allowed origins may open a socket.
+
+    With no allow-list, an origin is allowed when it names the host the
+    request was sent to, or a loopback host. Requests without ``Origin`` come
+    from non-browser clients, which cookies cannot be ridden through.
+    """
+    origin = headers.get("origin")
+    if origin is None:
+        return True
+    allowed = config.allowed_origins
+    if allowed is not None:
+        return "*" in allowed or origin in allowed
+    origin_host = urlsplit(origin).hostname or ""
+    request_host = urlsplit(f"//{headers.get('host', '')}").hostname or ""
+    return origin_host == request_host or origin_host in _LOOPBACK_HOSTS

@@ -1,0 +1,52 @@
+"""The small message-socket interface the connection driver needs from a host.
+
+Each host (native Trio streams, ASGI) is one adapter. Only the connection's
+writer task sends; only its reader task receives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class SocketClosed(Exception):
+    """The peer closed (``code`` from its close frame, 1006 if it just vanished)."""
+
+    def __init__(self, code: int = 1006, reason: str = "") -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+
+class MessageTooBig(Exception):
+    """An inbound message exceeded the configured maximum size."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One complete inbound WebSocket message."""
+
+    data: str | bytes
+    binary: bool = False
+
+
+class MessageSocket(Protocol):
+    #: Called on any inbound traffic (messages, pongs): the keep-alive's proof of life.
+    on_activity: Callable[[], None]
+
+    async def receive(self) -> Message:
+        """The next message; raises :class:`SocketClosed` or :class:`MessageTooBig`."""
+
+    async def send_frames(self, frames: list[bytes]) -> None:
+        """Send UTF-8 JSON text messages, in order, as few writes as possible."""
+
+    async def ping(self) -> bool:
+        """Send a transport ping frame; False if this host cannot."""
+
+    async def close(self, code: int, reason: str) -> None:
+        """Send a close frame."""
+
+    async def abort(self) -> None:
+        """Drop the transport now, without a handshake."""
