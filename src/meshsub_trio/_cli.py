@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=12.0,
         metavar="SECONDS",
-        help="keep-alive interval; a peer silent this long plus the pong deadline is dropped (0: off)",
+        help="keep-alive interval; a peer silent this long + the pong deadline is dropped (0: off)",
     )
     serve_cmd.add_argument(
         "--pong-timeout",
