@@ -66,7 +66,11 @@ class RawWebSocket:
 
 
 async def open_raw_websocket(
-    port: int, *, path: str = "/ws", subprotocol: str = "graphql-transport-ws", receive_buffer: int | None = None
+    port: int,
+    *,
+    path: str = "/ws",
+    subprotocol: str = "graphql-transport-ws",
+    receive_buffer: int | None = None,
 ) -> RawWebSocket:
     """Connect, upgrade, and return as soon as the 101 arrives."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)

@@ -7,10 +7,10 @@ connection, and holds no per-connection state.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from graphql import GraphQLObjectType, GraphQLSchema, build_schema
 
@@ -48,22 +48,39 @@ Emit = Callable[[Any], None]
 StreamerFn = Callable[[Context, dict[str, Any], Emit], Awaitable[None]]
 
 
+#: How subscribers of a streamer may share it (see :class:`Streamer`).
+Share = Literal["events", "state"] | None
+
+
 @dataclass(frozen=True)
 class Streamer:
-    """A streamer with the buffer between it and its subscriber."""
+    """A streamer, the buffer policy between it and each subscriber, and its sharing.
+
+    ``share=None``: one streamer run per subscription. ``share="events"``:
+    subscriptions with the same document, variables and cohort scope (by
+    default ``ctx.auth``) form a cohort that runs ONE streamer, executes each
+    value once and encodes it once; a late joiner gets the values emitted after
+    it joined. ``share="state"``: the same, and a joiner first gets the latest
+    value. A shared streamer must depend only on its arguments and the scope.
+    """
 
     fn: StreamerFn
     capacity: int = 256
     policy: Overflow = Overflow.DROP_OLDEST
+    share: Share = None
 
 
 def streamer(
-    fn: StreamerFn | None = None, *, capacity: int = 256, policy: Overflow = Overflow.DROP_OLDEST
+    fn: StreamerFn | None = None,
+    *,
+    capacity: int = 256,
+    policy: Overflow = Overflow.DROP_OLDEST,
+    share: Share = None,
 ) -> Any:
-    """Decorate a streamer function, optionally choosing its overflow policy."""
+    """Decorate a streamer function, choosing its overflow policy and sharing."""
 
     def wrap(f: StreamerFn) -> Streamer:
-        return Streamer(f, capacity, policy)
+        return Streamer(f, capacity, policy, share)
 
     return wrap(fn) if fn is not None else wrap
 
@@ -87,6 +104,11 @@ def _identity(root: Any, _info: Any, **_args: Any) -> Any:
 Authenticate = Callable[[Context], Awaitable[Any]]
 OnConnect = Callable[[Context], Awaitable[Any]]
 Lifespan = Callable[[], AbstractAsyncContextManager[Any]]
+CohortScope = Callable[[Context], Hashable]
+
+
+def _auth_scope(context: Context) -> Hashable:
+    return context.auth
 
 
 @asynccontextmanager
@@ -109,6 +131,8 @@ class App:
     runs after it for WebSockets: return ``False`` to refuse, or a dict to send
     as the ``connection_ack`` payload. ``lifespan()`` is an async context
     manager kept open while the app is served (start background tasks there).
+    ``cohort_scope(ctx)`` names who may share a shared streamer's output
+    (default: ``ctx.auth``; an unhashable scope means no sharing).
     """
 
     def __init__(
@@ -121,12 +145,14 @@ class App:
         on_connect: OnConnect | None = None,
         lifespan: Lifespan | None = None,
         root_value: Any = None,
+        cohort_scope: CohortScope = _auth_scope,
     ) -> None:
         self.schema = build_schema(schema) if isinstance(schema, str) else schema
         self.authenticate = authenticate
         self.on_connect = on_connect
         self.lifespan: Lifespan = lifespan or _no_lifespan
         self.root_value = root_value
+        self.cohort_scope = cohort_scope
         for type_name, fields in (resolvers or {}).items():
             for field_name, resolver in fields.items():
                 self._attach_resolver(type_name, field_name, resolver)

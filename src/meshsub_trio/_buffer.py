@@ -62,6 +62,7 @@ class EventBuffer(Generic[T]):
         self._producer_closed = False
         self._consumer_closed = False
         self._overflowed = False
+        self._error: BaseException | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -89,9 +90,13 @@ class EventBuffer(Generic[T]):
         self._wakeup.set()
         return kept
 
-    def close(self) -> None:
-        """The producer is done: the consumer sees the end after the queued events."""
+    def close(self, error: BaseException | None = None) -> None:
+        """The producer is done: the consumer sees the end after the queued events.
+
+        With *error*, the consumer gets that exception instead of a clean end.
+        """
         self._producer_closed = True
+        self._error = error
         self._wakeup.set()
 
     def detach(self) -> None:
@@ -110,6 +115,8 @@ class EventBuffer(Generic[T]):
         if self._items:
             return self._items.popleft()
         if self._producer_closed:
+            if self._error is not None:
+                raise self._error
             raise trio.EndOfChannel()
         raise trio.WouldBlock()
 

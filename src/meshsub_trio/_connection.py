@@ -11,14 +11,11 @@ nursery, so every operation's cleanup runs before the socket is let go.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._app import App, AuthError, Context
-from ._config import Config
-from ._execution import Engine
-from ._metrics import Metrics
+from ._app import AuthError, Context
 from ._operation import Operation
 from ._protocol import (
     Close,
@@ -31,6 +28,9 @@ from ._protocol import (
     Send,
 )
 from ._transports._socket import MessageSocket, MessageTooBig, SocketClosed
+
+if TYPE_CHECKING:
+    from ._state import ServerState
 
 log = logging.getLogger("meshsub_trio.connection")
 
@@ -45,18 +45,16 @@ class Connection:
         socket: MessageSocket,
         machine: ProtocolMachine,
         *,
-        app: App,
-        engine: Engine,
-        config: Config,
-        metrics: Metrics,
+        state: ServerState,
         context: Context,
     ) -> None:
         self.socket = socket
         self.machine = machine
-        self.app = app
-        self.engine = engine
-        self.config = config
-        self.metrics = metrics
+        self.state = state
+        self.app = state.app
+        self.engine = state.engine
+        self.config = config = state.config
+        self.metrics = state.metrics
         self.context = context
         self.protocol = machine.subprotocol
         self.operations: dict[str, Operation] = {}

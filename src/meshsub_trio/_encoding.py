@@ -14,6 +14,11 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value, default=_fallback)
 
 
+def dumps_canonical(value: Any) -> bytes:
+    """Encode with sorted keys: equal values give equal bytes (for cache keys)."""
+    return orjson.dumps(value, default=_fallback, option=orjson.OPT_SORT_KEYS)
+
+
 def loads(data: str | bytes) -> Any:
     return orjson.loads(data)
 

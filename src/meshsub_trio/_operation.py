@@ -16,6 +16,7 @@ from graphql import ExecutionResult, OperationType
 
 from ._app import StreamerSource
 from ._buffer import EventBuffer
+from ._cohort import CohortKey, cohort_key
 from ._encoding import dumps
 from ._execution import Prepared, format_errors, format_result
 from ._protocol import OperationRequested
@@ -71,7 +72,11 @@ class Operation:
             return
         try:
             if isinstance(source, StreamerSource):
-                await self._run_streamer(prepared, source)
+                key = self._cohort_key(source)
+                if key is not None:
+                    await self._run_shared(key, prepared, source)
+                else:
+                    await self._run_streamer(prepared, source)
             else:
                 await self._iterate(prepared, source)
         except Exception as error:
@@ -127,6 +132,33 @@ class Operation:
                 )
         if failure:
             raise failure[0]
+
+    def _cohort_key(self, source: StreamerSource) -> CohortKey | None:
+        """The key of the cohort this operation may join, if its streamer is shared."""
+        connection = self.connection
+        if source.streamer.share is None or not connection.state.cohorts.available:
+            return None
+        request = self.request
+        scope = connection.app.cohort_scope(connection.context)
+        return cohort_key(request.query, request.variables, request.operation_name, scope)
+
+    async def _run_shared(self, key: CohortKey, prepared: Prepared, source: StreamerSource) -> None:
+        """Join the cohort and forward its pre-encoded payloads."""
+        spec = source.streamer
+        member: EventBuffer[bytes] = EventBuffer(spec.capacity, spec.policy)
+        cohorts = self.connection.state.cohorts
+        cohort = cohorts.join(key, prepared, source, member)
+        machine = self.connection.machine
+        try:
+            async for payload in member:
+                await self._send(machine.next(self.id, payload))
+        finally:
+            cohort.remove(member)
+            member.detach()
+            if member.dropped:
+                self.connection.metrics.dropped_events.labels(policy=spec.policy.value).inc(
+                    member.dropped
+                )
 
     async def _send_result(self, result: ExecutionResult) -> None:
         await self._send(self.connection.machine.next(self.id, dumps(format_result(result))))

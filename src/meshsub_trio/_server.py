@@ -108,7 +108,7 @@ async def serve(
     config = config or Config()
     state = ServerState(app, config, metrics)
     host = NativeHost(state)
-    async with app.lifespan():
+    async with app.lifespan(), state.cohorts.running():
         listeners = await trio.open_tcp_listeners(
             config.port, host=config.host, backlog=config.backlog
         )

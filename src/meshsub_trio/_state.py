@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._app import App, Context
+from ._cohort import Cohorts
 from ._config import Config
 from ._execution import Engine
 from ._metrics import Metrics
@@ -23,6 +24,7 @@ class ServerState:
         self.config = config
         self.engine = Engine(app, max_depth=config.max_depth)
         self.metrics = metrics or Metrics()
+        self.cohorts = Cohorts(self.engine)
         self.connections: set[Connection] = set()
         self.shutting_down = False
 
@@ -32,15 +34,7 @@ class ServerState:
         """Drive one WebSocket connection to its end (all cleanups done)."""
         from ._connection import Connection
 
-        connection = Connection(
-            socket,
-            machine,
-            app=self.app,
-            engine=self.engine,
-            config=self.config,
-            metrics=self.metrics,
-            context=context,
-        )
+        connection = Connection(socket, machine, state=self, context=context)
         self.connections.add(connection)
         try:
             if self.shutting_down:

@@ -60,8 +60,13 @@ def make_app(log: list[str], release: trio.Event | None = None) -> App:
         SCHEMA,
         resolvers={
             "Query": {
-                "one": one, "two": two, "three": three, "items": items, "boom": boom,
-                "both": lambda *_: {}, "deep": lambda *_: {},
+                "one": one,
+                "two": two,
+                "three": three,
+                "items": items,
+                "boom": boom,
+                "both": lambda *_: {},
+                "deep": lambda *_: {},
             },
             "Pair": {"a": one, "b": two},
         },

@@ -87,7 +87,10 @@ def tracking_app(tracker: Tracker) -> App:
     return App(
         SCHEMA,
         streamers={
-            "forever": forever, "finite": finite, "failing": failing, "slowCleanup": slow_cleanup,
+            "forever": forever,
+            "finite": finite,
+            "failing": failing,
+            "slowCleanup": slow_cleanup,
         },
     )
 
@@ -138,13 +141,19 @@ async def test_source_completion_runs_cleanup_once(tracked: Any, tracker: Tracke
     assert tracker.cleaned == {"b": 1}
 
 
-async def test_source_error_sends_error_and_runs_cleanup_once(tracked: Any, tracker: Tracker) -> None:
+async def test_source_error_sends_error_and_runs_cleanup_once(
+    tracked: Any, tracker: Tracker
+) -> None:
     async with open_raw_client(tracked.port, subprotocols=[TRANSPORT]) as client:
         await client.init()
         await client.send(sub("1", 'subscription { failing(tag: "c") }'))
         await client.send(sub("2", 'subscription { forever(tag: "sibling") }'))
         messages = await client.receive_until("error")
-        assert messages[-1] == {"id": "1", "type": "error", "payload": [{"message": "source exploded"}]}
+        assert messages[-1] == {
+            "id": "1",
+            "type": "error",
+            "payload": [{"message": "source exploded"}],
+        }
         await client.send({"type": "ping"})
         # The sibling operation and the socket live on.
         assert (await client.receive_until("pong"))[-1] == {"type": "pong"}
@@ -229,10 +238,15 @@ async def test_shutdown_returns_in_time_with_a_frozen_client(tracker: Tracker) -
 
 
 @pytest.mark.parametrize("protocol", [TRANSPORT, LEGACY])
-async def test_silent_peer_is_dropped_within_keepalive_bound(start_server: Any, protocol: str) -> None:
+async def test_silent_peer_is_dropped_within_keepalive_bound(
+    start_server: Any, protocol: str
+) -> None:
     server = await start_server(keepalive=0.2, pong_timeout=0.2)
     bound = server.config.dead_peer_bound
-    async with open_raw_client(server.port, subprotocols=[protocol]) as healthy, trio.open_nursery() as nursery:
+    async with (
+        open_raw_client(server.port, subprotocols=[protocol]) as healthy,
+        trio.open_nursery() as nursery,
+    ):
         await healthy.init()
         await healthy.send(sub("h", "subscription { ticks(everyMs: 20) }", protocol))
         received: list[dict[str, Any]] = []

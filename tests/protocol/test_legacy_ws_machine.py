@@ -36,7 +36,9 @@ def decoded(events: list[Any]) -> list[Any]:
 
 def test_ack_is_followed_by_ka_and_held_starts() -> None:
     machine = LegacyWSMachine()
-    assert feed(machine, {"type": "connection_init", "payload": {"a": 1}}) == [InitRequested({"a": 1})]
+    assert feed(machine, {"type": "connection_init", "payload": {"a": 1}}) == [
+        InitRequested({"a": 1})
+    ]
     assert feed(machine, start("1")) == []  # held until the connection is authorised
     events = decoded(machine.accept())
     assert events == [
@@ -55,7 +57,10 @@ def test_reject_sends_connection_error_then_closes_1011() -> None:
     feed(machine, {"type": "connection_init"})
     feed(machine, start())
     events = machine.reject("Prohibited connection!")
-    assert decoded(events)[0] == {"type": "connection_error", "payload": {"message": "Prohibited connection!"}}
+    assert decoded(events)[0] == {
+        "type": "connection_error",
+        "payload": {"message": "Prohibited connection!"},
+    }
     assert events[1] == Close(1011, "Prohibited connection!")
 
 
@@ -68,7 +73,9 @@ def test_invalid_json_gets_connection_error_and_stays_open() -> None:
 
 def test_unknown_type_and_empty_object_get_error_and_stay_open() -> None:
     machine = acked()
-    assert decoded(feed(machine, {})) == [{"type": "error", "payload": {"message": "Invalid message type!"}}]
+    assert decoded(feed(machine, {})) == [
+        {"type": "error", "payload": {"message": "Invalid message type!"}}
+    ]
     assert decoded(feed(machine, {"type": "nope", "id": "7"})) == [
         {"id": "7", "type": "error", "payload": {"message": "Invalid message type!"}}
     ]
@@ -94,17 +101,24 @@ def test_start_reusing_a_live_id_replaces_it() -> None:
     machine = acked()
     feed(machine, start("1"))
     events = feed(machine, start("1", "{ hello }"))
-    assert events == [OperationCancelled("1"), OperationRequested("1", "{ hello }", None, None, None)]
+    assert events == [
+        OperationCancelled("1"),
+        OperationRequested("1", "{ hello }", None, None, None),
+    ]
 
 
 def test_data_error_and_complete_frames() -> None:
     machine = acked()
     feed(machine, start("1"))
     assert json.loads(machine.next("1", b'{"data":{"a":1}}')) == {
-        "id": "1", "type": "data", "payload": {"data": {"a": 1}}
+        "id": "1",
+        "type": "data",
+        "payload": {"data": {"a": 1}},
     }
     assert json.loads(machine.error("1", [{"message": "one"}, {"message": "two"}])) == {
-        "id": "1", "type": "error", "payload": {"message": "one"}
+        "id": "1",
+        "type": "error",
+        "payload": {"message": "one"},
     }
     assert machine.complete("1") is None  # nothing after error
 

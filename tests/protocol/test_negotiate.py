@@ -7,9 +7,13 @@ from meshsub_trio._protocol import choose_subprotocol, parse_offer
 
 def test_first_supported_offer_wins() -> None:
     assert choose_subprotocol(["this", "graphql-transport-ws", "one"]) == (
-        "graphql-transport-ws", "graphql-transport-ws",
+        "graphql-transport-ws",
+        "graphql-transport-ws",
     )
-    assert choose_subprotocol(["graphql-ws", "graphql-transport-ws"]) == ("graphql-ws", "graphql-ws")
+    assert choose_subprotocol(["graphql-ws", "graphql-transport-ws"]) == (
+        "graphql-ws",
+        "graphql-ws",
+    )
 
 
 def test_no_offer_speaks_legacy_without_echo() -> None:

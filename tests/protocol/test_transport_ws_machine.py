@@ -88,7 +88,9 @@ def test_binary_frames_close_4400() -> None:
 def test_init_payload_may_be_absent_null_or_object() -> None:
     for payload in (None, {"token": "t"}):
         machine = TransportWSMachine()
-        assert feed(machine, {"type": "connection_init", "payload": payload}) == [InitRequested(payload)]
+        assert feed(machine, {"type": "connection_init", "payload": payload}) == [
+            InitRequested(payload)
+        ]
     assert feed(TransportWSMachine(), '{"type":"connection_init","payload":null}') == [
         InitRequested(None)
     ]
@@ -97,14 +99,18 @@ def test_init_payload_may_be_absent_null_or_object() -> None:
 def test_ack_payload_is_sent_only_when_given() -> None:
     machine = TransportWSMachine()
     feed(machine, {"type": "connection_init"})
-    assert machine.accept({"itsa": "me"}) == [Send(b'{"type":"connection_ack","payload":{"itsa":"me"}}')]
+    assert machine.accept({"itsa": "me"}) == [
+        Send(b'{"type":"connection_ack","payload":{"itsa":"me"}}')
+    ]
     assert machine.accept() == []  # at most one ack
 
 
 def test_second_init_closes_4429_while_pending_and_after_ack() -> None:
     pending = TransportWSMachine()
     feed(pending, {"type": "connection_init"})
-    assert feed(pending, {"type": "connection_init"}) == [Close(4429, "Too many initialisation requests")]
+    assert feed(pending, {"type": "connection_init"}) == [
+        Close(4429, "Too many initialisation requests")
+    ]
     assert feed(acked(), {"type": "connection_init"})[0].code == 4429
 
 
@@ -135,7 +141,10 @@ def test_finished_ids_can_be_reused() -> None:
     feed(machine, subscribe("a"))
     assert machine.complete("a") == b'{"id":"a","type":"complete"}'
     assert isinstance(feed(machine, subscribe("a"))[0], OperationRequested)
-    assert machine.error("a", [{"message": "x"}]) == b'{"id":"a","type":"error","payload":[{"message":"x"}]}'
+    assert (
+        machine.error("a", [{"message": "x"}])
+        == b'{"id":"a","type":"error","payload":[{"message":"x"}]}'
+    )
     assert isinstance(feed(machine, subscribe("a"))[0], OperationRequested)
 
 
@@ -160,7 +169,9 @@ def test_operation_cap_answers_with_error_and_keeps_the_socket() -> None:
     feed(machine, subscribe("a"))
     [reply] = feed(machine, subscribe("b"))
     assert json.loads(reply.data) == {
-        "id": "b", "type": "error", "payload": [{"message": "Subscription limit reached"}]
+        "id": "b",
+        "type": "error",
+        "payload": [{"message": "Subscription limit reached"}],
     }
     assert not machine.closed
     machine.complete("a")
@@ -168,7 +179,9 @@ def test_operation_cap_answers_with_error_and_keeps_the_socket() -> None:
 
 
 def test_init_timeout_only_before_init() -> None:
-    assert TransportWSMachine().init_timed_out() == [Close(4408, "Connection initialisation timeout")]
+    assert TransportWSMachine().init_timed_out() == [
+        Close(4408, "Connection initialisation timeout")
+    ]
     machine = TransportWSMachine()
     feed(machine, {"type": "connection_init"})
     assert machine.init_timed_out() == []  # the timer stops at init, not at ack

@@ -1,0 +1,157 @@
+"""Cohorts: subscribers that share one streamer, one execution, one encoding.
+
+Subscriptions to a shared streamer with the same document, variables,
+operation name and cohort scope are a cohort (Hasura's multiplexing). The
+cohort runs the streamer once, executes the selection set once per value,
+encodes the JSON payload once, and hands the same bytes to every member's
+bounded buffer; only the per-subscriber envelope (the operation id) differs.
+
+Cohort tasks live in one server-level nursery: a cohort starts with its
+first member and is cancelled when its last member leaves.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Hashable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from ._app import StreamerSource
+from ._buffer import BufferClosed, EventBuffer
+from ._encoding import dumps, dumps_canonical
+from ._execution import Engine, Prepared, format_result
+
+log = logging.getLogger("meshsub_trio.cohort")
+
+CohortKey = tuple[str, bytes, str | None, Hashable]
+
+
+class Cohort:
+    """One shared streamer and the buffers of its members."""
+
+    def __init__(
+        self, registry: Cohorts, key: CohortKey, prepared: Prepared, source: StreamerSource
+    ) -> None:
+        self.registry = registry
+        self.key = key
+        self.prepared = prepared
+        self.source = source
+        self.members: set[EventBuffer[bytes]] = set()
+        self.latest: bytes | None = None
+        self.events = 0
+        self.cancel_scope = trio.CancelScope()
+
+    def add(self, member: EventBuffer[bytes]) -> None:
+        self.members.add(member)
+        if self.latest is not None and self.source.streamer.share == "state":
+            member.put(self.latest)
+
+    def remove(self, member: EventBuffer[bytes]) -> None:
+        self.members.discard(member)
+        if not self.members:
+            self.registry.forget(self)
+            self.cancel_scope.cancel()
+
+    async def run(self) -> None:
+        spec = self.source.streamer
+        inbox: EventBuffer[Any] = EventBuffer(spec.capacity, spec.policy)
+        failure: BaseException | None = None
+        try:
+            with self.cancel_scope:
+                failure = await self._pump(inbox)
+        except Exception as error:
+            failure = error
+        finally:
+            self.registry.forget(self)
+            for member in self.members:
+                member.close(failure)
+            self.members.clear()
+
+    async def _pump(self, inbox: EventBuffer[Any]) -> BaseException | None:
+        """Run the streamer; execute, encode and fan out each value it emits."""
+        spec = self.source.streamer
+        failure: list[BaseException] = []
+
+        async def run_streamer() -> None:
+            try:
+                await spec.fn(self.source.context, self.source.args, inbox.put)
+            except Exception as error:
+                failure.append(error)
+            finally:
+                inbox.close()
+
+        engine: Engine = self.registry.engine
+        keep_latest = spec.share == "state"
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_streamer)
+            async for value in inbox:
+                result = await engine.execute_event(self.prepared, value)
+                payload = dumps(format_result(result))
+                self.events += 1
+                if keep_latest:
+                    self.latest = payload
+                for member in tuple(self.members):
+                    try:
+                        member.put(payload)
+                    except BufferClosed:
+                        self.members.discard(member)
+            nursery.cancel_scope.cancel()
+        return failure[0] if failure else None
+
+
+class Cohorts:
+    """The live cohorts of one server, and the nursery their tasks run in."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._nursery: trio.Nursery | None = None
+        self._cohorts: dict[CohortKey, Cohort] = {}
+
+    def __len__(self) -> int:
+        return len(self._cohorts)
+
+    @property
+    def available(self) -> bool:
+        return self._nursery is not None
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Host cohort tasks for as long as the server runs."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                yield
+            finally:
+                self._nursery = None
+                nursery.cancel_scope.cancel()
+
+    def join(
+        self, key: CohortKey, prepared: Prepared, source: StreamerSource, member: EventBuffer[bytes]
+    ) -> Cohort:
+        """Add *member* to the cohort for *key*, starting the cohort if needed."""
+        assert self._nursery is not None, "join() needs running()"
+        cohort = self._cohorts.get(key)
+        if cohort is None:
+            cohort = Cohort(self, key, prepared, source)
+            self._cohorts[key] = cohort
+            self._nursery.start_soon(cohort.run)
+        cohort.add(member)
+        return cohort
+
+    def forget(self, cohort: Cohort) -> None:
+        if self._cohorts.get(cohort.key) is cohort:
+            del self._cohorts[cohort.key]
+
+
+def cohort_key(
+    query: str, variables: dict[str, Any] | None, operation_name: str | None, scope: Hashable
+) -> CohortKey | None:
+    """The sharing key, or None when the scope cannot be hashed (no sharing)."""
+    try:
+        hash(scope)
+    except TypeError:
+        return None
+    return (query, dumps_canonical(variables or {}), operation_name, scope)
