@@ -40,10 +40,38 @@ class Context:
     protocol: str = "http"
     #: Free space for the application's own per-connection data.
     state: dict[str, Any] = field(default_factory=dict)
+    #: The operation's request ``extensions`` (e.g. a resume ``cursor``); empty
+    #: on the connection-wide context, set on an operation's own copy.
+    extensions: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def resume_cursor(self) -> str | None:
+        """The cursor a reconnecting client asked to resume after, if any."""
+        cursor = self.extensions.get("cursor")
+        return str(cursor) if isinstance(cursor, str | int) else None
 
 
-#: ``emit(value)`` hands one value to the subscription; it never blocks.
-Emit = Callable[[Any], None]
+#: ``emit(value)`` or ``emit(value, cursor=...)`` hands one value to the
+#: subscription and never blocks; a cursor travels to the client in the
+#: ``next`` payload's ``extensions`` so it can resume after it.
+Emit = Callable[..., None]
+
+
+@dataclass(frozen=True, slots=True)
+class Cursored:
+    """An emitted value with the cursor that identifies it in its stream."""
+
+    value: Any
+    cursor: str
+
+
+def emitter(put: Callable[[Any], Any]) -> Emit:
+    """The ``emit`` a streamer gets, in front of a buffer's ``put``."""
+
+    def emit(value: Any, cursor: str | int | None = None) -> None:
+        put(value if cursor is None else Cursored(value, str(cursor)))
+
+    return emit
 #: A Lacinia-style streamer: emit values; return to complete; raise to fail.
 StreamerFn = Callable[[Context, dict[str, Any], Emit], Awaitable[None]]
 

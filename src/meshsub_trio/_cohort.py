@@ -19,10 +19,10 @@ from typing import Any
 
 import trio
 
-from ._app import StreamerSource
+from ._app import StreamerSource, emitter
 from ._buffer import BufferClosed, EventBuffer
-from ._encoding import dumps, dumps_canonical
-from ._execution import Engine, Prepared, format_result
+from ._encoding import dumps_canonical
+from ._execution import Engine, Prepared
 
 log = logging.getLogger("meshsub_trio.cohort")
 
@@ -77,7 +77,7 @@ class Cohort:
 
         async def run_streamer() -> None:
             try:
-                await spec.fn(self.source.context, self.source.args, inbox.put)
+                await spec.fn(self.source.context, self.source.args, emitter(inbox.put))
             except Exception as error:
                 failure.append(error)
             finally:
@@ -88,8 +88,7 @@ class Cohort:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run_streamer)
             async for value in inbox:
-                result = await engine.execute_event(self.prepared, value)
-                payload = dumps(format_result(result))
+                payload = await engine.event_payload(self.prepared, value)
                 self.events += 1
                 if keep_latest:
                     self.latest = payload

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import trio
 from graphql import ExecutionResult, OperationType
 
-from ._app import StreamerSource
+from ._app import StreamerSource, emitter
 from ._buffer import EventBuffer
 from ._cohort import CohortKey, cohort_key
 from ._encoding import dumps
@@ -55,9 +56,10 @@ class Operation:
         connection = self.connection
         engine = connection.engine
         request = self.request
-        prepared = engine.prepare(
-            request.query, request.variables, request.operation_name, connection.context
-        )
+        context = connection.context
+        if request.extensions:
+            context = replace(context, extensions=request.extensions)
+        prepared = engine.prepare(request.query, request.variables, request.operation_name, context)
         if not isinstance(prepared, Prepared):
             await self._send(connection.machine.error(self.id, format_errors(prepared)))
             return
@@ -91,8 +93,9 @@ class Operation:
     async def _iterate(self, prepared: Prepared, source: AsyncIterable[Any]) -> None:
         iterator = aiter(source)
         try:
+            engine = self.connection.engine
             async for event in iterator:
-                await self._send_result(await self.connection.engine.execute_event(prepared, event))
+                await self._send_payload(await engine.event_payload(prepared, event))
         finally:
             aclose = getattr(iterator, "aclose", None)
             if aclose is not None:
@@ -108,7 +111,7 @@ class Operation:
 
         async def run_streamer() -> None:
             try:
-                await spec.fn(source.context, source.args, buffer.put)
+                await spec.fn(source.context, source.args, emitter(buffer.put))
             except Exception as error:
                 failure.append(error)
             finally:
@@ -120,7 +123,7 @@ class Operation:
                 nursery.start_soon(run_streamer)
                 try:
                     async for event in buffer:
-                        await self._send_result(await engine.execute_event(prepared, event))
+                        await self._send_payload(await engine.event_payload(prepared, event))
                 except Exception as error:  # includes BufferOverflow
                     failure.append(error)
                 nursery.cancel_scope.cancel()
@@ -138,6 +141,8 @@ class Operation:
         connection = self.connection
         if source.streamer.share is None or not connection.state.cohorts.available:
             return None
+        if source.context.resume_cursor is not None:
+            return None  # a resuming client replays its own history first
         request = self.request
         scope = connection.app.cohort_scope(connection.context)
         return cohort_key(request.query, request.variables, request.operation_name, scope)
@@ -161,7 +166,10 @@ class Operation:
                 )
 
     async def _send_result(self, result: ExecutionResult) -> None:
-        await self._send(self.connection.machine.next(self.id, dumps(format_result(result))))
+        await self._send_payload(dumps(format_result(result)))
+
+    async def _send_payload(self, payload: bytes) -> None:
+        await self._send(self.connection.machine.next(self.id, payload))
 
     async def _send(self, frame: bytes | None) -> None:
         if frame is not None:

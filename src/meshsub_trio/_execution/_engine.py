@@ -17,7 +17,8 @@ from graphql.execution import create_source_event_stream
 from graphql.execution.executor_throwing_on_incremental import ExecutorThrowingOnIncremental
 from graphql.pyutils import is_awaitable
 
-from .._app import App, StreamerSource
+from .._app import App, Cursored, StreamerSource
+from .._encoding import dumps
 from ._documents import DocumentCache
 from ._trio_gather import install as install_trio_gather
 
@@ -102,3 +103,12 @@ class Engine:
             result = await result
         assert isinstance(result, ExecutionResult)
         return result
+
+    async def event_payload(self, prepared: Prepared, item: Any) -> bytes:
+        """Execute one source item and encode its response (with its cursor, if any)."""
+        if type(item) is Cursored:
+            result = await self.execute_event(prepared, item.value)
+            response = format_result(result)
+            response["extensions"] = {**response.get("extensions", {}), "cursor": item.cursor}
+            return dumps(response)
+        return dumps(format_result(await self.execute_event(prepared, item)))
