@@ -99,19 +99,23 @@ async def serve(
     config: Config | None = None,
     *,
     metrics: Metrics | None = None,
+    listeners: list[trio.SocketListener] | None = None,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve *app* until shut down.
 
     ``await nursery.start(serve, app, config)`` returns the running :class:`Server`.
+    Pass ready *listeners* (e.g. sockets made in another network namespace, or
+    inherited from a supervisor) instead of binding ``config.host:config.port``.
     """
     config = config or Config()
     state = ServerState(app, config, metrics)
     host = NativeHost(state)
     async with app.lifespan(), state.cohorts.running():
-        listeners = await trio.open_tcp_listeners(
-            config.port, host=config.host, backlog=config.backlog
-        )
+        if listeners is None:
+            listeners = await trio.open_tcp_listeners(
+                config.port, host=config.host, backlog=config.backlog
+            )
         server = Server(state, listeners)
         # The outer nursery holds one task per TCP connection; the inner one
         # the accept loops, which shutdown cancels first.

@@ -15,7 +15,12 @@ import pytest
 import trio
 import trio.testing
 
-from meshsub_trio.testing._proxy import Direction, FaultProxy, open_fault_proxy
+from meshsub_trio.testing._proxy import (
+    Direction,
+    DirectionFaults,
+    FaultProxy,
+    open_fault_proxy,
+)
 
 C2S = Direction.CLIENT_TO_SERVER
 S2C = Direction.SERVER_TO_CLIENT
@@ -306,6 +311,24 @@ async def test_stop_reading_stalls_the_servers_send_until_resumed(harness: Harne
     assert bytes(client.received) == payload
 
 
+async def test_small_receive_buffer_makes_the_stall_quick(harness: Harness) -> None:
+    client, server = await harness.connect()
+    server.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+    harness.proxy.stop_reading()
+    accepted_by_kernel = 0
+    with trio.fail_after(SOON):
+        while True:
+            with trio.move_on_after(0.2) as stalled:
+                accepted_by_kernel += await server.stream.socket.send(b"x" * 4096)
+            if stalled.cancelled_caught:
+                break
+    # ~40 kB with the proxy's 16 kB SO_RCVBUF; ~170 kB with Linux defaults.
+    assert accepted_by_kernel < 100_000
+    harness.proxy.resume_reading()
+    with trio.fail_after(SOON):
+        await client.wait_bytes(accepted_by_kernel)
+
+
 async def test_proxy_faults_apply_to_future_connections(harness: Harness) -> None:
     harness.proxy.partition()
     client = await harness.open_client()
@@ -338,6 +361,24 @@ async def test_connection_fault_affects_only_that_connection(harness: Harness) -
     conn1.heal()
     with trio.fail_after(SOON):
         await server1.wait_bytes(3)
+
+
+async def test_clear_faults_restores_a_clean_link(harness: Harness) -> None:
+    client, server = await harness.connect()
+    (conn,) = await harness.proxy.wait_for_connections(1)
+    harness.proxy.partition("client_to_server")  # plain strings work too
+    harness.proxy.set_latency(0.05)
+    harness.proxy.fragment(3)
+    assert conn.faults(C2S).partitioned and conn.faults(S2C).max_chunk == 3
+    await client.stream.send_all(b"queued")
+    harness.proxy.clear_faults()
+    assert harness.proxy.faults(C2S) == conn.faults(C2S) == DirectionFaults()
+    assert conn.faults(S2C) == DirectionFaults()
+    with trio.fail_after(SOON):
+        await server.wait_bytes(6)
+    assert server.received == b"queued"
+    with pytest.raises(ValueError):
+        conn.faults(Direction.BOTH)
 
 
 async def test_unreachable_target_resets_the_client(harness: Harness) -> None:

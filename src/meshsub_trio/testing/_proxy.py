@@ -15,7 +15,8 @@ bytes wait in the proxy and in kernel buffers) and :meth:`heal` delivers it in
 order, which is what TCP retransmission makes a real, healed partition look
 like. ``partition(discard=True)`` instead reads and throws the bytes away, which
 leaves a gap in the stream (a broken middlebox rather than a lossy network).
-End-of-stream (FIN) is always held, never discarded.
+End-of-stream (FIN) is always held, never discarded. A connection accepted
+while the proxy is partitioned does not reach the server until the heal.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import socket as _socket
 import struct
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import trio
@@ -62,6 +63,13 @@ def _expand(direction: Direction | str) -> tuple[Direction, ...]:
     """Turn a direction (or its string value) into the concrete ones it covers."""
     value = Direction(direction)
     return (_C2S, _S2C) if value is Direction.BOTH else (value,)
+
+
+def _single(direction: Direction | str) -> Direction:
+    value = Direction(direction)
+    if value is Direction.BOTH:
+        raise ValueError("pass CLIENT_TO_SERVER or SERVER_TO_CLIENT, not BOTH")
+    return value
 
 
 @dataclass(frozen=True)
@@ -101,7 +109,9 @@ class _FaultControls:
         """Return the faults currently in effect for one concrete direction."""
         raise NotImplementedError
 
-    def partition(self, direction: Direction | str = Direction.BOTH, *, discard: bool = False) -> None:
+    def partition(
+        self, direction: Direction | str = Direction.BOTH, *, discard: bool = False
+    ) -> None:
         """Stop forwarding in ``direction``; sockets stay open.
 
         With ``discard=False`` the held bytes are delivered after :meth:`heal`
@@ -154,11 +164,7 @@ class _FaultControls:
 
     def clear_faults(self) -> None:
         """Remove every fault in both directions (held data is then delivered)."""
-        self._apply((_C2S, _S2C), **_asdict(_NO_FAULTS))
-
-
-def _asdict(faults: DirectionFaults) -> dict[str, Any]:
-    return {name: getattr(faults, name) for name in faults.__dataclass_fields__}
+        self._apply((_C2S, _S2C), **asdict(_NO_FAULTS))
 
 
 class ProxiedConnection(_FaultControls):
@@ -211,8 +217,7 @@ class ProxiedConnection(_FaultControls):
         await self._closed.wait()
 
     def faults(self, direction: Direction | str) -> DirectionFaults:
-        (concrete,) = _expand(direction)
-        return self._faults[concrete]
+        return self._faults[_single(direction)]
 
     def bytes_forwarded(self, direction: Direction | str = Direction.BOTH) -> int:
         """Bytes written to the destination side so far."""
@@ -431,8 +436,7 @@ class FaultProxy(_FaultControls):
 
     def faults(self, direction: Direction | str) -> DirectionFaults:
         """The faults new connections start with."""
-        (concrete,) = _expand(direction)
-        return self._defaults[concrete]
+        return self._defaults[_single(direction)]
 
     def bytes_forwarded(self, direction: Direction | str = Direction.BOTH) -> int:
         """Bytes forwarded by all connections, closed ones included."""

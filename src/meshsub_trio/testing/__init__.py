@@ -1,0 +1,35 @@
+"""Tools to prove a GraphQL subscription stack survives real network faults.
+
+- :class:`FaultProxy` / :func:`open_fault_proxy`: a Trio TCP proxy that can
+  partition (both ways or one), heal, reset, close, delay, throttle, fragment,
+  and stop reading, per connection or for all;
+- :class:`NetnsPair`: two Linux network namespaces joined by a veth pair, with
+  real packet drops and link failures (needs root and iproute2);
+- :func:`open_graphql_ws` / :class:`GraphQLWSClient`: a small client speaking
+  both GraphQL WebSocket protocols;
+- :func:`live_tasks`: every live Trio task, for "nothing leaked" assertions;
+- :mod:`meshsub_trio.testing.pytest_plugin`: pytest fixtures tying them together.
+"""
+
+from ._client import LEGACY_WS, TRANSPORT_WS, ClientClosed, GraphQLWSClient, open_graphql_ws
+from ._netns import Namespace, NetnsError, NetnsPair
+from ._proxy import Direction, DirectionFaults, FaultProxy, ProxiedConnection, open_fault_proxy
+from ._tasks import live_tasks, task_names
+
+__all__ = [
+    "LEGACY_WS",
+    "TRANSPORT_WS",
+    "ClientClosed",
+    "Direction",
+    "DirectionFaults",
+    "FaultProxy",
+    "GraphQLWSClient",
+    "Namespace",
+    "NetnsError",
+    "NetnsPair",
+    "ProxiedConnection",
+    "live_tasks",
+    "open_fault_proxy",
+    "open_graphql_ws",
+    "task_names",
+]
