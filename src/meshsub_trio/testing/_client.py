@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import trio
@@ -145,10 +145,8 @@ class GraphQLWSClient:
         """A clean close: close frame, then the TCP connection."""
         with trio.move_on_after(1):
             if self._ws.state is ConnectionState.OPEN:
-                try:
+                with suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     await self._send_data(self._ws.send(CloseConnection(code=code)))
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    pass
             await self.closed.wait()
         await trio.aclose_forcefully(self._stream)
 
