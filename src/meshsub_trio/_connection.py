@@ -62,6 +62,7 @@ class Connection:
         self._close_reason = ""
         self._send_close_frame = True
         self._nursery: trio.Nursery | None = None
+        self._outer: trio.Nursery | None = None
         self._outbox_send, self._outbox_receive = trio.open_memory_channel[
             tuple[Operation | None, bytes]
         ](config.outbox_size)
@@ -70,29 +71,51 @@ class Connection:
 
     # ---- lifecycle -----------------------------------------------------
     async def run(self) -> None:
-        """Serve the connection until it ends; every cleanup has run on return."""
+        """Serve the connection until it ends; every cleanup has run on return.
+
+        Two nurseries: the outer one holds the writer, the inner one
+        everything else (reader, keep-alive, init timer, auth, operations).
+        A close cancels the inner one; once every operation has finished its
+        cleanup, the writer flushes what was queued (a ``connection_error``
+        before its close, say) within ``close_timeout``. An abrupt end (peer
+        gone, dead, or stalled) cancels both at once.
+        """
         self.metrics.connection_opened()
         try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                nursery.start_soon(self._write_loop)
-                nursery.start_soon(self._read_loop)
-                if self.config.keepalive > 0:
-                    nursery.start_soon(self._keepalive_loop)
-                if self.config.init_timeout > 0:
-                    nursery.start_soon(self._init_timer)
+            async with trio.open_nursery() as outer:
+                self._outer = outer
+                outer.start_soon(self._write_loop)
+                try:
+                    async with trio.open_nursery() as work:
+                        self._nursery = work
+                        work.start_soon(self._read_loop)
+                        if self.config.keepalive > 0:
+                            work.start_soon(self._keepalive_loop)
+                        if self.config.init_timeout > 0:
+                            work.start_soon(self._init_timer)
+                except Exception:
+                    log.exception("connection failed")
+                    self.close(CloseCode.INTERNAL_ERROR, "Internal server error")
+                self._outbox_send.close()
+                outer.cancel_scope.relative_deadline = self.config.close_timeout
         finally:
             await self._finish()
             self.metrics.connection_closed(self.close_code or CloseCode.ABNORMAL)
 
     def close(self, code: int, reason: str = "", *, send_close_frame: bool = True) -> None:
-        """End the connection: the first reason given wins."""
+        """End the connection: the first reason given wins.
+
+        With ``send_close_frame`` the queued frames and a close frame are
+        sent first; without it (the peer cannot hear us) everything stops now.
+        """
         if self.close_code is None:
             self.close_code = code
             self._close_reason = reason
             self._send_close_frame = send_close_frame
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
+        if not self._send_close_frame and self._outer is not None:
+            self._outer.cancel_scope.cancel()
 
     def shutdown(self) -> None:
         """Server shutdown: close with 1001 Going away."""
@@ -106,7 +129,8 @@ class Connection:
                     pending = self._drain_outbox()
                     if pending:
                         await self.socket.send_frames(pending)
-                    code = self.close_code if self.close_code is not None else CloseCode.NORMAL
+                    # No reason recorded: cancelled from outside, i.e. the server is going.
+                    code = self.close_code if self.close_code is not None else CloseCode.GOING_AWAY
                     await self.socket.close(code, self._close_reason)
             except (SocketClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 pass
@@ -246,7 +270,11 @@ class Connection:
         while True:
             await trio.sleep(self.config.keepalive)
             self._activity = trio.Event()
-            probe = await self.socket.ping()
+            try:
+                probe = await self.socket.ping()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                self.close(CloseCode.ABNORMAL, "", send_close_frame=False)
+                return
             if self.machine.keepalive_is_probe:
                 # transport-ws ``ping`` asks for a ``pong``: the fallback probe
                 # where the host cannot send ping frames.

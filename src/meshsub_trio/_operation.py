@@ -48,7 +48,14 @@ class Operation:
         connection = self.connection
         try:
             with self.cancel_scope:
-                await self._run()
+                try:
+                    await self._run()
+                except Exception:
+                    # A bug below us (a resolver's executor, an encoder) ends this
+                    # operation with an error; its siblings and the socket live on.
+                    log.exception("operation %s crashed", self.id)
+                    errors = [{"message": "Internal server error"}]
+                    await self._send(connection.machine.error(self.id, errors))
         finally:
             connection.operation_finished(self)
 

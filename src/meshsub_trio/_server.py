@@ -77,6 +77,8 @@ class Server:
         self._idle = trio.Event() if self._streams == 1 else self._idle
         try:
             await host.handle_stream(stream)
+        except Exception:
+            log.exception("connection failed")  # one connection, never the server
         finally:
             self._streams -= 1
             if self._streams == 0:

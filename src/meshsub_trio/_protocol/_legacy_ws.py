@@ -117,8 +117,13 @@ class LegacyWSMachine:
 
     def _on_stop(self, message: dict[str, Any]) -> list[Event]:
         op_id = message.get("id")
-        if isinstance(op_id, str) and self.operations.discard(op_id):
+        if not isinstance(op_id, str):
+            return []
+        if self.operations.discard(op_id):
             return [OperationCancelled(op_id), Send(_complete_frame(op_id))]
+        # Stopped before the ack released it: it never starts, and nothing is
+        # sent for it (nothing may precede the ack).
+        self._held = [start for start in self._held if start.get("id") != op_id]
         return []
 
     # ---- driver decisions ---------------------------------------------

@@ -30,6 +30,8 @@ from ._socket import Message, MessageTooBig, SocketClosed
 
 log = logging.getLogger("meshsub_trio.asgi")
 
+JSON = "application/json; charset=utf-8"
+
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -125,7 +127,7 @@ class ASGIApp:
         method = scope["method"]
         headers = header_map(scope.get("headers", ()))
         if path == "/healthz":
-            await _respond(send, 200, b'{"status":"ok"}', "application/json")
+            await _respond(send, 200, b'{"status":"ok"}', JSON)
         elif path == "/metrics":
             await _respond(send, 200, self.state.metrics.render(), CONTENT_TYPE_LATEST)
         elif path in config.playground_paths:
@@ -138,12 +140,18 @@ class ASGIApp:
                     send,
                     413,
                     dumps({"errors": [{"message": "Body too large"}]}),
-                    "application/json",
+                    JSON,
                 )
                 return
-            response = await handle_graphql_http(
-                self.state, method, headers, scope.get("query_string", b""), body
-            )
+            try:
+                response = await handle_graphql_http(
+                    self.state, method, headers, scope.get("query_string", b""), body
+                )
+            except Exception:
+                # A bug in a hook or resolver costs this request, never the server.
+                log.exception("GraphQL over HTTP request failed")
+                await _respond(send, 500, b'{"errors":[{"message":"Internal server error"}]}', JSON)
+                return
             await _respond(send, response.status, response.body, None, response.headers)
         elif path in config.ws_paths:
             message = f"{path} speaks GraphQL over WebSocket: send an Upgrade request"
@@ -151,11 +159,11 @@ class ASGIApp:
                 send,
                 426,
                 dumps({"errors": [{"message": message}]}),
-                "application/json",
+                JSON,
                 [("upgrade", "websocket")],
             )
         else:
-            await _respond(send, 404, b'{"errors":[{"message":"Not found"}]}', "application/json")
+            await _respond(send, 404, b'{"errors":[{"message":"Not found"}]}', JSON)
 
     # ---- WebSocket -----------------------------------------------------
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:

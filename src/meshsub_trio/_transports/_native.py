@@ -61,7 +61,11 @@ class NativeHost:
         raw = bytearray()  # bytes of the current request head, for a WebSocket handshake
         while True:
             with trio.move_on_after(_HEAD_TIMEOUT) as scope:
-                event = await _next_event(http, stream, raw)
+                try:
+                    event = await _next_event(http, stream, raw)
+                except h11.RemoteProtocolError as problem:
+                    await _refuse(stream, http, problem.error_status_hint, str(problem))
+                    return
             if scope.cancelled_caught or event is None:
                 return
             if isinstance(event, h11.ConnectionClosed):
@@ -136,6 +140,7 @@ class NativeHost:
             "server": _address(stream, peer=False),
         }
         body_done = False
+        head_only = request.method == b"HEAD"
 
         async def receive() -> dict[str, Any]:
             nonlocal body_done
@@ -156,7 +161,8 @@ class NativeHost:
                 )
                 await stream.send_all(http.send(response))
             elif message["type"] == "http.response.body":
-                data = http.send(h11.Data(data=message.get("body", b"")))
+                body = b"" if head_only else message.get("body", b"")
+                data = http.send(h11.Data(data=body)) if body else b""
                 if not message.get("more_body"):
                     data += http.send(h11.EndOfMessage())
                 await stream.send_all(data)
@@ -185,6 +191,25 @@ async def _next_event(
         http.receive_data(data)
         if not data:
             raise _Closed()
+
+
+async def _refuse(
+    stream: trio.SocketStream, http: h11.Connection, status: int, message: str
+) -> None:
+    """Answer a request h11 could not parse (e.g. 431 for an oversized head), then close."""
+    body = message.encode()
+    headers = [
+        ("content-type", "text/plain; charset=utf-8"),
+        ("content-length", str(len(body))),
+        ("connection", "close"),
+    ]
+    with trio.move_on_after(1):
+        try:
+            data = http.send(h11.Response(status_code=status, headers=headers))
+            data += http.send(h11.Data(data=body)) + http.send(h11.EndOfMessage())
+        except h11.LocalProtocolError:
+            return
+        await stream.send_all(data)
 
 
 async def _reject(stream: trio.SocketStream, ws: WSConnection, status: int, message: str) -> None:
