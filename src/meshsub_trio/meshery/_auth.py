@@ -94,7 +94,7 @@ def presented_tokens(ctx: Context) -> Iterator[str]:
 class Authenticator:
     """The App's ``authenticate`` hook: returns a :class:`User` or raises AuthError."""
 
-    def __init__(self, tokens: TokenSource | None = None, *, local_user: User = LOCAL_USER):
+    def __init__(self, tokens: TokenSource | None = None, *, local_user: User = LOCAL_USER) -> None:
         self.local_user = local_user
         loaded = load_tokens(tokens) if tokens is not None else None
         self._by_digest = None if loaded is None else {_digest(t): u for t, u in loaded.items()}

@@ -10,7 +10,8 @@ Message shapes (every message has ``type`` and ``op``)::
 
     meshery.k8s_contexts          {type: k8s_context, op: upsert, context: K8sContext}
                                   {type: k8s_context, op: delete, id}
-    meshery.controllers           {type: controller, op: upsert, item: MesheryControllersStatusListItem}
+    meshery.controllers           {type: controller, op: upsert,
+                                   item: MesheryControllersStatusListItem}
                                   {type: controller, op: delete, connectionID}
     meshery.cluster_resources     {type: cluster_object, op: upsert|delete,
                                    object: {cluster_id, kind, namespace, name}}
@@ -200,7 +201,9 @@ class Model:
             now=self.now(),
             created_at=previous["created_at"] if previous else None,
         )
-        self._commit(topics.K8S_CONTEXTS, {"type": "k8s_context", "op": "upsert", "context": context})
+        self._commit(
+            topics.K8S_CONTEXTS, {"type": "k8s_context", "op": "upsert", "context": context}
+        )
         for controller in records.CONTROLLERS:
             if (context["connection_id"], controller) not in self._controllers:
                 self.set_controller_status(context["connection_id"], controller, "NOTDEPLOYED")
@@ -245,7 +248,9 @@ class Model:
             self._commit(topics.CONTROLLERS, {"type": "controller", "op": "upsert", "item": item})
         return item
 
-    def controller_items(self, connection_ids: Collection[str] | None = None) -> list[dict[str, Any]]:
+    def controller_items(
+        self, connection_ids: Collection[str] | None = None
+    ) -> list[dict[str, Any]]:
         """Controller statuses, all or for the given connections, in a stable order."""
         items = [
             item
@@ -315,7 +320,10 @@ class Model:
 
     # ------------------------------------------------------ patterns, filters
 
-    def _owned(self, store: Mapping[str, dict[str, Any]], user_id: str, item_id: Any, what: str):
+    def _owned(
+        self, store: Mapping[str, dict[str, Any]], user_id: str, item_id: Any, what: str
+    ) -> dict[str, Any] | None:
+        """The stored item with this id, refusing (without leaking it) another user's."""
         if item_id is None:
             return None
         previous = store.get(str(item_id))
@@ -344,8 +352,9 @@ class Model:
         self._commit(topics.configuration(user_id), message)
         return True
 
-    def patterns_of(self, user_id: str) -> list[dict[str, Any]]:
-        return [p for p in self._patterns.values() if p["user_id"] == user_id]
+    def patterns_of(self, user_id: str | None) -> list[dict[str, Any]]:
+        """The user's designs (everyone's when *user_id* is None)."""
+        return [p for p in self._patterns.values() if user_id in (None, p["user_id"])]
 
     def save_filter(self, user_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         """Create or update one of the user's filters."""
@@ -369,8 +378,9 @@ class Model:
         self._commit(topics.configuration(user_id), message)
         return True
 
-    def filters_of(self, user_id: str) -> list[dict[str, Any]]:
-        return [f for f in self._filters.values() if f["user_id"] == user_id]
+    def filters_of(self, user_id: str | None) -> list[dict[str, Any]]:
+        """The user's filters (everyone's when *user_id* is None)."""
+        return [f for f in self._filters.values() if user_id in (None, f["user_id"])]
 
     # ------------------------------------------------------------ performance
 
@@ -395,7 +405,9 @@ class Model:
         """Delete a profile and its results."""
         if self._owned(self._profiles, user_id, profile_id, "performance profile") is None:
             return False
-        self._commit(topics.PERF_PROFILES, {"type": "perf_profile", "op": "delete", "id": profile_id})
+        self._commit(
+            topics.PERF_PROFILES, {"type": "perf_profile", "op": "delete", "id": profile_id}
+        )
         return True
 
     def profile(self, profile_id: str) -> dict[str, Any] | None:

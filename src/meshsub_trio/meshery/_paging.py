@@ -88,8 +88,10 @@ def parse_page_filter(
     """Validate a ``PageFilter`` dict; null ``search``/``order`` mean "none"/default."""
     selector = selector or {}
     size_text = str(selector.get("pageSize", "25")).strip().lower()
-    page_size = None if size_text == "all" else _count(
-        selector.get("pageSize", "25"), "pageSize", minimum=1, maximum=MAX_PAGE_SIZE
+    page_size = (
+        None
+        if size_text == "all"
+        else _count(selector.get("pageSize", "25"), "pageSize", minimum=1, maximum=MAX_PAGE_SIZE)
     )
     order_by, descending = _order(selector.get("order"), order_fields, default_order)
     return PageRequest(

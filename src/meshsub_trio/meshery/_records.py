@@ -98,7 +98,9 @@ def k8s_context(
     }
 
 
-def controller_item(connection_id: str, controller: str, status: str, version: str) -> dict[str, Any]:
+def controller_item(
+    connection_id: str, controller: str, status: str, version: str
+) -> dict[str, Any]:
     """A ``MesheryControllersStatusListItem``."""
     if not connection_id:
         raise ValueError("connectionID must not be empty")

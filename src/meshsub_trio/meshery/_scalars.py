@@ -22,7 +22,7 @@ from ._timefmt import format_time, parse_time
 def _time_out(value: Any) -> str:
     if isinstance(value, datetime):
         return format_time(value)
-    if isinstance(value, str):
+    if isinstance(value, str) and len(value) > 10:  # a bare date is not a timestamp
         try:
             parse_time(value)
         except ValueError:

@@ -40,9 +40,7 @@ def config_selector(selector: Mapping[str, Any] | None) -> PageRequest:
 def meshmodel_type(selector: Mapping[str, Any] | None) -> str:
     kind = str((selector or {}).get("type") or "").strip().lower()
     if kind not in MESHMODEL_TYPES:
-        raise BadUserInput(
-            f"selector.type must be \"components\" or \"relationships\", got {kind!r}"
-        )
+        raise BadUserInput(f'selector.type must be "components" or "relationships", got {kind!r}')
     return kind
 
 

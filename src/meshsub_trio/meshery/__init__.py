@@ -1,0 +1,34 @@
+"""Meshery's real-time GraphQL API, live: ``meshsub_trio.meshery:app``.
+
+The schema is Meshery's "snapshot A" field for field, plus mutations that feed
+the in-memory model; a seeded simulator makes a cluster come alive while the
+app is served.
+"""
+
+from __future__ import annotations
+
+from . import _topics as topics
+from ._app import MesheryApp, create_app
+from ._auth import LOCAL_USER, LOCAL_USER_ID, Authenticator, User
+from ._model import Model
+from ._paging import BadUserInput
+from ._schema import schema_sdl
+from ._simulator import Simulator
+
+__all__ = [
+    "LOCAL_USER",
+    "LOCAL_USER_ID",
+    "Authenticator",
+    "BadUserInput",
+    "MesheryApp",
+    "Model",
+    "Simulator",
+    "User",
+    "app",
+    "create_app",
+    "schema_sdl",
+    "topics",
+]
+
+#: A ready app with defaults (local mode, simulator on at rate 1).
+app: MesheryApp = create_app()

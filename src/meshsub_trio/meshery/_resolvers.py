@@ -1,0 +1,214 @@
+"""Query and Mutation resolvers: thin, synchronous calls into the model.
+
+They are plain functions on purpose: graphql-core gathers sibling awaitables
+with asyncio, which does not run under Trio, and nothing here needs to wait.
+Model ``ValueError``s become ``BAD_USER_INPUT`` GraphQL errors.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from graphql import GraphQLResolveInfo
+
+from . import _views as views
+from ._auth import current_user
+from ._model import Model
+from ._paging import BadUserInput, paginate, parse_page_filter
+
+Resolver = Callable[..., Any]
+
+#: How each controller's status reads as the coarser ``Status`` enum.
+_STATUS_OF = {
+    "DEPLOYED": "ENABLED",
+    "ENABLED": "ENABLED",
+    "RUNNING": "ENABLED",
+    "CONNECTED": "CONNECTED",
+    "DEPLOYING": "PROCESSING",
+    "NOTDEPLOYED": "DISABLED",
+    "UNDEPLOYED": "DISABLED",
+    "UNKOWN": "UNKNOWN",
+}
+
+
+def _user_errors(fn: Resolver) -> Resolver:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ValueError as error:
+            raise BadUserInput(str(error)) from None
+
+    return wrapper
+
+
+def _user_id(info: GraphQLResolveInfo) -> str:
+    return current_user(info.context).id
+
+
+def _empty_list(_root: Any, _info: GraphQLResolveInfo, **_args: Any) -> list[Any]:
+    return []
+
+
+def _catalog(records: list[dict[str, Any]], selector: Mapping[str, Any] | None) -> list[Any]:
+    """Published items, paged by Meshery's ``CatalogSelector`` (``pagesize``, lower-case)."""
+    selector = dict(selector or {})
+    request = parse_page_filter(
+        {
+            "page": selector.get("page") or "0",
+            "pageSize": selector.get("pagesize") or "25",
+            "search": selector.get("search"),
+            "order": selector.get("order"),
+        },
+        order_fields=views.CONFIG_ORDER,
+    )
+    published = [r for r in records if r.get("visibility") == "published"]
+    return paginate(published, request)[0]
+
+
+def make_query_resolvers(model: Model) -> dict[str, Resolver]:
+    def controller_status(connection_id: str, controller: str) -> dict[str, Any]:
+        items = model.controller_items({connection_id})
+        item = next((i for i in items if i["controller"] == controller), None)
+        return {
+            "name": controller.lower(),
+            "version": item["version"] if item else "",
+            "status": _STATUS_OF.get(item["status"], "UNKNOWN") if item else "UNKNOWN",
+            "error": None,
+            "connectionID": connection_id,
+        }
+
+    def get_operator_status(_root: Any, _info: Any, connectionID: str) -> Any:
+        items = model.controller_items({connectionID})
+        return next((i for i in items if i["controller"] == "OPERATOR"), None)
+
+    def resync_cluster(_root: Any, _info: Any, k8scontextID: str, selector: Any = None) -> str:
+        if model.context(k8scontextID) is None:
+            raise BadUserInput(f"no Kubernetes context {k8scontextID}")
+        return "PROCESSING"
+
+    def available_namespaces(_root: Any, _info: Any, k8sClusterIDs: Any = None) -> list[Any]:
+        clusters = model.resolve_clusters(k8sClusterIDs) if k8sClusterIDs else None
+        return [{"namespace": name} for name in model.namespaces(clusters)]
+
+    def kubectl_describe(_root: Any, _info: Any, name: str, kind: str, namespace: str) -> Any:
+        for context in model.contexts():
+            for obj in model.objects(context["kubernetes_server_id"]):
+                if (obj["name"], obj["kind"], obj["namespace"]) == (name, kind, namespace):
+                    text = (
+                        f"Name:         {name}\nNamespace:    {namespace}\nKind:         {kind}\n"
+                    )
+                    return {"describe": text, "ctxid": context["id"]}
+        raise BadUserInput(f"no {kind} {namespace}/{name} in any known cluster")
+
+    def pattern_catalog(_root: Any, _info: Any, selector: Any = None) -> list[Any]:
+        items = _catalog(model.patterns_of(None), selector)
+        keep = ("id", "name", "user_id", "pattern_file", "location", "visibility",
+                "catalog_data", "created_at", "updated_at")  # fmt: skip
+        return [{key: item[key] for key in keep} for item in items]
+
+    def filter_catalog(_root: Any, _info: Any, selector: Any = None) -> list[Any]:
+        return _catalog(model.filters_of(None), selector)
+
+    return {
+        "getAvailableAddons": _empty_list,
+        "getControlPlanes": _empty_list,
+        "getDataPlanes": _empty_list,
+        "getOperatorStatus": get_operator_status,
+        "resyncCluster": resync_cluster,
+        "getMeshsyncStatus": lambda _r, _i, connectionID: controller_status(
+            connectionID, "MESHSYNC"
+        ),
+        "getNatsStatus": lambda _r, _i, connectionID: controller_status(connectionID, "BROKER"),
+        "getAvailableNamespaces": available_namespaces,
+        "getPerfResult": lambda _r, _i, id: model.result(id),
+        "fetchResults": lambda _r, _i, selector, profileID: views.perf_results_page(
+            model, views.results_selector(selector), profileID
+        ),
+        "getPerformanceProfiles": lambda _r, _i, selector: views.perf_profiles_page(
+            model, views.profiles_selector(selector)
+        ),
+        "fetchAllResults": lambda _r, _i, selector: views.perf_results_page(
+            model, views.results_selector(selector), None
+        ),
+        "fetchPatterns": lambda _r, info, selector: views.patterns_page(
+            model, _user_id(info), views.config_selector(selector)
+        ),
+        "getKubectlDescribe": kubectl_describe,
+        "fetchPatternCatalogContent": pattern_catalog,
+        "fetchFilterCatalogContent": filter_catalog,
+        "getMeshModelSummary": lambda _r, _i, selector: views.meshmodel_summary(
+            model, views.meshmodel_type(selector)
+        ),
+        "fetchTelemetryComponents": _empty_list,
+    }
+
+
+def make_mutation_resolvers(model: Model) -> dict[str, Resolver]:
+    def change_operator_status(_root: Any, _info: Any, input: Any = None) -> str:
+        if not input:
+            raise BadUserInput("input is required")
+        context = model.context(input["contextID"])
+        if context is None:
+            raise BadUserInput(f"no Kubernetes context {input['contextID']}")
+        target = {"ENABLED": "DEPLOYED", "DISABLED": "UNDEPLOYED"}.get(input["targetStatus"])
+        if target is None:
+            raise BadUserInput("targetStatus must be ENABLED or DISABLED")
+        model.set_controller_status(context["connection_id"], "OPERATOR", target)
+        return "PROCESSING"
+
+    def change_adapter_status(_root: Any, _info: Any, input: Any = None) -> str:
+        raise BadUserInput("Meshery adapters are not modelled by meshsub-trio")
+
+    def cluster_object(change: Callable[..., bool]) -> Resolver:
+        def resolve(_root: Any, _info: Any, input: Mapping[str, Any]) -> bool:
+            return change(
+                input["kubernetes_server_id"], input["kind"], input.get("namespace"), input["name"]
+            )
+
+        return resolve
+
+    def meshmodel(entity: str) -> Resolver:
+        def resolve(_root: Any, _info: Any, input: Mapping[str, Any]) -> bool:
+            return model.register_meshmodel(
+                entity, input["model"], input["version"], input.get("name")
+            )
+
+        return resolve
+
+    def set_controller(_root: Any, _info: Any, input: Mapping[str, Any]) -> Any:
+        return model.set_controller_status(
+            input["connectionID"], input["controller"], input["status"], input.get("version")
+        )
+
+    return {
+        "changeOperatorStatus": change_operator_status,
+        "changeAdapterStatus": change_adapter_status,
+        "publishEvent": lambda _r, info, input: model.publish_event(_user_id(info), input),
+        "savePerformanceProfile": lambda _r, info, input: model.save_profile(_user_id(info), input),
+        "deletePerformanceProfile": lambda _r, info, id: model.delete_profile(_user_id(info), id),
+        "recordPerfResult": lambda _r, info, input: model.record_result(
+            _user_id(info), input["profileID"], input
+        ),
+        "savePattern": lambda _r, info, input: model.save_pattern(_user_id(info), input),
+        "deletePattern": lambda _r, info, id: model.delete_pattern(_user_id(info), id),
+        "saveFilter": lambda _r, info, input: model.save_filter(_user_id(info), input),
+        "deleteFilter": lambda _r, info, id: model.delete_filter(_user_id(info), id),
+        "addK8sContext": lambda _r, info, input: model.upsert_context(input, owner=_user_id(info)),
+        "deleteK8sContext": lambda _r, _i, id: model.delete_context(id),
+        "setControllerStatus": set_controller,
+        "addClusterResource": cluster_object(model.add_object),
+        "deleteClusterResource": cluster_object(model.delete_object),
+        "addMeshModelComponent": meshmodel("components"),
+        "addMeshModelRelationship": meshmodel("relationships"),
+    }
+
+
+def make_resolvers(model: Model) -> dict[str, dict[str, Resolver]]:
+    """The ``resolvers=`` mapping for the App, bound to *model*."""
+    return {
+        "Query": {k: _user_errors(v) for k, v in make_query_resolvers(model).items()},
+        "Mutation": {k: _user_errors(v) for k, v in make_mutation_resolvers(model).items()},
+    }

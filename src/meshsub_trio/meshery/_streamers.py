@@ -1,0 +1,178 @@
+"""The eight Meshery subscriptions, as streamers over the model's broker topics.
+
+Two delivery shapes, chosen per field:
+
+* State-shaped (configuration, k8s contexts, cluster resources, MeshModel
+  summary, perf profiles): a broker message only means "something changed";
+  the streamer re-renders from the model and emits only when the rendering
+  differs from what it sent last. Both the broker buffer and the outbox use
+  ``Overflow.COALESCE``: a slow subscriber skips intermediate states and gets
+  the latest one, which is all a state view needs.
+* Event-shaped (events, perf results): each message is one emission, in
+  order. Both buffers are bounded ``Overflow.DROP_OLDEST`` and count what
+  they drop, so a slow subscriber loses the oldest events, never the newest,
+  and never stalls the publisher.
+
+Controller status is state sent as deltas (the full list, then one
+single-item array per changed controller). Coalescing deltas would silently
+lose another controller's change, so its outbox uses ``Overflow.CLOSE``: a
+subscriber that falls that far behind gets an error and resubscribes for a
+fresh full list. Its broker buffer coalesces, since each wake-up re-diffs the
+whole current state.
+
+Every streamer subscribes to the broker *before* reading its snapshot, so no
+change between the two is missed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .._app import Context, Emit, Streamer
+from .._buffer import Overflow
+from . import _topics as topics
+from . import _views as views
+from ._auth import current_user
+from ._model import Model
+
+#: Outbox sizes. State outboxes hold one value: the latest.
+STATE_CAPACITY = 1
+EVENTS_CAPACITY = 256
+RESULTS_CAPACITY = 64
+CONTROLLERS_CAPACITY = 1024
+
+
+async def _stream_state(
+    model: Model,
+    topic: str,
+    render: Callable[[], Any],
+    emit: Emit,
+    *,
+    snapshot: bool,
+) -> None:
+    """Emit *render()* whenever it changes; first at once when *snapshot*."""
+    async with model.broker.subscribe(topic, capacity=1, policy=Overflow.COALESCE) as changes:
+        last = render()
+        if snapshot:
+            emit(last)
+        async for _ in changes:
+            value = render()
+            if value != last:
+                last = value
+                emit(value)
+
+
+def make_streamers(model: Model) -> dict[str, Streamer]:
+    """The ``streamers=`` mapping for the App, bound to *model*."""
+
+    async def perf_profiles(_ctx: Context, args: dict[str, Any], emit: Emit) -> None:
+        """Profiles page on every change; no initial snapshot (as in Meshery)."""
+        request = views.profiles_selector(args["selector"])
+        await _stream_state(
+            model,
+            topics.PERF_PROFILES,
+            lambda: views.perf_profiles_page(model, request),
+            emit,
+            snapshot=False,
+        )
+
+    async def perf_results(_ctx: Context, args: dict[str, Any], emit: Emit) -> None:
+        """One results page per stored result, rendered as of that result, so a
+        burst of results yields one distinct page each; no initial snapshot."""
+        request = views.results_selector(args["selector"])
+        profile_id = args["profileID"]
+        topic = topics.perf_results(profile_id)
+        async with model.broker.subscribe(
+            topic, capacity=RESULTS_CAPACITY, policy=Overflow.DROP_OLDEST
+        ) as results:
+            async for message in results:
+                emit(views.perf_results_page(model, request, profile_id, message["seq"]))
+
+    async def controllers_status(_ctx: Context, args: dict[str, Any], emit: Emit) -> None:
+        """The full list (filtered by ``connectionIDs`` when given), then a
+        single-item array for each controller whose status or version changed."""
+        wanted = args.get("connectionIDs")
+        ids = None if wanted is None else set(wanted)
+        async with model.broker.subscribe(
+            topics.CONTROLLERS, capacity=1, policy=Overflow.COALESCE
+        ) as changes:
+            current = model.controller_items(ids)
+            emit(current)
+            sent = {(i["connectionID"], i["controller"]): i for i in current}
+            async for _ in changes:
+                now = {(i["connectionID"], i["controller"]): i for i in model.controller_items(ids)}
+                for key, item in now.items():
+                    if sent.get(key) != item:
+                        emit([item])
+                # Forget removed controllers, so a re-added one is reported again.
+                sent = now
+
+    async def configuration(ctx: Context, args: dict[str, Any], emit: Emit) -> None:
+        """The caller's designs and filters: a snapshot, then each change."""
+        user = current_user(ctx)
+        patterns = views.config_selector(args["patternSelector"])
+        filters = views.config_selector(args["filterSelector"])
+        await _stream_state(
+            model,
+            topics.configuration(user.id),
+            lambda: views.configuration_page(model, user.id, patterns, filters),
+            emit,
+            snapshot=True,
+        )
+
+    async def cluster_resources(_ctx: Context, args: dict[str, Any], emit: Emit) -> None:
+        """Per-kind counts for the clusters named by ``kubernetes_server_id``."""
+        ids = views.cluster_ids(args.get("k8scontextIDs"))
+        namespace = args["namespace"]
+        await _stream_state(
+            model,
+            topics.CLUSTER_RESOURCES,
+            lambda: views.cluster_resources(model, ids, namespace),
+            emit,
+            snapshot=True,
+        )
+
+    async def k8s_contexts(_ctx: Context, args: dict[str, Any], emit: Emit) -> None:
+        """Contexts page; null search/order mean none/default (Meshery crashes on them)."""
+        request = views.contexts_selector(args["selector"])
+        await _stream_state(
+            model,
+            topics.K8S_CONTEXTS,
+            lambda: views.k8s_contexts_page(model, request),
+            emit,
+            snapshot=True,
+        )
+
+    async def meshmodel_summary(_ctx: Context, args: dict[str, Any], emit: Emit) -> None:
+        kind = views.meshmodel_type(args["selector"])
+        await _stream_state(
+            model,
+            topics.MESHMODEL,
+            lambda: views.meshmodel_summary(model, kind),
+            emit,
+            snapshot=True,
+        )
+
+    async def events(ctx: Context, _args: dict[str, Any], emit: Emit) -> None:
+        """The caller's events as they are published; history is not replayed."""
+        user = current_user(ctx)
+        async with model.broker.subscribe(
+            topics.events(user.id), capacity=EVENTS_CAPACITY, policy=Overflow.DROP_OLDEST
+        ) as published:
+            async for message in published:
+                emit(message["event"])
+
+    state = Overflow.COALESCE
+    return {
+        "subscribePerfProfiles": Streamer(perf_profiles, STATE_CAPACITY, state),
+        "subscribePerfResults": Streamer(perf_results, RESULTS_CAPACITY, Overflow.DROP_OLDEST),
+        "subscribeMesheryControllersStatus": Streamer(
+            controllers_status, CONTROLLERS_CAPACITY, Overflow.CLOSE
+        ),
+        "subscribeConfiguration": Streamer(configuration, STATE_CAPACITY, state),
+        "subscribeClusterResources": Streamer(cluster_resources, STATE_CAPACITY, state),
+        "subscribeK8sContext": Streamer(k8s_contexts, STATE_CAPACITY, state),
+        "subscribeMeshModelSummary": Streamer(meshmodel_summary, STATE_CAPACITY, state),
+        "subscribeEvents": Streamer(events, EVENTS_CAPACITY, Overflow.DROP_OLDEST),
+    }
