@@ -12,7 +12,7 @@ Public API (everything else lives in private modules):
 - :func:`shielded_cleanup`: give a streamer's ``finally`` time to await.
 """
 
-from ._app import App, AuthError, Context, Streamer, streamer
+from ._app import App, AuthError, Context, HttpRequest, HttpResponse, Streamer, streamer
 from ._broker import Broker, MemoryBroker
 from ._buffer import BufferOverflow, EventBuffer, Overflow
 from ._cleanup import shielded_cleanup
@@ -34,6 +34,8 @@ __all__ = [
     "Config",
     "Context",
     "EventBuffer",
+    "HttpRequest",
+    "HttpResponse",
     "MemoryBroker",
     "Metrics",
     "Overflow",

@@ -72,6 +72,8 @@ def emitter(put: Callable[[Any], Any]) -> Emit:
         put(value if cursor is None else Cursored(value, str(cursor)))
 
     return emit
+
+
 #: A Lacinia-style streamer: emit values; return to complete; raise to fail.
 StreamerFn = Callable[[Context, dict[str, Any], Emit], Awaitable[None]]
 
@@ -129,6 +131,26 @@ def _identity(root: Any, _info: Any, **_args: Any) -> Any:
     return root
 
 
+@dataclass
+class HttpRequest:
+    """A plain HTTP request to one of the app's own routes (already authenticated)."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    body: bytes
+    context: Context
+
+
+@dataclass
+class HttpResponse:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json; charset=utf-8"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+HttpHandler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 Authenticate = Callable[[Context], Awaitable[Any]]
 OnConnect = Callable[[Context], Awaitable[Any]]
 Lifespan = Callable[[], AbstractAsyncContextManager[Any]]
@@ -161,6 +183,9 @@ class App:
     manager kept open while the app is served (start background tasks there).
     ``cohort_scope(ctx)`` names who may share a shared streamer's output
     (default: ``ctx.auth``; an unhashable scope means no sharing).
+    ``http_routes`` maps a path to ``async handler(HttpRequest) -> HttpResponse``
+    for plain HTTP endpoints beside GraphQL (e.g. publishing events from a
+    script); requests are authenticated first, like GraphQL over HTTP.
     """
 
     def __init__(
@@ -174,6 +199,7 @@ class App:
         lifespan: Lifespan | None = None,
         root_value: Any = None,
         cohort_scope: CohortScope = _auth_scope,
+        http_routes: Mapping[str, HttpHandler] | None = None,
     ) -> None:
         self.schema = build_schema(schema) if isinstance(schema, str) else schema
         self.authenticate = authenticate
@@ -181,6 +207,7 @@ class App:
         self.lifespan: Lifespan = lifespan or _no_lifespan
         self.root_value = root_value
         self.cohort_scope = cohort_scope
+        self.http_routes: dict[str, HttpHandler] = dict(http_routes or {})
         for type_name, fields in (resolvers or {}).items():
             for field_name, resolver in fields.items():
                 self._attach_resolver(type_name, field_name, resolver)

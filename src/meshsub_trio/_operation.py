@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import trio
-from graphql import ExecutionResult, OperationType
+from graphql import ExecutionResult, GraphQLError, OperationType
 
 from ._app import StreamerSource, emitter
 from ._buffer import EventBuffer
@@ -91,9 +91,7 @@ class Operation:
         except Exception as error:
             # The source failed: an ``error`` for this operation only, no ``complete``.
             log.info("operation %s failed: %r", self.id, error)
-            await self._send(
-                connection.machine.error(self.id, [{"message": str(error) or type(error).__name__}])
-            )
+            await self._send(connection.machine.error(self.id, [_error_payload(error)]))
             return
         await self._send(connection.machine.complete(self.id))
 
@@ -181,3 +179,10 @@ class Operation:
     async def _send(self, frame: bytes | None) -> None:
         if frame is not None:
             await self.connection.send(self, frame)
+
+
+def _error_payload(error: Exception) -> dict[str, Any]:
+    """How a failed source is reported: a GraphQLError keeps its extensions."""
+    if isinstance(error, GraphQLError):
+        return error.formatted
+    return {"message": str(error) or type(error).__name__}

@@ -14,10 +14,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 import trio
 
-from .._app import App
+from .._app import App, AuthError, HttpRequest
 from .._config import Config
 from .._encoding import dumps
 from .._metrics import CONTENT_TYPE_LATEST, Metrics
@@ -153,6 +154,8 @@ class ASGIApp:
                 await _respond(send, 500, b'{"errors":[{"message":"Internal server error"}]}', JSON)
                 return
             await _respond(send, response.status, response.body, None, response.headers)
+        elif path in self.state.app.http_routes:
+            await self._app_route(scope, receive, send, headers)
         elif path in config.ws_paths:
             message = f"{path} speaks GraphQL over WebSocket: send an Upgrade request"
             await _respond(
@@ -164,6 +167,35 @@ class ASGIApp:
             )
         else:
             await _respond(send, 404, b'{"errors":[{"message":"Not found"}]}', JSON)
+
+    async def _app_route(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
+    ) -> None:
+        """One of the application's own plain HTTP endpoints."""
+        app = self.state.app
+        body = await _read_body(receive, self.state.config.max_message_size)
+        if body is None:
+            await _respond(send, 413, dumps({"errors": [{"message": "Body too large"}]}), JSON)
+            return
+        context = make_context(headers, "http")
+        try:
+            if app.authenticate is not None:
+                context.auth = await app.authenticate(context)
+        except AuthError as refusal:
+            message = dumps({"errors": [{"message": str(refusal) or "Unauthorized"}]})
+            await _respond(send, 401, message, JSON, (("www-authenticate", "Bearer"),))
+            return
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        request = HttpRequest(scope["method"], scope["path"], query, body, context)
+        try:
+            response = await app.http_routes[scope["path"]](request)
+        except Exception:
+            log.exception("route %s failed", scope["path"])
+            await _respond(send, 500, b'{"errors":[{"message":"Internal server error"}]}', JSON)
+            return
+        await _respond(
+            send, response.status, response.body, response.content_type, response.headers
+        )
 
     # ---- WebSocket -----------------------------------------------------
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
