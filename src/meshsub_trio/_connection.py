@@ -10,6 +10,7 @@ nursery, so every operation's cleanup runs before the socket is let go.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -154,9 +155,11 @@ class Connection:
             try:
                 message = await self.socket.receive()
             except SocketClosed as closed:
-                self.close(
-                    closed.code, closed.reason, send_close_frame=closed.code != CloseCode.ABNORMAL
-                )
+                if closed.code != CloseCode.ABNORMAL:
+                    # The peer started the close: answer it now, not after every
+                    # cleanup has run (a slow ``finally`` must not delay the reply).
+                    await self._answer_close(closed.code)
+                self.close(closed.code, closed.reason, send_close_frame=False)
                 return
             except MessageTooBig:
                 self.close(CloseCode.MESSAGE_TOO_BIG, "Message too big")
@@ -164,6 +167,11 @@ class Connection:
             messages_in.inc()
             for event in self.machine.receive(message.data, binary=message.binary):
                 await self._handle(event)
+
+    async def _answer_close(self, code: int) -> None:
+        with trio.move_on_after(self.config.close_timeout):
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                await self.socket.close(code, "")
 
     async def _handle(self, event: Event) -> None:
         if isinstance(event, Send):

@@ -623,6 +623,19 @@ async def test_leg_20_malformed_start_gets_error_socket_stays(
         await legacy_alive(client)
 
 
+async def test_leg_21_invalid_utf8_text_frame_closes_1007(app_server: Server) -> None:
+    """A text frame that is not UTF-8 closes 1007 (RFC 6455) on the legacy protocol too."""
+    async with bare_upgrade(app_server.port, headers=[("Sec-WebSocket-Protocol", LEGACY)]) as bare:
+        payload = b'{"type":"\xff\xfe"}'
+        await bare.stream.send_all(bytes((0x81, 0x80 | len(payload))) + b"\0\0\0\0" + payload)
+        with trio.fail_after(5):
+            opcode, body = await bare.receive_frame()
+        assert opcode == 0x8
+        assert int.from_bytes(body[:2], "big") == 1007
+    with trio.fail_after(5):
+        await app_server.metrics.wait_idle()
+
+
 @pytest.mark.parametrize("stage", ["before-init", "after-ack"])
 async def test_leg_21_binary_frame_closes_1003(legacy: Any, stage: str) -> None:
     """Binary frames close 1003 (project decision), before and after the ack."""

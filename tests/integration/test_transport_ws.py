@@ -450,6 +450,21 @@ async def test_tws_04_text_json_frames_and_extra_properties_ignored(tws: Any) ->
         assert await client.receive() == {"type": "pong"}
 
 
+async def test_tws_04_invalid_utf8_text_frame_closes_1007(app_server: Server) -> None:
+    """A text frame that is not UTF-8 closes 1007 (RFC 6455), and the server lets go."""
+    async with bare_upgrade(
+        app_server.port, headers=[("Sec-WebSocket-Protocol", TRANSPORT)]
+    ) as bare:
+        payload = b'{"type":"\xff\xfe"}'
+        await bare.stream.send_all(bytes((0x81, 0x80 | len(payload))) + b"\0\0\0\0" + payload)
+        with trio.fail_after(5):
+            opcode, body = await bare.receive_frame()
+        assert opcode == 0x8
+        assert int.from_bytes(body[:2], "big") == 1007
+    with trio.fail_after(5):
+        await app_server.metrics.wait_idle()
+
+
 async def test_tws_05_every_server_message_passes_client_validation(
     start_server: StartServer, probe: Probe, connect: Connect
 ) -> None:
@@ -914,6 +929,15 @@ async def test_tws_22_client_pongs_accepted_while_keepalive_runs(
         await probe.wait_cleaned("k")
 
 
+async def test_tws_23_transport_ping_frames_are_answered(tws: Any) -> None:
+    """A client's WebSocket ping frame gets its pong frame, apart from protocol pings."""
+    async with tws() as client:
+        with trio.fail_after(5):
+            await client.ws.ping(b"are you there")
+        await client.expect_silence(0.05)
+        assert await client.init() == {"type": "connection_ack"}
+
+
 async def test_tws_23_keepalive_drops_a_peer_that_never_answers(
     start_server: StartServer, probe: Probe
 ) -> None:
@@ -1208,11 +1232,17 @@ async def test_tws_31_validation_error_is_error_message_and_socket_lives(tws: An
     }
 
 
-async def test_tws_31_missing_required_variable_is_error_message(tws: Any) -> None:
-    """A missing required variable is an ``error`` for the operation; the next thing is a pong."""
+@pytest.mark.parametrize(
+    "variables", [None, {}, {"n": "three"}, {"n": None}], ids=["absent", "missing", "wrong", "null"]
+)
+async def test_tws_31_bad_required_variable_is_error_message(
+    tws: Any, variables: dict[str, Any] | None
+) -> None:
+    """A missing, null or mistyped required variable is an ``error``; the next thing is a pong."""
     async with tws() as client:
         await client.init()
-        await subscribe(client, "1", "subscription($n: Int!) { countdown(to: $n) }")
+        query = "subscription($n: Int!) { countdown(to: $n) }"
+        await subscribe(client, "1", query, variables=variables)
         message = await client.receive()
         assert message["type"] == "error" and message["id"] == "1"
         assert "$n" in message["payload"][0]["message"]

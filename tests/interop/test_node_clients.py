@@ -180,9 +180,10 @@ async def test_refused_connection(node: str, params_server: Server, client: JsCl
 async def test_keepalive_traffic_is_understood(
     node: str, start_server: Any, client: JsClient
 ) -> None:
-    """Keep-alives every 50 ms: the client must answer each within 250 ms (or the server
-    drops it mid-stream) and must not mistake them for anything else."""
-    server = await start_server(keepalive=0.05, pong_timeout=0.25)
+    """Keep-alives every 50 ms: the client must answer each within a second (or the
+    server drops it mid-stream) and must not mistake them for anything else. (A
+    tighter deadline measures the machine's load, not the client.)"""
+    server = await start_server(keepalive=0.05, pong_timeout=1.0)
     run = await run_node(node, client.script, ws_url(server), "countdown", "40")
 
     assert_clean_run(run)
