@@ -40,6 +40,9 @@ class Config:
     max_depth: int | None = 15
     #: Frames queued per connection before operations wait for the socket.
     outbox_size: int = 256
+    #: Bytes the kernel may leave unsent on one socket before producers queue
+    #: (and shared streams fall back to their members' bounded buffers).
+    write_buffer_size: int = 256 * 1024
     #: Seconds one socket write may take before the peer counts as stalled.
     write_timeout: float = 10.0
     #: Seconds for closing handshakes and cleanups at connection end and shutdown.

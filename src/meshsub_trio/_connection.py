@@ -1,11 +1,16 @@
 """One WebSocket connection = one Trio nursery.
 
 Its children: the reader (frames in, through the protocol machine), the
-writer (the only task that sends, joining whatever is ready into one write),
-the keep-alive (a ping with a pong deadline), the init timer, the auth step
-and one task per operation. Whatever ends the connection (peer close, a
-protocol close, a dead peer, a stalled write, server shutdown) cancels the
-nursery, so every operation's cleanup runs before the socket is let go.
+writer (which drains the outbox, joining whatever is ready into one write,
+and finishes writes the kernel could not take at once), the keep-alive (a
+ping with a pong deadline), the init timer, the auth step and one task per
+operation. Whatever ends the connection (peer close, a protocol close, a dead
+peer, a stalled write, server shutdown) cancels the nursery, so every
+operation's cleanup runs before the socket is let go.
+
+On the native host a frame with nothing queued ahead of it is written at
+once by whoever produced it (see ``_native_ws``): no task switch at all on
+the fast path. Anything else goes through the outbox and the writer.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import trio
 
 from ._app import AuthError, Context
 from ._operation import Operation
+from ._outbox import Outbox
 from ._protocol import (
     Close,
     CloseCode,
@@ -28,14 +34,14 @@ from ._protocol import (
     ProtocolMachine,
     Send,
 )
-from ._transports._socket import MessageSocket, MessageTooBig, SocketClosed
+from ._transports._socket import DirectSocket, MessageSocket, MessageTooBig, SocketClosed
 
 if TYPE_CHECKING:
     from ._state import ServerState
 
 log = logging.getLogger("meshsub_trio.connection")
 
-_BATCH_LIMIT = 512
+_SOCKET_ERRORS = (SocketClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 class Connection:
@@ -64,11 +70,16 @@ class Connection:
         self._send_close_frame = True
         self._nursery: trio.Nursery | None = None
         self._outer: trio.Nursery | None = None
-        self._outbox_send, self._outbox_receive = trio.open_memory_channel[
-            tuple[Operation | None, bytes]
-        ](config.outbox_size)
+        self.outbox = Outbox(config.outbox_size)
         self._activity = trio.Event()
         socket.on_activity = self._on_activity
+        #: Set when this host can write without waiting (the native host).
+        self.direct: DirectSocket | None = None
+        if hasattr(socket, "write_frames"):
+            self.direct = socket  # type: ignore[assignment]
+            self.direct.on_backlog = self.outbox.wake
+        self._backlog_limit = config.write_buffer_size
+        self._messages_out = self.metrics.messages_out.labels(protocol=self.protocol)
 
     # ---- lifecycle -----------------------------------------------------
     async def run(self) -> None:
@@ -97,7 +108,7 @@ class Connection:
                 except Exception:
                     log.exception("connection failed")
                     self.close(CloseCode.INTERNAL_ERROR, "Internal server error")
-                self._outbox_send.close()
+                self.outbox.close()
                 outer.cancel_scope.relative_deadline = self.config.close_timeout
         finally:
             await self._finish()
@@ -139,14 +150,7 @@ class Connection:
                 await self.socket.abort()
 
     def _drain_outbox(self) -> list[bytes]:
-        frames: list[bytes] = []
-        while True:
-            try:
-                operation, frame = self._outbox_receive.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                return frames
-            if operation is None or not operation.stopped_by_client:
-                frames.append(frame)
+        return [frame for owner, frame in self.outbox.take_frames() if _live(owner)]
 
     # ---- reading -------------------------------------------------------
     async def _read_loop(self) -> None:
@@ -175,7 +179,7 @@ class Connection:
 
     async def _handle(self, event: Event) -> None:
         if isinstance(event, Send):
-            await self._outbox_send.send((None, event.data))
+            await self.send(None, event.data)
         elif isinstance(event, OperationRequested):
             self._start_operation(event)
         elif isinstance(event, OperationCancelled):
@@ -237,37 +241,74 @@ class Connection:
             await self._handle(event)
 
     # ---- writing -------------------------------------------------------
-    async def send(self, operation: Operation, frame: bytes) -> None:
-        """Queue a frame for *operation*; waits only when this socket's outbox is full."""
-        await self._outbox_send.send((operation, frame))
+    def can_write_now(self) -> bool:
+        """Whether a frame may be written at once without passing queued ones."""
+        direct = self.direct
+        return (
+            direct is not None
+            and self.outbox.idle
+            and direct.backlog < self._backlog_limit
+            and self.close_code is None
+        )
+
+    def write_now(self, frame: bytes) -> None:
+        """Write one frame immediately (check :meth:`can_write_now` first)."""
+        assert self.direct is not None
+        try:
+            self.direct.write_frames([frame])
+        except _SOCKET_ERRORS:
+            return  # the reader sees the connection go and ends it
+        self._messages_out.inc()
+
+    async def send(self, owner: Operation | None, frame: bytes) -> None:
+        """Send a frame for *owner* (None: the connection itself).
+
+        Written at once when nothing is queued ahead of it; otherwise queued,
+        waiting only while this connection's outbox is full.
+        """
+        if self.can_write_now():
+            if _live(owner):
+                self.write_now(frame)
+            await trio.lowlevel.checkpoint()
+            return
+        await self.outbox.put(owner, frame)
 
     async def _write_loop(self) -> None:
-        messages_out = self.metrics.messages_out.labels(protocol=self.protocol)
-        receive_nowait = self._outbox_receive.receive_nowait
-        async for operation, frame in self._outbox_receive:
-            frames = [frame] if operation is None or not operation.stopped_by_client else []
-            while len(frames) < _BATCH_LIMIT:
-                try:
-                    operation, frame = receive_nowait()
-                except trio.WouldBlock:
-                    break
-                if operation is None or not operation.stopped_by_client:
-                    frames.append(frame)
-            if not frames:
-                continue
-            with trio.move_on_after(self.config.write_timeout) as scope:
-                try:
-                    await self.socket.send_frames(frames)
-                except (SocketClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    self.close(CloseCode.ABNORMAL, "", send_close_frame=False)
+        outbox = self.outbox
+        while True:
+            backlog = self.direct.backlog if self.direct is not None else 0
+            if not outbox.has_work and not backlog:
+                if outbox.closed:
                     return
-            if scope.cancelled_caught:
-                log.warning(
-                    "write stalled for %.1fs: dropping slow consumer", self.config.write_timeout
-                )
-                self.close(CloseCode.POLICY_VIOLATION, "Write timeout", send_close_frame=False)
+                await outbox.wait()
+                continue
+            frames = self._drain_outbox()
+            for member in outbox.take_ready():
+                member.drain_into(frames)
+            if not await self._write(frames):
                 return
-            messages_out.inc(len(frames))
+            await trio.lowlevel.checkpoint()
+
+    async def _write(self, frames: list[bytes]) -> bool:
+        """Write *frames* (and any backlog) under the write deadline."""
+        with trio.move_on_after(self.config.write_timeout) as scope:
+            try:
+                if self.direct is not None:
+                    if frames:
+                        self.direct.write_frames(frames)
+                    await self.direct.flush()
+                elif frames:
+                    await self.socket.send_frames(frames)
+            except _SOCKET_ERRORS:
+                self.close(CloseCode.ABNORMAL, "", send_close_frame=False)
+                return False
+        if scope.cancelled_caught:
+            log.warning("write stalled %.1fs: dropping a slow consumer", self.config.write_timeout)
+            self.close(CloseCode.POLICY_VIOLATION, "Write timeout", send_close_frame=False)
+            return False
+        if frames:
+            self._messages_out.inc(len(frames))
+        return True
 
     # ---- keep-alive ----------------------------------------------------
     def _on_activity(self) -> None:
@@ -287,10 +328,10 @@ class Connection:
                 # transport-ws ``ping`` asks for a ``pong``: the fallback probe
                 # where the host cannot send ping frames.
                 if not probe and (message := self.machine.keepalive()) is not None:
-                    await self._outbox_send.send((None, message))
+                    await self.send(None, message)
                     probe = True
             elif (message := self.machine.keepalive()) is not None:
-                await self._outbox_send.send((None, message))
+                await self.send(None, message)
             if not probe:
                 continue  # nothing here can prove the peer alive; the host must
             with trio.move_on_after(self.config.pong_deadline):
@@ -299,3 +340,8 @@ class Connection:
             log.info("peer silent for %.3fs after a ping: closing", self.config.pong_deadline)
             self.close(CloseCode.ABNORMAL, "", send_close_frame=False)
             return
+
+
+def _live(owner: Operation | None) -> bool:
+    """A frame is still wanted unless its operation was stopped by the client."""
+    return owner is None or not owner.stopped_by_client

@@ -16,7 +16,7 @@ import trio
 from graphql import ExecutionResult, GraphQLError, OperationType
 
 from ._app import StreamerSource, emitter
-from ._buffer import EventBuffer
+from ._buffer import BufferClosed, EventBuffer, Overflow
 from ._cohort import CohortKey, cohort_key
 from ._encoding import dumps
 from ._execution import Prepared, format_errors, format_result
@@ -153,15 +153,14 @@ class Operation:
         return cohort_key(request.query, request.variables, request.operation_name, scope)
 
     async def _run_shared(self, key: CohortKey, prepared: Prepared, source: StreamerSource) -> None:
-        """Join the cohort and forward its pre-encoded payloads."""
+        """Join the cohort; its payloads reach the socket without waking this task."""
         spec = source.streamer
-        member: EventBuffer[bytes] = EventBuffer(spec.capacity, spec.policy)
-        cohorts = self.connection.state.cohorts
-        cohort = cohorts.join(key, prepared, source, member)
-        machine = self.connection.machine
+        member = Member(self, spec.capacity, spec.policy)
+        cohort = self.connection.state.cohorts.join(key, prepared, source, member)
         try:
-            async for payload in member:
-                await self._send(machine.next(self.id, payload))
+            await member.finished.wait()
+            if member.error is not None:
+                raise member.error
         finally:
             cohort.remove(member)
             member.detach()
@@ -186,3 +185,67 @@ def _error_payload(error: Exception) -> dict[str, Any]:
     if isinstance(error, GraphQLError):
         return error.formatted
     return {"message": str(error) or type(error).__name__}
+
+
+class Member:
+    """An operation's place in a cohort: where the cohort's payloads land.
+
+    ``put`` is called by the cohort for every value and never waits. With
+    nothing queued ahead, the frame is written to the socket at once; otherwise
+    the payload waits in this member's bounded buffer (the streamer's overflow
+    policy applies, counted) and the connection's writer drains it.
+    """
+
+    def __init__(self, operation: Operation, capacity: int, policy: Overflow) -> None:
+        self.operation = operation
+        self.connection = operation.connection
+        self._buffer: EventBuffer[bytes] = EventBuffer(capacity, policy)
+        self.finished = trio.Event()
+        self.error: BaseException | None = None
+
+    @property
+    def dropped(self) -> int:
+        return self._buffer.dropped
+
+    def put(self, payload: bytes) -> None:
+        if self._buffer.consumer_closed:
+            raise BufferClosed()
+        connection = self.connection
+        if not len(self._buffer) and connection.can_write_now():
+            operation = self.operation
+            if not operation.stopped_by_client:
+                frame = connection.machine.next(operation.id, payload)
+                if frame is not None:
+                    connection.write_now(frame)
+            return
+        self._buffer.put(payload)
+        connection.outbox.mark_ready(self)
+
+    def close(self, error: BaseException | None = None) -> None:
+        """The cohort ended: finish after whatever is still buffered."""
+        self._buffer.close(error)
+        self.connection.outbox.mark_ready(self)
+
+    def drain_into(self, frames: list[bytes]) -> None:
+        """Called by the writer: turn buffered payloads into frames."""
+        operation = self.operation
+        machine = self.connection.machine
+        while True:
+            try:
+                payload = self._buffer.get_nowait()
+            except trio.WouldBlock:
+                return
+            except trio.EndOfChannel:
+                self.finished.set()
+                return
+            except Exception as error:  # the cohort failed, or this member overflowed
+                self.error = error
+                self.finished.set()
+                return
+            if not operation.stopped_by_client:
+                frame = machine.next(operation.id, payload)
+                if frame is not None:
+                    frames.append(frame)
+
+    def detach(self) -> None:
+        self._buffer.detach()

@@ -216,7 +216,7 @@ async def test_server_shutdown_closes_1001_and_runs_every_cleanup(tracker: Track
 
 async def test_shutdown_returns_in_time_with_a_frozen_client(tracker: Tracker) -> None:
     """A client that reads nothing cannot hold shutdown past close_timeout + grace."""
-    config = Config(port=0, keepalive=0, close_timeout=0.5, write_timeout=30)
+    config = Config(port=0, keepalive=0, close_timeout=0.5, write_timeout=30, write_buffer_size=4096)
     with trio.fail_after(config.close_timeout + 2.0):
         async with trio.open_nursery() as nursery:
             server = await nursery.start(serve, countdown_app, config)
@@ -228,7 +228,7 @@ async def test_shutdown_returns_in_time_with_a_frozen_client(tracker: Tracker) -
             with trio.fail_after(5):
                 await server.metrics.wait_for(lambda m: m.live_operations == 2)
                 while server.state.connections and not any(
-                    c._outbox_send.statistics().current_buffer_used >= config.outbox_size
+                    len(c.outbox) >= config.outbox_size
                     for c in server.state.connections
                 ):
                     await trio.testing.wait_all_tasks_blocked()

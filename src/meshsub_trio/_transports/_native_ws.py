@@ -1,13 +1,20 @@
-"""A WebSocket on a Trio stream, framed by wsproto: every send is cancellable.
+"""A WebSocket on a Trio stream, framed by wsproto: every wait is cancellable.
 
 Inbound frames go through wsproto. Outbound text frames are framed here:
-server frames are unmasked, so one header plus the payload is the whole
-frame, and all frames ready for the socket go out in a single ``send_all``.
-That write batching is where most of the throughput comes from on Trio.
+server frames are unmasked, so one header plus the payload is the whole frame.
+
+Writes go straight to the non-blocking socket (``os.write``), synchronously,
+from whichever task has the frames: the kernel usually takes them at once, so
+a fan-out costs one system call per socket and no scheduler pass. What the
+kernel does not take stays in :attr:`backlog`, in order, and the connection's
+writer task flushes it (``flush`` waits for writability, cancellably, under the
+write deadline). Every later write appends behind the backlog, so frames never
+reorder and never interleave.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import trio
@@ -36,11 +43,19 @@ class NativeWebSocket:
         self._stream = stream
         self._ws = ws
         self._max_size = max_message_size
-        self._send_lock = trio.StrictFIFOLock()
+        self._fd = stream.socket.fileno()
+        self._backlog = bytearray()
         self._events: Iterator[WSEvent] = iter(())
         self._parts: list[str | bytes] = []
         self._size = 0
         self.on_activity: Callable[[], None] = lambda: None
+        #: Called when bytes are left for the writer task to flush.
+        self.on_backlog: Callable[[], None] = lambda: None
+
+    @property
+    def backlog(self) -> int:
+        """Bytes accepted but not yet taken by the kernel."""
+        return len(self._backlog)
 
     async def receive(self) -> Message:
         while True:
@@ -72,44 +87,69 @@ class NativeWebSocket:
                 return Message("".join(parts))  # type: ignore[arg-type]
             return Message(b"".join(parts), binary=True)  # type: ignore[arg-type]
         if isinstance(event, Ping):
-            await self._send_raw(self._ws.send(event.response()))
+            self._write(self._ws.send(event.response()))
         elif isinstance(event, CloseConnection):
             raise SocketClosed(event.code, event.reason or "")
         return None
 
-    async def send_frames(self, frames: list[bytes]) -> None:
+    def write_frames(self, frames: list[bytes]) -> None:
+        """Send text frames now, or leave them in the backlog; never waits."""
         if self._ws.state is not ConnectionState.OPEN:
             raise trio.ClosedResourceError("websocket is closing")
         if len(frames) == 1:
             frame = frames[0]
-            data = text_frame_header(len(frame)) + frame
-        else:
-            parts: list[bytes] = []
-            for frame in frames:
-                parts.append(text_frame_header(len(frame)))
-                parts.append(frame)
-            data = b"".join(parts)
-        await self._send_raw(data)
+            self._write(text_frame_header(len(frame)) + frame)
+            return
+        parts: list[bytes] = []
+        for frame in frames:
+            parts.append(text_frame_header(len(frame)))
+            parts.append(frame)
+        self._write(b"".join(parts))
+
+    async def flush(self) -> None:
+        """Wait until the backlog is written (cancellable)."""
+        while self._backlog:
+            await trio.lowlevel.wait_writable(self._fd)
+            try:
+                written = os.write(self._fd, self._backlog)
+            except BlockingIOError:
+                continue
+            except OSError as error:
+                raise trio.BrokenResourceError(str(error)) from error
+            del self._backlog[:written]
+
+    async def send_frames(self, frames: list[bytes]) -> None:
+        self.write_frames(frames)
+        await self.flush()
 
     async def ping(self) -> bool:
         if self._ws.state is not ConnectionState.OPEN:
             return False
-        await self._send_raw(self._ws.send(Ping(b"meshsub")))
+        self._write(self._ws.send(Ping(b"meshsub")))
         return True
 
     async def close(self, code: int, reason: str) -> None:
         state = self._ws.state
         if state is ConnectionState.OPEN:
-            data = self._ws.send(CloseConnection(code=code, reason=reason or None))
+            self._write(self._ws.send(CloseConnection(code=code, reason=reason or None)))
         elif state is ConnectionState.REMOTE_CLOSING:
-            data = self._ws.send(CloseConnection(code=code))
-        else:
-            return
-        await self._send_raw(data)
+            self._write(self._ws.send(CloseConnection(code=code)))
+        await self.flush()
 
     async def abort(self) -> None:
+        self._backlog.clear()
         await trio.aclose_forcefully(self._stream)
 
-    async def _send_raw(self, data: bytes) -> None:
-        async with self._send_lock:
-            await self._stream.send_all(data)
+    def _write(self, data: bytes) -> None:
+        if self._backlog:
+            self._backlog += data
+            return
+        try:
+            written = os.write(self._fd, data)
+        except BlockingIOError:
+            written = 0
+        except OSError as error:
+            raise trio.BrokenResourceError(str(error)) from error
+        if written < len(data):
+            self._backlog += data[written:]
+            self.on_backlog()

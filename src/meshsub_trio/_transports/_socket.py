@@ -50,3 +50,20 @@ class MessageSocket(Protocol):
 
     async def abort(self) -> None:
         """Drop the transport now, without a handshake."""
+
+
+class DirectSocket(MessageSocket, Protocol):
+    """A socket that can write without waiting (the native host).
+
+    ``write_frames`` hands frames to the kernel at once, keeping whatever it
+    does not take in ``backlog`` (in order) for ``flush`` to finish.
+    """
+
+    on_backlog: Callable[[], None]
+
+    @property
+    def backlog(self) -> int: ...
+
+    def write_frames(self, frames: list[bytes]) -> None: ...
+
+    async def flush(self) -> None: ...
