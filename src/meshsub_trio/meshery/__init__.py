@@ -2,7 +2,9 @@
 
 The schema is Meshery's "snapshot A" field for field, plus mutations that feed
 the in-memory model; a seeded simulator makes a cluster come alive while the
-app is served.
+app is served. Plain HTTP routes beside GraphQL let scripts publish and read
+events (``/api/system/events``, Meshery-style) and apply model changes
+(``/api/meshsub/publish``); see :mod:`._routes`.
 """
 
 from __future__ import annotations

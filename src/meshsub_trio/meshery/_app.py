@@ -14,6 +14,7 @@ from .._broker import Broker, MemoryBroker
 from ._auth import LOCAL_USER, Authenticator, TokenSource, User
 from ._model import Model
 from ._resolvers import make_resolvers
+from ._routes import make_routes
 from ._schema import build_meshery_schema
 from ._simulator import Simulator
 from ._streamers import make_streamers
@@ -22,8 +23,8 @@ from ._streamers import make_streamers
 class MesheryApp(App):
     """An :class:`App` serving Meshery's API, with handles on what drives it.
 
-    ``model`` is where hosts feed data from outside (for example an HTTP
-    route calling ``app.model.publish_event(user_id, {...})``); ``auth_mode``
+    ``model`` is where hosts feed data from outside (the app's own HTTP
+    routes call ``app.model.publish_event(user_id, {...})``); ``auth_mode``
     is ``"local"`` or ``"token"``, so a host can refuse to expose local mode
     beyond loopback.
     """
@@ -32,6 +33,8 @@ class MesheryApp(App):
     broker: Broker
     authenticator: Authenticator
     simulator: Simulator | None
+    #: User ids that may publish events to other users (read per request).
+    event_publishers: set[str]
 
     @property
     def auth_mode(self) -> str:
@@ -60,6 +63,11 @@ def create_app(
     * ``tokens``: token -> user id (or ``{"id", "user_name"}``), as a dict or a
       JSON file path; turns on token mode. Without it every caller is
       ``local_user`` (Meshery's local provider), which is only safe on loopback.
+
+    Besides GraphQL it serves the plain HTTP routes of :mod:`._routes`
+    (``/api/system/events``, ``/api/meshsub/publish``). Add user ids to the
+    returned app's ``event_publishers`` to let those (service) users publish
+    events to other users; everyone else publishes only to itself.
     """
     user = local_user if isinstance(local_user, User) else User(local_user, "meshery", "Local")
     authenticator = Authenticator(tokens, local_user=user)
@@ -90,15 +98,19 @@ def create_app(
         finally:
             driving = False
 
+    schema = build_meshery_schema()
+    publishers: set[str] = set()
     app = MesheryApp(
-        build_meshery_schema(),
+        schema,
         resolvers=make_resolvers(model),
         streamers=make_streamers(model),
         authenticate=authenticator,
         lifespan=lifespan,
+        http_routes=make_routes(model, authenticator, schema, publishers=publishers),
     )
     app.model = model
     app.broker = chosen_broker
     app.authenticator = authenticator
     app.simulator = sim
+    app.event_publishers = publishers
     return app

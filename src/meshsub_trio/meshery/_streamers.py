@@ -22,6 +22,29 @@ whole current state.
 
 Every streamer subscribes to the broker *before* reading its snapshot, so no
 change between the two is missed.
+
+Sharing (cohorts keyed on document, variables, operation name and
+``ctx.auth``, the frozen :class:`User`) is set only where a late joiner gets
+exactly what a fresh, unshared subscription would get:
+
+* ``"state"`` for configuration, k8s contexts, cluster resources and the
+  MeshModel summary: each emission is the complete current rendering and a
+  fresh subscription starts with that rendering, which is the cohort's
+  latest value (its ``last``). Configuration reads ``ctx.auth``, and the
+  cohort key includes it, so one user's designs never reach another.
+* ``"events"`` for events and perf results: no snapshot, each message one
+  emission, and a late joiner gets the later ones, as a fresh run would.
+* ``"events"`` for perf profiles, although its values are states: Meshery
+  sends no initial snapshot there, so ``"state"``'s replay of the latest page
+  would hand a late joiner a page a fresh subscription never sends. The
+  cohort's change filter compares against the current rendering, which is
+  where a fresh run's filter would start, so later pages match too.
+* None for controller status: the full list, then deltas relative to what
+  *this* subscriber was sent; a late joiner needs its own full list.
+
+One window is left, and it is harmless: a joiner that arrives while the
+cohort has a change queued but not yet rendered gets the previous state and
+then the new one, where a fresh run would have started at the new one.
 """
 
 from __future__ import annotations
@@ -164,15 +187,16 @@ def make_streamers(model: Model) -> dict[str, Streamer]:
                 emit(message["event"])
 
     state = Overflow.COALESCE
+    drop = Overflow.DROP_OLDEST
     return {
-        "subscribePerfProfiles": Streamer(perf_profiles, STATE_CAPACITY, state),
-        "subscribePerfResults": Streamer(perf_results, RESULTS_CAPACITY, Overflow.DROP_OLDEST),
+        "subscribePerfProfiles": Streamer(perf_profiles, STATE_CAPACITY, state, "events"),
+        "subscribePerfResults": Streamer(perf_results, RESULTS_CAPACITY, drop, "events"),
         "subscribeMesheryControllersStatus": Streamer(
             controllers_status, CONTROLLERS_CAPACITY, Overflow.CLOSE
         ),
-        "subscribeConfiguration": Streamer(configuration, STATE_CAPACITY, state),
-        "subscribeClusterResources": Streamer(cluster_resources, STATE_CAPACITY, state),
-        "subscribeK8sContext": Streamer(k8s_contexts, STATE_CAPACITY, state),
-        "subscribeMeshModelSummary": Streamer(meshmodel_summary, STATE_CAPACITY, state),
-        "subscribeEvents": Streamer(events, EVENTS_CAPACITY, Overflow.DROP_OLDEST),
+        "subscribeConfiguration": Streamer(configuration, STATE_CAPACITY, state, "state"),
+        "subscribeClusterResources": Streamer(cluster_resources, STATE_CAPACITY, state, "state"),
+        "subscribeK8sContext": Streamer(k8s_contexts, STATE_CAPACITY, state, "state"),
+        "subscribeMeshModelSummary": Streamer(meshmodel_summary, STATE_CAPACITY, state, "state"),
+        "subscribeEvents": Streamer(events, EVENTS_CAPACITY, drop, "events"),
     }

@@ -1,0 +1,387 @@
+"""Plain HTTP endpoints beside GraphQL, so scripts and services can feed and read.
+
+* ``POST /api/system/events``: publish one event (a JSON object) to the caller,
+  or to ``user_id`` when the caller may (see :func:`make_routes`); answers 201
+  with the stored ``Event``.
+* ``GET /api/system/events``: the caller's retained history, newest first,
+  paged like Meshery's REST (``page`` from 0, ``pagesize`` default 25 or
+  ``all``; filters ``severity``/``category``/``action`` as a JSON array or a
+  comma list, ``status``, ``search`` in the description, ``order=asc``).
+* ``POST /api/meshsub/publish``: apply a batch of model changes, one message
+  or ``{"messages": [...]}``, in order. Each is ``{type, op, <payload>}``
+  with the type/op names of :mod:`._model`'s messages, but the payload is
+  the matching GraphQL mutation input (``K8sContextInput``, ``PatternInput``,
+  ...), checked by the same coercion and applied as the caller: no more than
+  the mutations allow, without writing GraphQL. Server-owned fields (ids of
+  records' owners, timestamps) are never taken from the client.
+
+Requests are authenticated by the server first (401 in token mode without a
+valid token). POST bodies must be ``application/json``: a browser cannot send
+that cross-origin without a CORS preflight, which this server never grants,
+so a page the user happens to visit cannot publish with their cookie.
+Events use the GraphQL ``Event`` shape (camelCase), not meshkit's JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+from graphql import GraphQLError, GraphQLInputObjectType, GraphQLNonNull, GraphQLSchema
+from graphql.utilities import coerce_input_value, validate_input_value
+
+from .._app import HttpHandler, HttpRequest, HttpResponse
+from .._encoding import JSONDecodeError, dumps, loads
+from ._auth import Authenticator, User, current_user
+from ._model import Model
+from ._records import SEVERITIES
+
+EVENTS_PATH = "/api/system/events"
+PUBLISH_PATH = "/api/meshsub/publish"
+DEFAULT_PAGE_SIZE = 25
+MAX_PAGE_SIZE = 1000
+MAX_MESSAGES = 1000
+
+#: Event fields a client may set, with meshkit's snake_case spellings as aliases.
+_EVENT_TEXT = {
+    "description": "description",
+    "category": "category",
+    "action": "action",
+    "status": "status",
+    "actedUpon": "actedUpon",
+    "acted_upon": "actedUpon",
+    "operationID": "operationID",
+    "operation_id": "operationID",
+    "createdAt": "createdAt",
+    "created_at": "createdAt",
+}
+_EVENT_TARGET = ("user_id", "userID")
+_EVENT_KEYS = ("severity", "metadata", *_EVENT_TEXT, *_EVENT_TARGET)
+
+
+#: Applies one publish message's payload as the given user id.
+Applier = Callable[[str, str, Mapping[str, Any]], Any]
+
+
+class RouteError(Exception):
+    """A client mistake: becomes ``{"errors": [{"message": ...}]}`` with *status*."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _json(status: int, value: Any, headers: list[tuple[str, str]] | None = None) -> HttpResponse:
+    return HttpResponse(status, dumps(value), headers=headers or [])
+
+
+def _read_object(request: HttpRequest) -> dict[str, Any]:
+    content_type = request.context.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise RouteError(415, "send the body as JSON with Content-Type: application/json")
+    try:
+        body = loads(request.body)
+    except JSONDecodeError as error:
+        raise RouteError(400, f"the body is not valid JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise RouteError(400, "the body must be a JSON object")
+    return body
+
+
+def _text_field(fields: Mapping[str, Any], key: str) -> str | None:
+    value = fields.get(key)
+    if value is not None and not isinstance(value, str):
+        raise RouteError(400, f"{key} must be a string, got {type(value).__name__}")
+    return value
+
+
+def event_fields(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a posted event and map it to :meth:`Model.publish_event` fields."""
+    unknown = sorted(set(body) - set(_EVENT_KEYS))
+    if unknown:
+        raise RouteError(
+            400, f"unknown event field(s) {', '.join(unknown)}; allowed: {', '.join(_EVENT_KEYS)}"
+        )
+    severity = body.get("severity")
+    if severity not in SEVERITIES:
+        hint = " (meshkit's success is not a Meshery Severity; use informational)"
+        raise RouteError(
+            400,
+            f"severity must be one of {', '.join(SEVERITIES)}; got {severity!r}"
+            + (hint if severity == "success" else ""),
+        )
+    fields: dict[str, Any] = {"severity": severity}
+    for key, name in _EVENT_TEXT.items():
+        value = _text_field(body, key)
+        if value is not None:
+            if name in fields:
+                raise RouteError(400, f"{key} repeats {name}: send one spelling")
+            fields[name] = value
+    if not (fields.get("description") or "").strip():
+        raise RouteError(400, "description must be a non-empty string")
+    metadata = body.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise RouteError(400, "metadata must be a JSON object")
+    fields["metadata"] = metadata
+    return fields
+
+
+def _choices(query: Mapping[str, str], key: str, allowed: Collection[str] | None) -> set[str]:
+    """Meshery sends filters as JSON arrays (``["error"]``); a comma list works too."""
+    raw = query.get(key, "").strip()
+    if not raw:
+        return set()
+    values: Any
+    if raw.startswith("["):
+        try:
+            values = loads(raw)
+        except JSONDecodeError:
+            values = None
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise RouteError(400, f"{key} must be a JSON array of strings or a comma list")
+    else:
+        values = [part.strip() for part in raw.split(",") if part.strip()]
+    chosen = set(values)
+    if allowed is not None and not chosen <= set(allowed):
+        bad = ", ".join(sorted(chosen - set(allowed)))
+        raise RouteError(400, f"unknown {key} {bad}; use any of {', '.join(allowed)}")
+    return chosen
+
+
+def _whole(query: Mapping[str, str], key: str, default: int, *, low: int, high: int) -> int:
+    raw = query.get(key, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise RouteError(400, f"{key} must be a whole number from {low} to {high}, got {raw!r}")
+    return int(raw)
+
+
+def events_page(events: list[dict[str, Any]], query: Mapping[str, str]) -> dict[str, Any]:
+    """Filter, order (newest first) and page a user's events like Meshery's REST."""
+    page = _whole(query, "page", 0, low=0, high=1_000_000_000)
+    size_text = query.get("pagesize", "").strip().lower()
+    size = (
+        None
+        if size_text == "all"
+        else _whole(query, "pagesize", DEFAULT_PAGE_SIZE, low=1, high=MAX_PAGE_SIZE)
+    )
+    order = query.get("order", "desc").strip().lower() or "desc"
+    if order not in ("asc", "desc"):
+        raise RouteError(400, f"order must be asc or desc, got {order!r}")
+    severities = _choices(query, "severity", SEVERITIES)
+    categories = _choices(query, "category", None)
+    actions = _choices(query, "action", None)
+    status = query.get("status", "").strip()
+    search = query.get("search", "").strip().casefold()
+
+    def keep(event: Mapping[str, Any]) -> bool:
+        return (
+            (not severities or event["severity"] in severities)
+            and (not categories or event["category"] in categories)
+            and (not actions or event["action"] in actions)
+            and (not status or event["status"] == status)
+            and (not search or search in event["description"].casefold())
+        )
+
+    matching = [event for event in events if keep(event)]
+    if order == "desc":
+        matching.reverse()  # history is kept oldest first
+    start = 0 if size is None else page * size
+    chosen = matching if size is None else matching[start : start + size]
+    if size is None and page:
+        chosen = []
+    counts: dict[str, int] = {}
+    for event in events:
+        counts[event["severity"]] = counts.get(event["severity"], 0) + 1
+    return {
+        "events": chosen,
+        "page": page,
+        "page_size": len(matching) if size is None else size,
+        "total_count": len(matching),
+        "count_by_severity_level": [
+            {"severity": name, "count": counts[name]} for name in SEVERITIES if name in counts
+        ],
+    }
+
+
+def _coerce(schema: GraphQLSchema, type_name: str, value: Any, key: str) -> dict[str, Any]:
+    """Check *value* exactly as the matching mutation's input argument is checked."""
+    input_type = schema.get_type(type_name)
+    assert isinstance(input_type, GraphQLInputObjectType), type_name
+    if not isinstance(value, dict):
+        raise RouteError(400, f"{key} must be a JSON object ({type_name})")
+    problems: list[str] = []
+
+    def collect(error: GraphQLError, path: list[str | int]) -> None:
+        where = ".".join(str(part) for part in [key, *path])
+        problems.append(f"{where}: {error.message}")
+
+    validate_input_value(value, GraphQLNonNull(input_type), collect)
+    if problems:
+        raise RouteError(400, "; ".join(problems))
+    return dict(coerce_input_value(value, GraphQLNonNull(input_type)))
+
+
+def _id_of(message: Mapping[str, Any]) -> str:
+    value = message.get("id")
+    if not isinstance(value, str) or not value:
+        raise RouteError(400, "id must be a non-empty string")
+    return value
+
+
+def make_routes(
+    model: Model,
+    authenticator: Authenticator,
+    schema: GraphQLSchema,
+    *,
+    publishers: Collection[str] = (),
+) -> dict[str, HttpHandler]:
+    """The ``http_routes=`` mapping for the Meshery app.
+
+    Who may publish an event to whom: every caller to itself; a caller whose
+    user id is in *publishers* (a service account; read at each request, so
+    the host may change it) also to any user the authenticator knows.
+    Anything else is 403, and an unknown target 404, so a token can never be
+    used to write into another user's feed by accident.
+    """
+
+    def target_of(caller: User, wanted: Any) -> str:
+        if wanted is None or wanted == caller.id:
+            return caller.id
+        if not isinstance(wanted, str) or not wanted:
+            raise RouteError(400, "user_id must be a non-empty string")
+        if caller.id not in publishers:
+            raise RouteError(403, f"user {caller.id} may only publish events to itself")
+        if wanted not in {user.id for user in authenticator.users()}:
+            raise RouteError(404, f"no user {wanted}")
+        return wanted
+
+    def publish_event(caller: User, body: Mapping[str, Any]) -> dict[str, Any]:
+        wanted = [body[key] for key in _EVENT_TARGET if body.get(key) is not None]
+        if len(set(map(str, wanted))) > 1:
+            raise RouteError(400, "user_id and userID disagree")
+        target = target_of(caller, wanted[0] if wanted else None)
+        fields = {k: v for k, v in body.items() if k not in _EVENT_TARGET}
+        return model.publish_event(target, event_fields(fields))
+
+    async def events(request: HttpRequest) -> HttpResponse:
+        caller = current_user(request.context)
+        if request.method == "GET":
+            return _json(200, events_page(model.events_of(caller.id), request.query))
+        if request.method == "POST":
+            return _json(201, publish_event(caller, _read_object(request)))
+        raise RouteError(405, f"{request.method} is not allowed here; use GET or POST")
+
+    def upsert(type_name: str, call: Callable[[str, dict[str, Any]], Any]) -> Applier:
+        return lambda user, key, message: call(
+            user, _coerce(schema, type_name, message.get(key), key)
+        )
+
+    def delete(call: Callable[[str, str], Any]) -> Applier:
+        return lambda user, _key, message: call(user, _id_of(message))
+
+    def cluster_object(call: Callable[[str, str, str | None, str], bool]) -> Applier:
+        def run(_user: str, key: str, message: Mapping[str, Any]) -> bool:
+            obj = _coerce(schema, "ClusterResourceInput", message.get(key), key)
+            return call(obj["kubernetes_server_id"], obj["kind"], obj.get("namespace"), obj["name"])
+
+        return run
+
+    def meshmodel(_user: str, key: str, message: Mapping[str, Any]) -> bool:
+        entry = message.get(key)
+        entity = entry.get("entity") if isinstance(entry, dict) else None
+        if entity not in ("components", "relationships"):
+            raise RouteError(400, 'entry.entity must be "components" or "relationships"')
+        rest = {k: v for k, v in entry.items() if k != "entity"}
+        fields = _coerce(schema, "MeshModelEntityInput", rest, key)
+        return model.register_meshmodel(
+            entity, fields["model"], fields["version"], fields.get("name")
+        )
+
+    def controller(_user: str, key: str, message: Mapping[str, Any]) -> Any:
+        item = _coerce(schema, "ControllerStatusInput", message.get(key), key)
+        return model.set_controller_status(
+            item["connectionID"], item["controller"], item["status"], item.get("version")
+        )
+
+    #: (type, op) -> (payload key, how to apply it as a given user id).
+    appliers: dict[tuple[str, str], tuple[str, Applier]] = {
+        ("k8s_context", "upsert"): (
+            "context",
+            upsert("K8sContextInput", lambda user, v: model.upsert_context(v, owner=user)),
+        ),
+        ("k8s_context", "delete"): ("id", delete(lambda _user, i: model.delete_context(i))),
+        ("controller", "upsert"): ("item", controller),
+        ("cluster_object", "upsert"): ("object", cluster_object(model.add_object)),
+        ("cluster_object", "delete"): ("object", cluster_object(model.delete_object)),
+        ("pattern", "upsert"): ("pattern", upsert("PatternInput", model.save_pattern)),
+        ("pattern", "delete"): ("id", delete(model.delete_pattern)),
+        ("filter", "upsert"): ("filter", upsert("FilterInput", model.save_filter)),
+        ("filter", "delete"): ("id", delete(model.delete_filter)),
+        ("perf_profile", "upsert"): (
+            "profile",
+            upsert("PerformanceProfileInput", model.save_profile),
+        ),
+        ("perf_profile", "delete"): ("id", delete(model.delete_profile)),
+        ("perf_result", "append"): (
+            "result",
+            upsert("PerfResultInput", lambda u, v: model.record_result(u, v["profileID"], v)),
+        ),
+        ("meshmodel", "register"): ("entry", meshmodel),
+    }
+
+    def apply(caller: User, message: Mapping[str, Any]) -> Any:
+        kind, op = message.get("type"), message.get("op")
+        if (kind, op) == ("event", "append"):
+            event = message.get("event")
+            if not isinstance(event, dict):
+                raise RouteError(400, "event must be a JSON object")
+            target = {"user_id": message["user_id"]} if "user_id" in message else {}
+            return publish_event(caller, {**event, **target})
+        found = appliers.get((str(kind), str(op)))
+        if found is None:
+            known = ", ".join(f"{t}/{o}" for t, o in [("event", "append"), *appliers])
+            raise RouteError(400, f"unsupported type/op {kind!r}/{op!r}; known: {known}")
+        key, run = found
+        return run(caller.id, key, message)
+
+    async def publish(request: HttpRequest) -> HttpResponse:
+        if request.method != "POST":
+            raise RouteError(405, f"{request.method} is not allowed here; use POST")
+        caller = current_user(request.context)
+        body = _read_object(request)
+        messages = body.get("messages", [body])
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            raise RouteError(400, "messages must be a list of JSON objects")
+        if len(messages) > MAX_MESSAGES:
+            raise RouteError(400, f"at most {MAX_MESSAGES} messages per request")
+        results = []
+        for index, message in enumerate(messages):
+            # Applied in order; the first bad one stops the batch and says where.
+            try:
+                results.append(apply(caller, message))
+            except (RouteError, ValueError) as error:
+                status = error.status if isinstance(error, RouteError) else 400
+                problem = {"message": f"message {index}: {error}", "index": index}
+                return _json(status, {"errors": [problem], "applied": index, "results": results})
+        return _json(200, {"applied": len(results), "results": results})
+
+    return {EVENTS_PATH: _guarded(events), PUBLISH_PATH: _guarded(publish)}
+
+
+def _guarded(handler: Callable[[HttpRequest], Any]) -> HttpHandler:
+    """Turn RouteError/ValueError into JSON error responses (405 gets ``Allow``)."""
+
+    async def route(request: HttpRequest) -> HttpResponse:
+        try:
+            return await handler(request)
+        except (RouteError, ValueError) as error:
+            status = error.status if isinstance(error, RouteError) else 400
+            headers = []
+            if status == 405:
+                allow = "POST" if request.path == PUBLISH_PATH else "GET, POST"
+                headers.append(("allow", allow))
+            return _json(status, {"errors": [{"message": str(error)}]}, headers)
+
+    return route
