@@ -16,6 +16,8 @@ import trio
 
 T = TypeVar("T")
 
+_EMPTY: deque = deque(maxlen=0)  # shared placeholder, never appended to
+
 
 class Overflow(enum.Enum):
     """What a full buffer does with one more event."""
@@ -57,7 +59,7 @@ class EventBuffer(Generic[T]):
         self.policy = policy
         #: How many events this buffer dropped or coalesced away.
         self.dropped = 0
-        self._items: deque[T] = deque()
+        self._items: deque[T] = _EMPTY  # allocated on first put: idle buffers stay small
         self._wakeup = trio.Event()
         self._producer_closed = False
         self._consumer_closed = False
@@ -74,12 +76,14 @@ class EventBuffer(Generic[T]):
         if self._producer_closed or self._overflowed:
             return False
         kept = True
+        if self._items is _EMPTY:
+            self._items = deque()
         if len(self._items) >= self.capacity:
             kept = False
             self.dropped += 1
             if self.policy is Overflow.CLOSE:
                 self._overflowed = True
-                self._items.clear()
+                self._items = _EMPTY
                 self._wakeup.set()
                 return False
             if self.policy is Overflow.COALESCE:
@@ -102,7 +106,7 @@ class EventBuffer(Generic[T]):
     def detach(self) -> None:
         """The consumer is gone: later ``put`` calls raise :class:`BufferClosed`."""
         self._consumer_closed = True
-        self._items.clear()
+        self._items = _EMPTY
 
     @property
     def consumer_closed(self) -> bool:

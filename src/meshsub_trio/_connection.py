@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -70,6 +71,7 @@ class Connection:
         self._send_close_frame = True
         self._nursery: trio.Nursery | None = None
         self._outer: trio.Nursery | None = None
+        self._writer_running = False
         self.outbox = Outbox(config.outbox_size)
         self._activity = trio.Event()
         socket.on_activity = self._on_activity
@@ -85,26 +87,26 @@ class Connection:
     async def run(self) -> None:
         """Serve the connection until it ends; every cleanup has run on return.
 
-        Two nurseries: the outer one holds the writer, the inner one
-        everything else (reader, keep-alive, init timer, auth, operations).
-        A close cancels the inner one; once every operation has finished its
-        cleanup, the writer flushes what was queued (a ``connection_error``
-        before its close, say) within ``close_timeout``. An abrupt end (peer
-        gone, dead, or stalled) cancels both at once.
+        Two nurseries: the outer one holds the writer, the inner one the
+        keep-alive, the auth step and the operations; the reader is this task
+        itself (inside the inner nursery, so a close cancels it too). The
+        writer runs only while it has something to do. A close cancels the
+        inner nursery; once every operation has finished its cleanup, the
+        writer flushes what was queued (a ``connection_error`` before its
+        close, say) within ``close_timeout``. An abrupt end (peer gone, dead,
+        or stalled) cancels both at once.
         """
         self.metrics.connection_opened()
         try:
             async with trio.open_nursery() as outer:
                 self._outer = outer
-                outer.start_soon(self._write_loop)
+                self.outbox.on_work = self._ensure_writer
                 try:
                     async with trio.open_nursery() as work:
                         self._nursery = work
-                        work.start_soon(self._read_loop)
                         if self.config.keepalive > 0:
                             work.start_soon(self._keepalive_loop)
-                        if self.config.init_timeout > 0:
-                            work.start_soon(self._init_timer)
+                        await self._read_loop()
                 except Exception:
                     log.exception("connection failed")
                     self.close(CloseCode.INTERNAL_ERROR, "Internal server error")
@@ -128,6 +130,12 @@ class Connection:
             self._nursery.cancel_scope.cancel()
         if not self._send_close_frame and self._outer is not None:
             self._outer.cancel_scope.cancel()
+
+    def _ensure_writer(self) -> None:
+        """Start the writer if it is not running (it stops when idle)."""
+        if not self._writer_running and self._outer is not None:
+            self._writer_running = True
+            self._outer.start_soon(self._write_loop)
 
     def shutdown(self) -> None:
         """Server shutdown: close with 1001 Going away."""
@@ -154,10 +162,21 @@ class Connection:
 
     # ---- reading -------------------------------------------------------
     async def _read_loop(self) -> None:
+        """Messages in, through the protocol machine; also the init deadline."""
         messages_in = self.metrics.messages_in.labels(protocol=self.protocol)
+        init_timeout = self.config.init_timeout
+        init_deadline = trio.current_time() + init_timeout if init_timeout > 0 else math.inf
         while True:
             try:
-                message = await self.socket.receive()
+                if self.machine.init_received or init_deadline == math.inf:
+                    message = await self.socket.receive()
+                else:
+                    with trio.move_on_at(init_deadline):
+                        message = await self.socket.receive()
+                    if trio.current_time() >= init_deadline and not self.machine.init_received:
+                        for event in self.machine.init_timed_out():
+                            await self._handle(event)
+                        return
             except SocketClosed as closed:
                 if closed.code != CloseCode.ABNORMAL:
                     # The peer started the close: answer it now, not after every
@@ -171,6 +190,8 @@ class Connection:
             messages_in.inc()
             for event in self.machine.receive(message.data, binary=message.binary):
                 await self._handle(event)
+            if self.machine.closed:
+                return
 
     async def _answer_close(self, code: int) -> None:
         with trio.move_on_after(self.config.close_timeout):
@@ -235,11 +256,6 @@ class Connection:
         for event in events:
             await self._handle(event)
 
-    async def _init_timer(self) -> None:
-        await trio.sleep(self.config.init_timeout)
-        for event in self.machine.init_timed_out():
-            await self._handle(event)
-
     # ---- writing -------------------------------------------------------
     def can_write_now(self) -> bool:
         """Whether a frame may be written at once without passing queued ones."""
@@ -274,20 +290,18 @@ class Connection:
         await self.outbox.put(owner, frame)
 
     async def _write_loop(self) -> None:
+        """Drain the outbox and finish unsent bytes; return when there is nothing left."""
         outbox = self.outbox
-        while True:
-            backlog = self.direct.backlog if self.direct is not None else 0
-            if not outbox.has_work and not backlog:
-                if outbox.closed:
+        try:
+            while outbox.has_work or (self.direct is not None and self.direct.backlog):
+                frames = self._drain_outbox()
+                for member in outbox.take_ready():
+                    member.drain_into(frames)
+                if not await self._write(frames):
                     return
-                await outbox.wait()
-                continue
-            frames = self._drain_outbox()
-            for member in outbox.take_ready():
-                member.drain_into(frames)
-            if not await self._write(frames):
-                return
-            await trio.lowlevel.checkpoint()
+                await trio.lowlevel.checkpoint()
+        finally:
+            self._writer_running = False
 
     async def _write(self, frames: list[bytes]) -> bool:
         """Write *frames* (and any backlog) under the write deadline."""

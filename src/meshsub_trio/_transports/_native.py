@@ -14,10 +14,11 @@ from urllib.parse import unquote
 
 import h11
 import trio
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
+from wsproto import ConnectionType
+from wsproto.connection import Connection as WSFrames
+from wsproto.utilities import generate_accept_token
 
-from .._protocol import CloseCode, choose_subprotocol, machine_for
+from .._protocol import CloseCode, choose_subprotocol, machine_for, parse_offer
 from .._state import ServerState
 from ._asgi import ASGIApp
 from ._native_ws import NativeWebSocket
@@ -34,6 +35,11 @@ class _Closed(Exception):
     """The peer went away mid-request."""
 
 
+#: What a completed upgrade hands on: protocol to speak (None: refuse with
+#: 4406), bytes already read past the request head, the request's headers.
+_Upgrade = tuple[str | None, bytes, dict[str, str]]
+
+
 class NativeHost:
     """Serves one :class:`ServerState` on Trio streams."""
 
@@ -42,9 +48,17 @@ class NativeHost:
         self.asgi = ASGIApp.from_state(state)
 
     async def handle_stream(self, stream: trio.SocketStream) -> None:
-        """One TCP connection: HTTP requests until an upgrade or a close."""
+        """One TCP connection: HTTP requests until an upgrade or a close.
+
+        Nothing raised here may reach the server: a broken peer or a bug costs
+        this connection only.
+        """
         try:
-            await self._serve_stream(stream)
+            upgrade = await self._serve_http(stream)
+            if upgrade is not None:
+                # The HTTP parser is gone by now: an idle WebSocket keeps only
+                # what it needs (memory per connection is a feature here).
+                await self._run_websocket(stream, *upgrade)
         except (
             _Closed,
             trio.BrokenResourceError,
@@ -53,57 +67,85 @@ class NativeHost:
             h11.ProtocolError,
         ):
             pass
+        except Exception:
+            log.exception("connection handler failed")
         finally:
             await trio.aclose_forcefully(stream)
 
-    async def _serve_stream(self, stream: trio.SocketStream) -> None:
+    async def _serve_http(self, stream: trio.SocketStream) -> _Upgrade | None:
+        """Answer HTTP requests; return what a WebSocket upgrade needs, if one came."""
         http = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
-        raw = bytearray()  # bytes of the current request head, for a WebSocket handshake
         while True:
             with trio.move_on_after(_HEAD_TIMEOUT) as scope:
                 try:
-                    event = await _next_event(http, stream, raw)
+                    event = await _next_event(http, stream)
                 except h11.RemoteProtocolError as problem:
                     await _refuse(stream, http, problem.error_status_hint, str(problem))
-                    return
-            if scope.cancelled_caught or event is None:
-                return
-            if isinstance(event, h11.ConnectionClosed):
-                return
+                    return None
+            if scope.cancelled_caught or event is None or isinstance(event, h11.ConnectionClosed):
+                return None
             assert isinstance(event, h11.Request)
             headers = header_map(event.headers)
             if "websocket" in headers.get("upgrade", "").lower() and event.method == b"GET":
-                await self._websocket(stream, bytes(raw), headers, event)
-                return
+                return await self._handshake(stream, http, event, headers)
             await self._http(stream, http, event, headers)
             if http.our_state is h11.MUST_CLOSE or http.their_state is h11.MUST_CLOSE:
-                return
+                return None
             try:
                 http.start_next_cycle()
             except h11.LocalProtocolError:
-                return
-            raw.clear()
+                return None
 
     # ---- WebSocket -----------------------------------------------------
-    async def _websocket(
-        self, stream: trio.SocketStream, head: bytes, headers: dict[str, str], request: h11.Request
+    async def _handshake(
+        self,
+        stream: trio.SocketStream,
+        http: h11.Connection,
+        request: h11.Request,
+        headers: dict[str, str],
+    ) -> _Upgrade | None:
+        """Check the upgrade request and answer 101 (RFC 6455 §4.2), or refuse it."""
+        config = self.state.config
+        path = unquote(request.target.decode("latin-1").split("?", 1)[0])
+        key = headers.get("sec-websocket-key", "")
+        if path not in config.ws_paths:
+            await _refuse(stream, http, 404, "No WebSocket endpoint at this path")
+            return None
+        if not key or headers.get("sec-websocket-version") != "13" or (
+            "upgrade" not in headers.get("connection", "").lower()
+        ):
+            await _refuse(stream, http, 400, "Not a valid WebSocket upgrade request")
+            return None
+        if not origin_allowed(headers, config):
+            await _refuse(stream, http, 403, "Origin not allowed")
+            return None
+        offered = parse_offer([headers.get("sec-websocket-protocol", "")])
+        protocol, echo = choose_subprotocol(offered, config.subprotocols)
+        response_headers = [
+            (b"upgrade", b"websocket"),
+            (b"connection", b"Upgrade"),
+            (b"sec-websocket-accept", generate_accept_token(key.encode("latin-1"))),
+        ]
+        if echo is not None:
+            response_headers.append((b"sec-websocket-protocol", echo.encode()))
+        await stream.send_all(
+            http.send(h11.InformationalResponse(status_code=101, headers=response_headers))
+        )
+        leftover, _ = http.trailing_data
+        return protocol, bytes(leftover), headers
+
+    async def _run_websocket(
+        self,
+        stream: trio.SocketStream,
+        protocol: str | None,
+        leftover: bytes,
+        headers: dict[str, str],
     ) -> None:
         state = self.state
         config = state.config
-        ws = WSConnection(ConnectionType.SERVER)
-        ws.receive_data(head)
-        handshake = next((e for e in ws.events() if isinstance(e, Request)), None)
-        path = unquote(request.target.decode("latin-1").split("?", 1)[0])
-        if handshake is None:
-            return
-        if path not in config.ws_paths:
-            await _reject(stream, ws, 404, "No WebSocket endpoint at this path")
-            return
-        if not origin_allowed(headers, config):
-            await _reject(stream, ws, 403, "Origin not allowed")
-            return
-        protocol, echo = choose_subprotocol(handshake.subprotocols, config.subprotocols)
-        await stream.send_all(ws.send(AcceptConnection(subprotocol=echo)))
+        ws = WSFrames(ConnectionType.SERVER)
+        if leftover:
+            ws.receive_data(leftover)
         socket = NativeWebSocket(stream, ws, max_message_size=config.max_message_size)
         if protocol is None:
             with trio.move_on_after(config.close_timeout):
@@ -146,7 +188,7 @@ class NativeHost:
             nonlocal body_done
             if body_done:
                 await trio.sleep_forever()
-            event = await _next_event(http, stream, None)
+            event = await _next_event(http, stream)
             if isinstance(event, h11.Data):
                 return {"type": "http.request", "body": bytes(event.data), "more_body": True}
             body_done = True
@@ -170,15 +212,13 @@ class NativeHost:
         await self.asgi(scope, receive, send)
         # Drain whatever body the app did not read, so the next request parses.
         while http.their_state is h11.SEND_BODY:
-            event = await _next_event(http, stream, None)
+            event = await _next_event(http, stream)
             if event is None or isinstance(event, h11.ConnectionClosed):
                 break
 
 
-async def _next_event(
-    http: h11.Connection, stream: trio.SocketStream, raw: bytearray | None
-) -> Any:
-    """The next h11 event, reading from *stream* as needed (raw bytes kept in *raw*)."""
+async def _next_event(http: h11.Connection, stream: trio.SocketStream) -> Any:
+    """The next h11 event, reading from *stream* as needed."""
     while True:
         event = http.next_event()
         if event is not h11.NEED_DATA:
@@ -186,8 +226,6 @@ async def _next_event(
                 return None
             return event
         data = await stream.receive_some(_RECEIVE_SIZE)
-        if raw is not None:
-            raw += data
         http.receive_data(data)
         if not data:
             raise _Closed()
@@ -210,17 +248,6 @@ async def _refuse(
         except h11.LocalProtocolError:
             return
         await stream.send_all(data)
-
-
-async def _reject(stream: trio.SocketStream, ws: WSConnection, status: int, message: str) -> None:
-    body = message.encode()
-    headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    data = ws.send(RejectConnection(status_code=status, headers=headers, has_body=True))
-    data += ws.send(RejectData(data=body))
-    await stream.send_all(data)
 
 
 def _address(stream: trio.SocketStream, *, peer: bool) -> tuple[str, int] | None:

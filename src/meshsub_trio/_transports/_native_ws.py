@@ -18,7 +18,8 @@ import os
 from collections.abc import Callable, Iterator
 
 import trio
-from wsproto import ConnectionState, WSConnection
+from wsproto import ConnectionState
+from wsproto.connection import Connection as WSFrames
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.events import Event as WSEvent
 
@@ -39,13 +40,13 @@ def text_frame_header(length: int) -> bytes:
 class NativeWebSocket:
     """The :class:`MessageSocket` of the native host."""
 
-    def __init__(self, stream: trio.abc.Stream, ws: WSConnection, *, max_message_size: int) -> None:
+    def __init__(self, stream: trio.SocketStream, ws: WSFrames, *, max_message_size: int) -> None:
         self._stream = stream
         self._ws = ws
         self._max_size = max_message_size
         self._fd = stream.socket.fileno()
         self._backlog = bytearray()
-        self._events: Iterator[WSEvent] = iter(())
+        self._events: Iterator[WSEvent] = ws.events()  # bytes read past the handshake
         self._parts: list[str | bytes] = []
         self._size = 0
         self.on_activity: Callable[[], None] = lambda: None
