@@ -72,6 +72,8 @@ class Connection:
         self._nursery: trio.Nursery | None = None
         self._outer: trio.Nursery | None = None
         self._writer_running = False
+        self._closing_since: float | None = None
+        self._close_started = False
         self.outbox = Outbox(config.outbox_size)
         self._activity = trio.Event()
         socket.on_activity = self._on_activity
@@ -111,7 +113,7 @@ class Connection:
                     log.exception("connection failed")
                     self.close(CloseCode.INTERNAL_ERROR, "Internal server error")
                 self.outbox.close()
-                outer.cancel_scope.relative_deadline = self.config.close_timeout
+                outer.cancel_scope.deadline = self._close_deadline()
         finally:
             await self._finish()
             self.metrics.connection_closed(self.close_code or CloseCode.ABNORMAL)
@@ -126,10 +128,28 @@ class Connection:
             self.close_code = code
             self._close_reason = reason
             self._send_close_frame = send_close_frame
+            self._closing_since = trio.current_time()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
-        if not self._send_close_frame and self._outer is not None:
+        if self._outer is None:
+            return
+        if not self._send_close_frame:
             self._outer.cancel_scope.cancel()
+        elif not self._close_started:
+            # Say goodbye now, not after the cleanups: a cancelled operation
+            # sends nothing more, and the peer learns the code at once.
+            self._close_started = True
+            self._outer.start_soon(self._send_close)
+
+    async def _send_close(self) -> None:
+        with trio.move_on_at(self._close_deadline()):
+            pending = self._drain_outbox()
+            try:
+                if pending:
+                    await self.socket.send_frames(pending)
+                await self.socket.close(self.close_code or CloseCode.GOING_AWAY, self._close_reason)
+            except _SOCKET_ERRORS:
+                pass
 
     def _ensure_writer(self) -> None:
         """Start the writer if it is not running (it stops when idle)."""
@@ -141,9 +161,14 @@ class Connection:
         """Server shutdown: close with 1001 Going away."""
         self.close(CloseCode.GOING_AWAY, "Going away")
 
+    def _close_deadline(self) -> float:
+        """Flushing and the close handshake get close_timeout from the moment closing began."""
+        since = self._closing_since if self._closing_since is not None else trio.current_time()
+        return since + self.config.close_timeout
+
     async def _finish(self) -> None:
         with trio.CancelScope(shield=True) as scope:
-            scope.relative_deadline = self.config.close_timeout
+            scope.deadline = self._close_deadline()
             try:
                 if self._send_close_frame:
                     pending = self._drain_outbox()

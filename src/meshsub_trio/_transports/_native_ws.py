@@ -46,6 +46,8 @@ class NativeWebSocket:
         self._max_size = max_message_size
         self._fd = stream.socket.fileno()
         self._backlog = bytearray()
+        self._flushing = False
+        self._flushed = trio.lowlevel.ParkingLot()
         self._events: Iterator[WSEvent] = ws.events()  # bytes read past the handshake
         self._parts: list[str | bytes] = []
         self._size = 0
@@ -108,16 +110,29 @@ class NativeWebSocket:
         self._write(b"".join(parts))
 
     async def flush(self) -> None:
-        """Wait until the backlog is written (cancellable)."""
-        while self._backlog:
-            await trio.lowlevel.wait_writable(self._fd)
-            try:
-                written = os.write(self._fd, self._backlog)
-            except BlockingIOError:
-                continue
-            except OSError as error:
-                raise trio.BrokenResourceError(str(error)) from error
-            del self._backlog[:written]
+        """Wait until the backlog is written (cancellable).
+
+        One task writes; any other caller (a close racing the writer) waits
+        for it instead of waiting on the socket a second time.
+        """
+        if self._flushing:
+            while self._backlog:
+                await self._flushed.park()
+            return
+        self._flushing = True
+        try:
+            while self._backlog:
+                await trio.lowlevel.wait_writable(self._fd)
+                try:
+                    written = os.write(self._fd, self._backlog)
+                except BlockingIOError:
+                    continue
+                except OSError as error:
+                    raise trio.BrokenResourceError(str(error)) from error
+                del self._backlog[:written]
+        finally:
+            self._flushing = False
+            self._flushed.unpark_all()
 
     async def send_frames(self, frames: list[bytes]) -> None:
         self.write_frames(frames)
