@@ -8,19 +8,45 @@ Public API (everything else lives in private modules):
 - :class:`ASGIApp`: the same application for hypercorn's Trio worker;
 - :class:`Overflow`, :class:`EventBuffer`, :class:`MemoryBroker`: bounded
   buffers with named overflow policies, and the in-memory broker;
+- :class:`NatsBroker`, :class:`NatsOptions`, :class:`LogStream`: the same
+  interface over NATS with a JetStream log, for several processes (needs the
+  ``nats`` extra; imported on first use), and what brokers share:
+  :class:`ConnectionState`, :class:`Delivery`, :class:`CursorError`,
+  :class:`CursorExpired`, :class:`PublishQueueFull`, :class:`BrokerClosed`;
 - :class:`Metrics`: per-server counters (Prometheus and test invariants);
 - :func:`shielded_cleanup`: give a streamer's ``finally`` time to await.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._app import App, AuthError, Context, HttpRequest, HttpResponse, Streamer, streamer
-from ._broker import Broker, MemoryBroker
+from ._broker import Broker, ConnectionState, CursorError, CursorExpired, Delivery, MemoryBroker
 from ._buffer import BufferOverflow, EventBuffer, Overflow
 from ._cleanup import shielded_cleanup
 from ._config import Config
 from ._metrics import Metrics
+from ._nats_outbox import BrokerClosed, PublishQueueFull
 from ._protocol import CloseCode
 from ._server import Server, serve
 from ._transports._asgi import ASGIApp
+
+if TYPE_CHECKING:
+    from ._nats import LogStream, NatsBroker, NatsOptions
+
+#: Names whose modules import nats-py (an optional extra): loaded on first use.
+_NATS_NAMES = {"NatsBroker": "._nats", "NatsOptions": "._nats", "LogStream": "._nats_log"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _NATS_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 
@@ -29,16 +55,25 @@ __all__ = [
     "App",
     "AuthError",
     "Broker",
+    "BrokerClosed",
     "BufferOverflow",
     "CloseCode",
     "Config",
+    "ConnectionState",
     "Context",
+    "CursorError",
+    "CursorExpired",
+    "Delivery",
     "EventBuffer",
     "HttpRequest",
     "HttpResponse",
+    "LogStream",
     "MemoryBroker",
     "Metrics",
+    "NatsBroker",
+    "NatsOptions",
     "Overflow",
+    "PublishQueueFull",
     "Server",
     "Streamer",
     "__version__",

@@ -190,6 +190,13 @@ class MemoryBroker:
     def subscriber_count(self, topic: str) -> int:
         return len(self._subscribers.get(topic, ()))
 
+    def log_reader_count(self, topic: str | None = None) -> int:
+        """Readers attached through :meth:`subscribe_log` (to *topic*, or to any)."""
+        if topic is not None:
+            log = self._logs.get(topic)
+            return 0 if log is None else len(log.readers)
+        return sum(len(log.readers) for log in self._logs.values())
+
     def publish(self, topic: str, message: Any) -> None:
         self.published += 1
         for buffer in tuple(self._subscribers.get(topic, ())):

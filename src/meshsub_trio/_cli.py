@@ -1,4 +1,10 @@
-"""``meshsub-trio serve``: run an app on the native host until SIGINT/SIGTERM."""
+"""``meshsub-trio serve``: run an app on the native host until SIGINT/SIGTERM.
+
+With ``--broker nats://host:port`` (or ``MESHSUB_BROKER``) several processes
+behind a load balancer serve as one: each connects to the same NATS
+(JetStream enabled), replicates Meshery's model over it, and the broker stays
+open for as long as the process serves.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import argparse
 import importlib
 import ipaddress
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -20,6 +27,8 @@ from ._server import Server, serve
 log = logging.getLogger("meshsub_trio")
 
 DEFAULT_APP = "meshsub_trio.meshery:create_app"
+BROKER_ENV = "MESHSUB_BROKER"
+MEMORY = "memory"
 
 
 def load_app(path: str, **factory_options: Any) -> App:
@@ -96,7 +105,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     meshery = serve_cmd.add_argument_group("the default Meshery application")
-    meshery.add_argument("--no-simulator", action="store_true", help="start with an idle cluster")
+    meshery.add_argument(
+        "--broker",
+        metavar="URL",
+        default=None,
+        help=(
+            f"'{MEMORY}' (one process; the default) or nats://HOST:PORT[,nats://...]: every "
+            "process on that NATS (JetStream on) serves the same state and events, and "
+            f"clients resume on any of them (default: ${BROKER_ENV}, else {MEMORY})"
+        ),
+    )
+    meshery.add_argument(
+        "--simulator",
+        dest="simulator",
+        action="store_const",
+        const=True,
+        default=None,
+        help=(
+            "run the simulated cluster (the default with the memory broker; with NATS it "
+            "is off unless given: pass it to exactly ONE of the processes)"
+        ),
+    )
+    meshery.add_argument(
+        "--no-simulator",
+        dest="simulator",
+        action="store_const",
+        const=False,
+        help="start with an idle cluster",
+    )
     meshery.add_argument("--rate", type=float, default=1.0, help="simulator speed factor")
     meshery.add_argument("--seed", type=int, default=None, help="simulator random seed")
     meshery.add_argument(
@@ -132,15 +168,37 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return config
 
 
-def app_from_args(args: argparse.Namespace) -> App:
+def broker_url(args: argparse.Namespace) -> str:
+    """``--broker``, else ``$MESHSUB_BROKER``, else ``memory``."""
+    url = (args.broker or os.environ.get(BROKER_ENV) or MEMORY).strip()
+    if url != MEMORY and not all(
+        part.strip().startswith(("nats://", "tls://")) for part in url.split(",")
+    ):
+        raise SystemExit(f"--broker must be {MEMORY!r} or nats://HOST:PORT[,...], got {url!r}")
+    return url
+
+
+def check_exposure(args: argparse.Namespace) -> None:
     if args.app is not None:
-        return load_app(args.app)
+        return
     if not _is_loopback(args.host) and not args.tokens and not args.allow_remote_local_mode:
         raise SystemExit(
             f"refusing to serve the local user on non-loopback {args.host!r}: "
             "pass --tokens FILE (token mode) or --allow-remote-local-mode"
         )
-    options: dict[str, Any] = {"simulator": not args.no_simulator, "rate": args.rate}
+
+
+def app_from_args(args: argparse.Namespace, broker: Any = None) -> App:
+    """The app to serve; *broker* (a connected shared broker) goes to the factory."""
+    if args.app is not None:
+        if broker is None:
+            return load_app(args.app)
+        return load_app(args.app, broker=broker)
+    check_exposure(args)
+    simulator = args.simulator if args.simulator is not None else broker is None
+    options: dict[str, Any] = {"simulator": simulator, "rate": args.rate}
+    if broker is not None:
+        options["broker"] = broker
     if args.seed is not None:
         options["seed"] = args.seed
     if args.tokens:
@@ -173,6 +231,28 @@ async def run(app: App, config: Config) -> None:
                 break
 
 
+async def run_on_nats(args: argparse.Namespace, config: Config, url: str) -> None:
+    """Connect to NATS, build the app on it, and serve with the broker open throughout."""
+    try:
+        from ._nats import NatsBroker
+    except ImportError as error:
+        raise SystemExit(
+            f"--broker {url} needs nats-py and trio-asyncio: pip install 'meshsub-trio[nats]' "
+            f"({error})"
+        ) from None
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    connected = False
+    try:
+        async with NatsBroker.connect(servers, name=f"meshsub-trio[{os.getpid()}]") as broker:
+            connected = True
+            log.info("connected to NATS at %s", url)
+            await run(app_from_args(args, broker), config)
+    except (ConnectionError, RuntimeError, OSError) as error:
+        if connected:
+            raise
+        raise SystemExit(f"cannot use the NATS broker at {url}: {error}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -181,6 +261,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     config = config_from_args(args)
-    app = app_from_args(args)
-    trio.run(run, app, config)
+    url = broker_url(args)
+    if url == MEMORY:
+        trio.run(run, app_from_args(args), config)
+    else:
+        check_exposure(args)
+        trio.run(run_on_nats, args, config, url)
     return 0

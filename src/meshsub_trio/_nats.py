@@ -458,8 +458,11 @@ class NatsBroker:
         """Messages of *topic* as :class:`Delivery` items, resumable from a cursor.
 
         ``after=None``: from now on; ``after=N``: everything after stream
-        sequence *N*, then live, with no gap and no duplicate. Raises
-        CursorExpired/CursorError as the in-memory broker does. The reader is
+        sequence *N*, then live, with no gap and no duplicate. *topic* may
+        be a wildcard subject (``meshery.>``): one reader then sees every
+        matching topic in the stream's single order (what a model replica
+        needs). Raises CursorExpired/CursorError as the in-memory broker
+        does. The reader is
         lossless: when its buffer (*capacity*) is full, JetStream holds the
         rest, so *policy* never triggers. During an outage this waits for the
         link before starting.
@@ -467,8 +470,8 @@ class NatsBroker:
         log = self.options.log
         if log is None or self._js is None:
             raise RuntimeError("this NatsBroker has no JetStream log (options.log=None)")
-        _check_topic(topic)
-        if not log.captures(topic):
+        _check_subject(topic)
+        if not log.covers(topic):
             raise ValueError(f"topic {topic!r} is not captured by stream {log.name} {log.subjects}")
         buffer = LogBuffer(capacity, policy)
         feed = LogFeed(self._js, log, topic, buffer)
@@ -553,3 +556,17 @@ def _check_topic(topic: str) -> None:
         or any(token == "" for token in topic.split("."))
     ):
         raise ValueError(f"invalid broker topic {topic!r}: want a NATS subject without wildcards")
+
+
+@functools.lru_cache(maxsize=256)
+def _check_subject(subject: str) -> None:
+    """A topic, or a wildcard subject: ``*`` as a whole token, ``>`` as the last one."""
+    tokens = subject.split(".")
+    if (
+        not subject
+        or any(ch in subject for ch in " \t\r\n")
+        or any(token == "" for token in tokens)
+        or any(("*" in t and t != "*") or (">" in t and t != ">") for t in tokens)
+        or ">" in tokens[:-1]
+    ):
+        raise ValueError(f"invalid broker subject {subject!r}")

@@ -81,6 +81,10 @@ class LogStream:
     def captures(self, topic: str) -> bool:
         return any(subject_matches(pattern, topic) for pattern in self.subjects)
 
+    def covers(self, subject: str) -> bool:
+        """Whether every subject matching *subject* (which may hold wildcards) is stored."""
+        return any(pattern_within(subject, pattern) for pattern in self.subjects)
+
 
 def subject_matches(pattern: str, subject: str) -> bool:
     """NATS subject matching: ``*`` is one token, a final ``>`` one or more."""
@@ -90,6 +94,24 @@ def subject_matches(pattern: str, subject: str) -> bool:
         if token == ">":
             return len(have) > index
         if index >= len(have) or (token != "*" and token != have[index]):
+            return False
+    return len(have) == len(want)
+
+
+def pattern_within(inner: str, outer: str) -> bool:
+    """Whether every subject matching pattern *inner* also matches pattern *outer*.
+
+    Used for log readers over wildcards (``meshery.>``): a plain subject is
+    covered exactly when :func:`subject_matches` says so.
+    """
+    want = outer.split(".")
+    have = inner.split(".")
+    for index, token in enumerate(want):
+        if token == ">":
+            return len(have) > index
+        if index >= len(have) or have[index] == ">":
+            return False
+        if token != "*" and token != have[index]:
             return False
     return len(have) == len(want)
 

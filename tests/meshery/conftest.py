@@ -52,10 +52,13 @@ class Collector:
 
     def __init__(self) -> None:
         self.items: list[Any] = []
+        #: The cursor emitted with each item (None when it had none).
+        self.cursors: list[str | int | None] = []
         self._changed = trio.Event()
 
-    def emit(self, value: Any) -> None:
+    def emit(self, value: Any, cursor: str | int | None = None) -> None:
         self.items.append(value)
+        self.cursors.append(cursor)
         self._changed.set()
 
     async def wait_for(self, count: int, timeout: float = 5.0) -> list[Any]:

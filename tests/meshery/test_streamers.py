@@ -367,11 +367,11 @@ async def test_cancelling_a_streamer_unsubscribes_it(
 ) -> None:
     run = await start(field, VALID_ARGS[field])
     assert run.error is None
-    assert sum(len(s) for s in broker._subscribers.values()) == 1
+    assert sum(len(s) for s in broker._subscribers.values()) + broker.log_reader_count() == 1
     run.cancel()
     await run.done.wait()
     assert run.error is None
-    assert broker._subscribers == {}
+    assert broker._subscribers == {} and broker.log_reader_count() == 0
 
 
 @pytest.mark.parametrize("field", ["subscribeConfiguration", "subscribeEvents"])

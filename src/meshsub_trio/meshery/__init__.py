@@ -5,6 +5,10 @@ the in-memory model; a seeded simulator makes a cluster come alive while the
 app is served. Plain HTTP routes beside GraphQL let scripts publish and read
 events (``/api/system/events``, Meshery-style) and apply model changes
 (``/api/meshsub/publish``); see :mod:`._routes`.
+
+Given a broker shared by several processes (``create_app(broker=nats)``),
+the model is replicated over it (:class:`ReplicatedBus`): every process
+serves the same state and events, and event cursors resume on any of them.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from ._app import MesheryApp, create_app
 from ._auth import LOCAL_USER, LOCAL_USER_ID, Authenticator, User
 from ._model import Model
 from ._paging import BadUserInput
+from ._replication import BrokerUnavailable, ReplicatedBus
 from ._schema import schema_sdl
 from ._simulator import Simulator
 
@@ -22,8 +27,10 @@ __all__ = [
     "LOCAL_USER_ID",
     "Authenticator",
     "BadUserInput",
+    "BrokerUnavailable",
     "MesheryApp",
     "Model",
+    "ReplicatedBus",
     "Simulator",
     "User",
     "app",

@@ -1,8 +1,13 @@
 """Query and Mutation resolvers: thin, synchronous calls into the model.
 
-They are plain functions on purpose: graphql-core gathers sibling awaitables
-with asyncio, which does not run under Trio, and nothing here needs to wait.
-Model ``ValueError``s become ``BAD_USER_INPUT`` GraphQL errors.
+They are plain functions on purpose: nothing here needs to wait, and they
+also run under ``graphql_sync``. Model ``ValueError``s become
+``BAD_USER_INPUT`` GraphQL errors. A change the shared broker refuses (its
+bounded queue is full during an outage) becomes a ``BROKER_UNAVAILABLE``
+error, "broker unavailable, change not accepted", and nothing was applied.
+Only when the model is replicated does a mutation return an awaitable: it
+resolves once the change reached the shared bus (at once during an outage,
+when the change waits in the broker's bounded queue).
 """
 
 from __future__ import annotations
@@ -11,12 +16,13 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from graphql import GraphQLResolveInfo
+from graphql import GraphQLError, GraphQLResolveInfo
 
 from . import _views as views
 from ._auth import current_user
 from ._model import Model
 from ._paging import BadUserInput, paginate, parse_page_filter
+from ._replication import BrokerUnavailable
 
 Resolver = Callable[..., Any]
 
@@ -40,6 +46,23 @@ def _user_errors(fn: Resolver) -> Resolver:
             return fn(*args, **kwargs)
         except ValueError as error:
             raise BadUserInput(str(error)) from None
+        except BrokerUnavailable as error:
+            raise GraphQLError(str(error), extensions={"code": "BROKER_UNAVAILABLE"}) from None
+
+    return wrapper
+
+
+def _flushed(model: Model, fn: Resolver) -> Resolver:
+    """A mutation that, on a replicated model, answers once its change is on the bus."""
+
+    async def after_flush(result: Any) -> Any:
+        await model.flush()
+        return result
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        result = fn(*args, **kwargs)
+        return result if model.committer is None else after_flush(result)
 
     return wrapper
 
@@ -210,5 +233,7 @@ def make_resolvers(model: Model) -> dict[str, dict[str, Resolver]]:
     """The ``resolvers=`` mapping for the App, bound to *model*."""
     return {
         "Query": {k: _user_errors(v) for k, v in make_query_resolvers(model).items()},
-        "Mutation": {k: _user_errors(v) for k, v in make_mutation_resolvers(model).items()},
+        "Mutation": {
+            k: _flushed(model, _user_errors(v)) for k, v in make_mutation_resolvers(model).items()
+        },
     }

@@ -20,6 +20,12 @@ valid token). POST bodies must be ``application/json``: a browser cannot send
 that cross-origin without a CORS preflight, which this server never grants,
 so a page the user happens to visit cannot publish with their cookie.
 Events use the GraphQL ``Event`` shape (camelCase), not meshkit's JSON.
+
+On a replicated model a POST answers once its changes reached the shared bus,
+so an acknowledged change survives this process crashing. During a broker
+outage changes wait in the broker's bounded queue (the POST answers at once);
+once that queue is full a POST gets 503 "broker unavailable, change not
+accepted" (with ``Retry-After``) and nothing of that message was applied.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from .._encoding import JSONDecodeError, dumps, loads
 from ._auth import Authenticator, User, current_user
 from ._model import Model
 from ._records import SEVERITIES
+from ._replication import BrokerUnavailable
 
 EVENTS_PATH = "/api/system/events"
 PUBLISH_PATH = "/api/meshsub/publish"
@@ -270,7 +277,9 @@ def make_routes(
         if request.method == "GET":
             return _json(200, events_page(model.events_of(caller.id), request.query))
         if request.method == "POST":
-            return _json(201, publish_event(caller, _read_object(request)))
+            event = publish_event(caller, _read_object(request))
+            await model.flush()
+            return _json(201, event)
         raise RouteError(405, f"{request.method} is not allowed here; use GET or POST")
 
     def upsert(type_name: str, call: Callable[[str, dict[str, Any]], Any]) -> Applier:
@@ -361,24 +370,41 @@ def make_routes(
             # Applied in order; the first bad one stops the batch and says where.
             try:
                 results.append(apply(caller, message))
-            except (RouteError, ValueError) as error:
-                status = error.status if isinstance(error, RouteError) else 400
+            except (RouteError, ValueError, BrokerUnavailable) as error:
+                status = _status_of(error)
                 problem = {"message": f"message {index}: {error}", "index": index}
-                return _json(status, {"errors": [problem], "applied": index, "results": results})
+                await model.flush()  # what was applied before it is kept, so make it durable
+                return _json(
+                    status,
+                    {"errors": [problem], "applied": index, "results": results},
+                    _retry_after(status),
+                )
+        await model.flush()
         return _json(200, {"applied": len(results), "results": results})
 
     return {EVENTS_PATH: _guarded(events), PUBLISH_PATH: _guarded(publish)}
 
 
+def _status_of(error: Exception) -> int:
+    if isinstance(error, RouteError):
+        return error.status
+    return 503 if isinstance(error, BrokerUnavailable) else 400
+
+
+def _retry_after(status: int) -> list[tuple[str, str]]:
+    return [("retry-after", "1")] if status == 503 else []
+
+
 def _guarded(handler: Callable[[HttpRequest], Any]) -> HttpHandler:
-    """Turn RouteError/ValueError into JSON error responses (405 gets ``Allow``)."""
+    """Turn RouteError/ValueError/BrokerUnavailable into JSON error responses
+    (405 gets ``Allow``, 503 ``Retry-After``)."""
 
     async def route(request: HttpRequest) -> HttpResponse:
         try:
             return await handler(request)
-        except (RouteError, ValueError) as error:
-            status = error.status if isinstance(error, RouteError) else 400
-            headers = []
+        except (RouteError, ValueError, BrokerUnavailable) as error:
+            status = _status_of(error)
+            headers = _retry_after(status)
             if status == 405:
                 allow = "POST" if request.path == PUBLISH_PATH else "GET, POST"
                 headers.append(("allow", allow))

@@ -6,12 +6,18 @@ task and one seeded ``random.Random`` make a run reproducible: the same seed
 yields the same changes in the same order (wall-clock timestamps aside),
 whatever else the Trio scheduler is doing. ``rate`` scales speed: at 2.0 the
 same story plays out twice as fast.
+
+When the model is replicated, run the simulator on ONE process only: each
+run tells its own story. A step whose change the shared broker refuses (its
+bounded queue is full during an outage) is logged, counted and skipped; the
+story goes on with the next step.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import random
 import uuid
 from collections.abc import Callable
@@ -21,6 +27,9 @@ import trio
 
 from ._model import Model
 from ._records import SEVERITIES
+from ._replication import BrokerUnavailable
+
+log = logging.getLogger("meshsub_trio.meshery.simulator")
 
 Step = Callable[[], None]
 
@@ -115,6 +124,8 @@ class Simulator:
         self._started = False
         self._load_tests = 0
         self._running = False
+        #: Steps skipped because the broker refused their change.
+        self.steps_refused = 0
 
     # ------------------------------------------------------------- scheduling
 
@@ -186,7 +197,11 @@ class Simulator:
                 due, _, step = heapq.heappop(self._queue)
                 await trio.sleep_until(origin + due / self.rate)
                 self.clock = due
-                step()
+                try:
+                    step()
+                except BrokerUnavailable as error:
+                    self.steps_refused += 1
+                    log.warning("simulator step skipped: %s", error)
                 self.steps_run += 1
         finally:
             self._running = False

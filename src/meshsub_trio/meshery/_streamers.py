@@ -11,7 +11,10 @@ Two delivery shapes, chosen per field:
 * Event-shaped (events, perf results): each message is one emission, in
   order. Both buffers are bounded ``Overflow.DROP_OLDEST`` and count what
   they drop, so a slow subscriber loses the oldest events, never the newest,
-  and never stalls the publisher.
+  and never stalls the publisher. Each emission carries its log sequence as
+  a resume cursor; a subscription that sends one back replays what came
+  after it, then continues live (:mod:`._cursors`). State-shaped
+  subscriptions ignore cursors: they resend the current state anyway.
 
 Controller status is state sent as deltas (the full list, then one
 single-item array per changed controller). Coalescing deltas would silently
@@ -57,6 +60,7 @@ from .._buffer import Overflow
 from . import _topics as topics
 from . import _views as views
 from ._auth import current_user
+from ._cursors import open_feed
 from ._model import Model
 
 #: Outbox sizes. State outboxes hold one value: the latest.
@@ -100,17 +104,22 @@ def make_streamers(model: Model) -> dict[str, Streamer]:
             snapshot=False,
         )
 
-    async def perf_results(_ctx: Context, args: dict[str, Any], emit: Emit) -> None:
+    async def perf_results(ctx: Context, args: dict[str, Any], emit: Emit) -> None:
         """One results page per stored result, rendered as of that result, so a
         burst of results yields one distinct page each; no initial snapshot."""
         request = views.results_selector(args["selector"])
         profile_id = args["profileID"]
         topic = topics.perf_results(profile_id)
-        async with model.broker.subscribe(
-            topic, capacity=RESULTS_CAPACITY, policy=Overflow.DROP_OLDEST
+        async with open_feed(
+            model.broker,
+            topic,
+            ctx.resume_cursor,
+            capacity=RESULTS_CAPACITY,
+            policy=Overflow.DROP_OLDEST,
         ) as results:
-            async for message in results:
-                emit(views.perf_results_page(model, request, profile_id, message["seq"]))
+            async for cursor, message in results:
+                upto = message["result"]["meshery_id"]
+                emit(views.perf_results_page(model, request, profile_id, upto), cursor=cursor)
 
     async def controllers_status(_ctx: Context, args: dict[str, Any], emit: Emit) -> None:
         """The full list (filtered by ``connectionIDs`` when given), then a
@@ -178,13 +187,18 @@ def make_streamers(model: Model) -> dict[str, Streamer]:
         )
 
     async def events(ctx: Context, _args: dict[str, Any], emit: Emit) -> None:
-        """The caller's events as they are published; history is not replayed."""
+        """The caller's events as they are published, each with its cursor; a
+        resuming subscription first gets every event after its cursor."""
         user = current_user(ctx)
-        async with model.broker.subscribe(
-            topics.events(user.id), capacity=EVENTS_CAPACITY, policy=Overflow.DROP_OLDEST
+        async with open_feed(
+            model.broker,
+            topics.events(user.id),
+            ctx.resume_cursor,
+            capacity=EVENTS_CAPACITY,
+            policy=Overflow.DROP_OLDEST,
         ) as published:
-            async for message in published:
-                emit(message["event"])
+            async for cursor, message in published:
+                emit(message["event"], cursor=cursor)
 
     state = Overflow.COALESCE
     drop = Overflow.DROP_OLDEST

@@ -67,10 +67,11 @@ def perf_profiles_page(model: Model, request: PageRequest) -> dict[str, Any]:
 
 
 def perf_results_page(
-    model: Model, request: PageRequest, profile_id: str | None, upto_seq: int | None = None
+    model: Model, request: PageRequest, profile_id: str | None, upto_id: str | None = None
 ) -> dict[str, Any]:
-    """``PerfPageResult`` of one profile (all profiles when *profile_id* is None)."""
-    runs = model.all_results() if profile_id is None else model.results_of(profile_id, upto_seq)
+    """``PerfPageResult`` of one profile (all profiles when *profile_id* is None),
+    optionally as of one of its results (*upto_id*)."""
+    runs = model.all_results() if profile_id is None else model.results_of(profile_id, upto_id)
     items, total = paginate(runs, request, id_field="meshery_id")
     return {**page_envelope(request, total), "results": items}
 

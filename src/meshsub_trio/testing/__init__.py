@@ -8,10 +8,13 @@
 - :func:`open_graphql_ws` / :class:`GraphQLWSClient`: a small client speaking
   both GraphQL WebSocket protocols;
 - :func:`live_tasks`: every live Trio task, for "nothing leaked" assertions;
+- :func:`open_nats_server` / :class:`NatsServer`: a real nats-server (JetStream
+  on, free port) that can be stopped and restarted on the same port and store;
 - :mod:`meshsub_trio.testing.pytest_plugin`: pytest fixtures tying them together.
 """
 
 from ._client import LEGACY_WS, TRANSPORT_WS, ClientClosed, GraphQLWSClient, open_graphql_ws
+from ._nats_server import NatsServer, NatsServerError, open_nats_server
 from ._netns import Namespace, NetnsError, NetnsPair
 from ._proxy import Direction, DirectionFaults, FaultProxy, ProxiedConnection, open_fault_proxy
 from ._tasks import live_tasks, task_names
@@ -25,11 +28,14 @@ __all__ = [
     "FaultProxy",
     "GraphQLWSClient",
     "Namespace",
+    "NatsServer",
+    "NatsServerError",
     "NetnsError",
     "NetnsPair",
     "ProxiedConnection",
     "live_tasks",
     "open_fault_proxy",
     "open_graphql_ws",
+    "open_nats_server",
     "task_names",
 ]

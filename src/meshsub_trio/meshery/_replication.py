@@ -1,0 +1,370 @@
+"""The Meshery model replicated over a shared log: many processes, one server.
+
+State lives in each process's in-memory :class:`Model`, so every process
+applies every change, in one order: the order of the shared log (a JetStream
+stream over ``meshery.>``, whose sequence numbers are the same everywhere).
+
+* ``commit`` (the model's changes): publish an envelope ``{origin, n, topic,
+  message}`` on the message's topic. If the broker refuses it (its bounded
+  outgoing queue is full during an outage, or it is closed), nothing is
+  applied and :class:`BrokerUnavailable` says so. Otherwise blind writes are
+  applied at once (read-your-writes) and remembered as pending; appends are
+  applied only from the log (see :mod:`._pending`).
+* One replicator task reads the whole log from the start (a late process
+  replays the history and converges) and, for each entry, applies it unless
+  it is our own pending change coming back; a foreign change that conflicts
+  with pending ones is followed by re-applying them, which restores the log's
+  order. Then the entry goes to this process's local subscribers, so a
+  streamer only ever sees a change after its model applied it, in log order,
+  with its log sequence (the resume cursor).
+* ``subscribe_log(topic, after=cursor)`` resumes a client: history from the
+  shared log, then the live local feed (:mod:`._resume`).
+
+The replicator's reader is lossless: when its buffer is full, the NATS
+callback waits and JetStream holds the rest in the stream, so nothing is
+dropped in between. The stream's retention is therefore the real bound: a
+replica that falls further behind than it, or that starts after history was
+evicted, cannot see what is gone. That is logged and counted (``gaps``), and
+the replica continues from the oldest entry still retained. Size the
+retention (``LogStream.max_msgs``/``max_age``) above the history the state
+needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from .._broker import ConnectionState, CursorExpired, Delivery, MemoryBroker
+from .._buffer import BufferOverflow, EventBuffer, Overflow
+from .._nats_outbox import BrokerClosed, PublishQueueFull
+from . import _topics as topics
+from ._link import mirror_link
+from ._model import Model
+from ._pending import PendingChanges, applies_at_once
+from ._resume import ResumeFeed
+
+log = logging.getLogger("meshsub_trio.meshery.replication")
+
+#: Barrier markers: a replica that reads its own marker back has applied
+#: everything logged before it (see :meth:`ReplicatedBus.barrier`).
+SYNC_TOPIC = "meshery.replica.sync"
+
+
+class BrokerUnavailable(Exception):
+    """The shared broker refused a change: nothing was applied anywhere."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"broker unavailable, change not accepted: {reason}")
+        self.reason = reason
+
+
+def _message_of(envelope: Any) -> Any:
+    """The model message inside a log entry, or None for anything else."""
+    if isinstance(envelope, dict) and isinstance(envelope.get("message"), dict):
+        return envelope["message"]
+    return None
+
+
+class ReplicatedBus:
+    """The Broker that a replicated Model and its streamers use (see module doc).
+
+    *shared* is a log broker shared by every process (a connected
+    :class:`~meshsub_trio.NatsBroker`). Call :meth:`attach` with the model,
+    and keep :meth:`running` open while serving.
+    """
+
+    def __init__(
+        self,
+        shared: Any,
+        *,
+        subject: str = "meshery.>",
+        capacity: int = 1024,
+        flush_timeout: float = 5.0,
+        origin: str | None = None,
+    ) -> None:
+        self.shared = shared
+        #: This process's identity in envelopes (new at every start).
+        self.origin = origin or uuid.uuid4().hex[:16]
+        self.subject = subject
+        self.capacity = capacity
+        self.flush_timeout = flush_timeout
+        self.model: Model | None = None
+        self._plain = MemoryBroker(log_capacity=0)
+        self._deliveries = MemoryBroker(log_capacity=0)
+        self._pending = PendingChanges()
+        self._sent = 0
+        #: The newest log sequence handed to local subscribers, overall and per topic.
+        self.last_seq = 0
+        self._topic_seq: dict[str, int] = {}
+        #: Set once the replicator has applied the log up to our start marker.
+        self.caught_up = trio.Event()
+        self._barriers: dict[int, trio.Event] = {}
+        self._running = False
+        self.applied = 0
+        self.confirmed = 0
+        self.rebases = 0
+        self.lost_own = 0
+        self.apply_errors = 0
+        self.ignored = 0
+        self.gaps = 0
+        self.reader_restarts = 0
+
+    def attach(self, model: Model) -> None:
+        """Take over *model*'s commits; it must use this bus as its broker."""
+        self.model = model
+        model.committer = self
+
+    # ------------------------------------------------------------ publishing
+
+    def commit(self, topic: str, message: dict[str, Any]) -> None:
+        """Publish a model change; apply blind writes at once (see module doc)."""
+        number = self._send(topic, message)
+        if applies_at_once(message):
+            self._pending.add(number, message)
+            assert self.model is not None, "attach() the model first"
+            self.model.apply(message)
+
+    def publish(self, topic: str, message: Any) -> None:
+        """Publish a model message that every replica applies from the log."""
+        self._send(topic, message)
+
+    def _send(self, topic: str, message: Any) -> int:
+        number = self._sent + 1
+        envelope = {"origin": self.origin, "n": number, "topic": topic, "message": message}
+        try:
+            self.shared.publish(topic, envelope)
+        except PublishQueueFull as error:
+            raise BrokerUnavailable(str(error)) from error
+        except BrokerClosed as error:
+            raise BrokerUnavailable("the broker is closed") from error
+        self._sent = number
+        return number
+
+    async def flush(self) -> None:
+        """Wait until what was committed reached the shared bus, while it is up.
+
+        During an outage this returns at once: the changes wait in the
+        broker's bounded queue and reach the bus when it returns.
+        """
+        flush = getattr(self.shared, "flush", None)
+        if flush is None or self.shared.state is not ConnectionState.CONNECTED:
+            await trio.lowlevel.checkpoint()
+            return
+        with trio.move_on_after(self.flush_timeout):
+            await flush()
+
+    async def barrier(self) -> None:
+        """Wait until this replica applied everything logged before the call.
+
+        A marker goes through the log; the log has one order, so once the
+        replicator reads it back, every change logged earlier (by any process)
+        is applied here. Needs :meth:`running`; waits out an outage.
+        """
+        number = self._send(SYNC_TOPIC, {"type": "replica", "op": "sync"})
+        passed = self._barriers[number] = trio.Event()
+        try:
+            await passed.wait()
+        finally:
+            self._barriers.pop(number, None)
+
+    def notify_local(self, topic: str, message: Any) -> None:
+        """Wake this process's subscribers of *topic* only (no log entry, no cursor)."""
+        self._plain.publish(topic, message)
+
+    # ------------------------------------------------------- the Broker API
+
+    @property
+    def state(self) -> ConnectionState:
+        return self.shared.state  # type: ignore[no-any-return]
+
+    async def wait_state_change(self, seen: ConnectionState) -> ConnectionState:
+        return await self.shared.wait_state_change(seen)  # type: ignore[no-any-return]
+
+    @asynccontextmanager
+    async def subscribe(
+        self, topic: str, *, capacity: int = 256, policy: Overflow = Overflow.DROP_OLDEST
+    ) -> AsyncIterator[EventBuffer[Any]]:
+        """*topic*'s messages, each after this process's model applied it."""
+        async with self._plain.subscribe(topic, capacity=capacity, policy=policy) as buffer:
+            yield buffer
+
+    @asynccontextmanager
+    async def subscribe_log(
+        self,
+        topic: str,
+        *,
+        after: int | None = None,
+        capacity: int = 256,
+        policy: Overflow = Overflow.CLOSE,
+    ) -> AsyncIterator[Any]:
+        """*topic*'s messages as :class:`Delivery` items whose seq is the shared log's.
+
+        ``after=None``: from now on (the live feed, with *policy*).
+        ``after=N``: every message after *N*, replayed from the shared log,
+        then live, each once (:class:`ResumeFeed`, lossless); raises
+        CursorExpired/CursorError like the shared broker.
+        """
+        if after is None:
+            async with self._deliveries.subscribe(
+                topic, capacity=capacity, policy=policy
+            ) as buffer:
+                yield buffer
+            return
+        if after > self.last_seq:
+            # Ahead of this replica: another one's cursor, or a bogus one. The
+            # shared log refuses a cursor ahead of it (CursorError).
+            async with self.shared.subscribe_log(topic, after=after, capacity=1):
+                pass
+        feed = ResumeFeed(
+            after=after,
+            capacity=capacity,
+            open_live=lambda size: self._deliveries.subscribe(
+                topic, capacity=max(size, self.capacity), policy=Overflow.CLOSE
+            ),
+            newest=lambda: self._topic_seq.get(topic, 0),
+            open_history=lambda start, size: self.shared.subscribe_log(
+                topic, after=start, capacity=size
+            ),
+            unwrap=_message_of,
+        )
+        try:
+            await feed.open()
+            yield feed
+        finally:
+            with trio.CancelScope(shield=True):
+                await feed.aclose()
+
+    # ------------------------------------------------------------ replicator
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run the replicator (and the BROKER status mirror); yield once caught up.
+
+        Caught up means every change logged before this process started has
+        been applied, so a late process serves the same state as the others
+        from its first request. Entering again while running just waits for that.
+        """
+        if self._running:
+            await self.caught_up.wait()
+            yield
+            return
+        self._running = True
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._replicate)
+                if self.model is not None:
+                    nursery.start_soon(mirror_link, self.shared, self.model, self._wake_controllers)
+                log.info("replica %s: replaying the shared log", self.origin)
+                await self.barrier()
+                self.caught_up.set()
+                log.info("replica %s: caught up at log sequence %d", self.origin, self.last_seq)
+                try:
+                    yield
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._running = False
+
+    def _wake_controllers(self) -> None:
+        self.notify_local(topics.CONTROLLERS, {"type": "controller", "op": "link"})
+
+    async def _replicate(self) -> None:
+        """Apply and fan out every log entry, from the start, until the broker closes."""
+        after = self.last_seq
+        while True:
+            try:
+                async with self.shared.subscribe_log(
+                    self.subject, after=after, capacity=self.capacity, policy=Overflow.CLOSE
+                ) as entries:
+                    async for delivery in entries:
+                        self._on_entry(delivery)
+                # The broker closed: so does every local stream.
+                self._plain.close()
+                self._deliveries.close()
+                return
+            except CursorExpired as expired:
+                self.gaps += 1
+                log.error(
+                    "replica %s: log entries %d..%d were evicted before this replica "
+                    "applied them; its state may lack those changes",
+                    self.origin,
+                    after + 1,
+                    expired.oldest,
+                )
+                after = self.last_seq = expired.oldest
+            except BufferOverflow:  # only from a lossy (in-memory) shared broker
+                after = self.last_seq
+            self.reader_restarts += 1
+
+    def _on_entry(self, delivery: Delivery[Any]) -> None:
+        envelope = delivery.message
+        if delivery.seq != self.last_seq + 1 and self.last_seq:
+            self.gaps += 1
+            log.warning(
+                "replica %s: log jumped from %d to %d", self.origin, self.last_seq, delivery.seq
+            )
+        self.last_seq = delivery.seq
+        message = _message_of(envelope)
+        topic = envelope.get("topic") if isinstance(envelope, dict) else None
+        if message is None or not isinstance(topic, str):
+            self.ignored += 1
+            return
+        own = envelope.get("origin") == self.origin
+        if topic == SYNC_TOPIC:
+            passed = self._barriers.get(envelope.get("n")) if own else None
+            if passed is not None:
+                passed.set()
+            return
+        self._apply_entry(message, envelope.get("n") if own else None)
+        self._topic_seq[topic] = delivery.seq
+        if self._plain.subscriber_count(topic):
+            self._plain.publish(topic, message)
+        if self._deliveries.subscriber_count(topic):
+            self._deliveries.publish(topic, Delivery(delivery.seq, message))
+
+    def _apply_entry(self, message: dict[str, Any], own_number: Any) -> None:
+        pending = self._pending
+        if isinstance(own_number, int):
+            was_pending, lost = pending.confirm(own_number)
+            if lost:
+                self.lost_own += lost
+                log.error("replica %s: %d own change(s) never reached the log", self.origin, lost)
+            if was_pending:
+                self.confirmed += 1
+                return  # applied when committed, and the log agrees with its place
+        self._apply(message)
+        if pending.conflicts(message):
+            self.rebases += 1
+            for change in pending:
+                self._apply(change)
+
+    def _apply(self, message: dict[str, Any]) -> None:
+        if self.model is None:
+            return
+        try:
+            self.model.apply(message)
+            self.applied += 1
+        except Exception as error:  # a bad message must not stop replication
+            self.apply_errors += 1
+            log.warning("replica %s: cannot apply %r: %r", self.origin, message, error)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "last_seq": self.last_seq,
+            "applied": self.applied,
+            "confirmed": self.confirmed,
+            "pending": len(self._pending),
+            "rebases": self.rebases,
+            "lost_own": self.lost_own,
+            "apply_errors": self.apply_errors,
+            "ignored": self.ignored,
+            "gaps": self.gaps,
+            "reader_restarts": self.reader_restarts,
+            "dropped": sum(self._plain.dropped.values()) + sum(self._deliveries.dropped.values()),
+        }

@@ -1,0 +1,1 @@
+"""Scale-out: many server processes on one NATS behave as one server."""
