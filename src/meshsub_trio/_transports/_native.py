@@ -146,7 +146,12 @@ class NativeHost:
         ws = WSFrames(ConnectionType.SERVER)
         if leftover:
             ws.receive_data(leftover)
-        socket = NativeWebSocket(stream, ws, max_message_size=config.max_message_size)
+        socket = NativeWebSocket(
+            stream,
+            ws,
+            max_message_size=config.max_message_size,
+            max_backlog=config.write_buffer_size,
+        )
         if protocol is None:
             with trio.move_on_after(config.close_timeout):
                 await socket.close(

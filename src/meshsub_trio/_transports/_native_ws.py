@@ -40,10 +40,18 @@ def text_frame_header(length: int) -> bytes:
 class NativeWebSocket:
     """The :class:`MessageSocket` of the native host."""
 
-    def __init__(self, stream: trio.SocketStream, ws: WSFrames, *, max_message_size: int) -> None:
+    def __init__(
+        self,
+        stream: trio.SocketStream,
+        ws: WSFrames,
+        *,
+        max_message_size: int,
+        max_backlog: int = 256 * 1024,
+    ) -> None:
         self._stream = stream
         self._ws = ws
         self._max_size = max_message_size
+        self._max_backlog = max_backlog
         self._fd = stream.socket.fileno()
         self._backlog = bytearray()
         self._flushing = False
@@ -66,6 +74,11 @@ class NativeWebSocket:
                 message = await self._on_event(event)
                 if message is not None:
                     return message
+            if len(self._backlog) > self._max_backlog:
+                # Replies to what we read (pongs, close) pile up unsent: a peer
+                # that sends but never reads. Stop reading until it catches up,
+                # so its pings cannot grow our memory.
+                await self.flush()
             try:
                 data = await self._stream.receive_some(_RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):

@@ -74,7 +74,8 @@ class GraphQLWSClient:
                             await self._inbox_send.send(json.loads("".join(text)))
                             text.clear()
                     elif isinstance(event, Ping):
-                        await self._send_data(self._ws.send(event.response()))
+                        if self._ws.state is ConnectionState.OPEN:  # not while closing
+                            await self._send_data(self._ws.send(event.response()))
                     elif isinstance(event, CloseConnection):
                         self.close_code, self.close_reason = event.code, event.reason or ""
                         if self._ws.state is ConnectionState.REMOTE_CLOSING:

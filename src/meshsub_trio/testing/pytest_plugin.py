@@ -1,8 +1,9 @@
 """pytest fixtures for testing against meshsub-trio (needs pytest-trio).
 
-Enable with ``pytest_plugins = ["meshsub_trio.testing.pytest_plugin"]`` in a
-conftest.py. Override ``meshsub_app`` and ``meshsub_config`` to serve your own
-application; then use:
+Enable with ``pytest_plugins = ["meshsub_trio.testing.pytest_plugin"]`` in
+your top-level conftest.py (pytest accepts ``pytest_plugins`` only there), or
+import the fixtures you want into a nested conftest. Override ``meshsub_app``
+and ``meshsub_config`` to serve your own application; then use:
 
 - ``meshsub_server``: a running :class:`~meshsub_trio.Server` on a free port;
 - ``fault_proxy``: a :class:`FaultProxy` in front of it;
