@@ -23,24 +23,22 @@ from ._events import (
     Send,
     clip_reason,
 )
-from ._machine import OperationTable
+from ._machine import MachineBase, complete_frame
 
 SUBPROTOCOL = "graphql-ws"
 _KA = b'{"type":"ka"}'
 
 
-class LegacyWSMachine:
+class LegacyWSMachine(MachineBase):
     """One connection's ``graphql-ws`` state."""
 
     subprotocol = SUBPROTOCOL
+    result_type = b"data"
     #: Whether :meth:`keepalive` asks the peer for an answer (a pong).
     keepalive_is_probe = False
 
     def __init__(self, *, max_operations: int | None = 100) -> None:
-        self.operations = OperationTable(max_operations)
-        self.init_received = False
-        self.acknowledged = False
-        self.closed = False
+        super().__init__(max_operations=max_operations)
         self._held: list[dict[str, Any]] = []
 
     # ---- inbound -------------------------------------------------------
@@ -120,7 +118,7 @@ class LegacyWSMachine:
         if not isinstance(op_id, str):
             return []
         if self.operations.discard(op_id):
-            return [OperationCancelled(op_id), Send(_complete_frame(op_id))]
+            return [OperationCancelled(op_id), Send(complete_frame(op_id))]
         # Stopped before the ack released it: it never starts, and nothing is
         # sent for it (nothing may precede the ack).
         self._held = [start for start in self._held if start.get("id") != op_id]
@@ -153,26 +151,7 @@ class LegacyWSMachine:
             Close(CloseCode.INTERNAL_ERROR, clip_reason(reason)),
         ]
 
-    def init_timed_out(self) -> list[Event]:
-        if self.init_received or self.closed:
-            return []
-        return self._close(CloseCode.INIT_TIMEOUT, "Connection initialisation timeout")
-
-    def _close(self, code: int, reason: str) -> list[Event]:
-        self.closed = True
-        return [Close(code, clip_reason(reason))]
-
     # ---- outbound ------------------------------------------------------
-    def next(self, op_id: str, payload: bytes) -> bytes | None:
-        if op_id not in self.operations:
-            return None
-        return b'{"id":%b,"type":"data","payload":%b}' % (dumps(op_id), payload)
-
-    def complete(self, op_id: str) -> bytes | None:
-        if not self.operations.discard(op_id):
-            return None
-        return _complete_frame(op_id)
-
     def error(self, op_id: str, errors: list[dict[str, Any]]) -> bytes | None:
         if not self.operations.discard(op_id):
             return None
@@ -188,10 +167,6 @@ def _reply_id(message: Any) -> str | None:
     if isinstance(message, dict) and isinstance(message.get("id"), str):
         return message["id"]
     return None
-
-
-def _complete_frame(op_id: str) -> bytes:
-    return b'{"id":%b,"type":"complete"}' % dumps(op_id)
 
 
 def _connection_error(message: str) -> bytes:

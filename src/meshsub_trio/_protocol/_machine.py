@@ -1,6 +1,11 @@
-"""State shared by both protocol machines: the table of live operation ids."""
+"""What both protocol machines share: live operation ids, closing, envelopes."""
 
 from __future__ import annotations
+
+from typing import ClassVar
+
+from .._encoding import dumps
+from ._events import Close, CloseCode, Event, clip_reason
 
 
 class OperationTable:
@@ -28,3 +33,42 @@ class OperationTable:
             self._ids.remove(op_id)
             return True
         return False
+
+
+class MachineBase:
+    """The state and outbound envelopes common to both GraphQL WebSocket protocols."""
+
+    #: The message type that carries a result (``next`` or ``data``).
+    result_type: ClassVar[bytes]
+
+    def __init__(self, *, max_operations: int | None = 100) -> None:
+        self.operations = OperationTable(max_operations)
+        self.init_received = False
+        self.acknowledged = False
+        self.closed = False
+
+    def init_timed_out(self) -> list[Event]:
+        """The init deadline passed: close 4408 unless ``connection_init`` came."""
+        if self.init_received or self.closed:
+            return []
+        return self._close(CloseCode.INIT_TIMEOUT, "Connection initialisation timeout")
+
+    def _close(self, code: int, reason: str) -> list[Event]:
+        self.closed = True
+        return [Close(code, clip_reason(reason))]
+
+    def next(self, op_id: str, payload: bytes) -> bytes | None:
+        """A result frame around the pre-encoded *payload*, if *op_id* is live."""
+        if op_id not in self.operations:
+            return None
+        return b'{"id":%b,"type":"%b","payload":%b}' % (dumps(op_id), self.result_type, payload)
+
+    def complete(self, op_id: str) -> bytes | None:
+        """The ``complete`` frame, once; None if *op_id* already ended."""
+        if not self.operations.discard(op_id):
+            return None
+        return complete_frame(op_id)
+
+
+def complete_frame(op_id: str) -> bytes:
+    return b'{"id":%b,"type":"complete"}' % dumps(op_id)

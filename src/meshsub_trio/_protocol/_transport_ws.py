@@ -12,16 +12,14 @@ from typing import Any
 
 from .._encoding import JSONDecodeError, dumps, loads
 from ._events import (
-    Close,
     CloseCode,
     Event,
     InitRequested,
     OperationCancelled,
     OperationRequested,
     Send,
-    clip_reason,
 )
-from ._machine import OperationTable
+from ._machine import MachineBase
 
 SUBPROTOCOL = "graphql-transport-ws"
 _SERVER_ONLY = frozenset({"connection_ack", "next", "error"})
@@ -45,18 +43,14 @@ def _operation_id(message: dict[str, Any]) -> str:
     return value
 
 
-class TransportWSMachine:
+class TransportWSMachine(MachineBase):
     """One connection's graphql-transport-ws state."""
 
     subprotocol = SUBPROTOCOL
+    result_type = b"next"
     #: Whether :meth:`keepalive` asks the peer for an answer (a pong).
     keepalive_is_probe = True
 
-    def __init__(self, *, max_operations: int | None = 100) -> None:
-        self.operations = OperationTable(max_operations)
-        self.init_received = False
-        self.acknowledged = False
-        self.closed = False
 
     # ---- inbound -------------------------------------------------------
     def receive(self, data: str | bytes, *, binary: bool = False) -> list[Event]:
@@ -141,27 +135,7 @@ class TransportWSMachine:
     def reject(self, reason: str = "Forbidden") -> list[Event]:
         return self._close(CloseCode.FORBIDDEN, reason)
 
-    def init_timed_out(self) -> list[Event]:
-        if self.init_received or self.closed:
-            return []
-        return self._close(CloseCode.INIT_TIMEOUT, "Connection initialisation timeout")
-
-    def _close(self, code: int, reason: str) -> list[Event]:
-        self.closed = True
-        return [Close(code, clip_reason(reason))]
-
     # ---- outbound ------------------------------------------------------
-    def next(self, op_id: str, payload: bytes) -> bytes | None:
-        """A ``next`` frame around the pre-encoded *payload*, if *op_id* is live."""
-        if op_id not in self.operations:
-            return None
-        return b'{"id":%b,"type":"next","payload":%b}' % (dumps(op_id), payload)
-
-    def complete(self, op_id: str) -> bytes | None:
-        if not self.operations.discard(op_id):
-            return None
-        return b'{"id":%b,"type":"complete"}' % dumps(op_id)
-
     def error(self, op_id: str, errors: list[dict[str, Any]]) -> bytes | None:
         if not self.operations.discard(op_id):
             return None
