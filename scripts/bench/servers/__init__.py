@@ -1,0 +1,1 @@
+"""The servers under test: meshsub-trio's bench app and its peers."""

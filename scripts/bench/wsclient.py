@@ -1,0 +1,355 @@
+"""A lean graphql-transport-ws client on asyncio protocols, built for load generation.
+
+One :class:`Conn` is one WebSocket: a real RFC 6455 upgrade (key, accept hash
+and subprotocol checked), masked client frames, and a frame parser that
+verifies every ``next`` it receives: operation id, event id continuity (each
+event id must be the previous one plus one), payload content, and the count
+expected by the current :class:`Phase`. Anything unexpected is recorded in
+the shared :class:`Tally`, and a run with any error is reported as failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import socket
+import struct
+import time
+from typing import Any, cast
+
+import orjson
+from workload import PAYLOAD, PUBLISH, SUBSCRIPTION
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_MAX_ERRORS_KEPT = 10
+
+
+class Tally:
+    """Errors seen by every connection of one run."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.samples: list[str] = []
+
+    def error(self, message: str) -> None:
+        self.count += 1
+        if len(self.samples) < _MAX_ERRORS_KEPT:
+            self.samples.append(message)
+
+
+class Phase:
+    """One publish round: every subscriber must receive *count* events from *first*."""
+
+    def __init__(
+        self, first: int, count: int, subscribers: int, *, latencies: bool, strict: bool = True
+    ) -> None:
+        self.first = first
+        #: False while probing for live subscriptions: stale probes are no error.
+        self.strict = strict
+        self.count = count
+        self.remaining = subscribers
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.last_at = 0.0
+        #: When any subscriber last got any event (stale ones too): proof of progress.
+        self.touched_at = 0.0
+        self.latencies: list[float] | None = [] if latencies else None
+
+    def finished_one(self, now: float) -> None:
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.last_at = now
+            if not self.done.done():
+                self.done.set_result(None)
+
+
+def _mask(data: bytes, key: bytes) -> bytes:
+    length = len(data)
+    if not length:
+        return b""
+    stream = int.from_bytes((key * (length // 4 + 1))[:length], "big")
+    return (int.from_bytes(data, "big") ^ stream).to_bytes(length, "big")
+
+
+def _client_frame(opcode: int, payload: bytes) -> bytes:
+    key = os.urandom(4)
+    length = len(payload)
+    if length < 126:
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
+    elif length < 65536:
+        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
+    return head + key + _mask(payload, key)
+
+
+class Conn(asyncio.Protocol):
+    """One client WebSocket speaking graphql-transport-ws, holding one subscription."""
+
+    def __init__(self, host: str, port: int, path: str, tally: Tally) -> None:
+        loop = asyncio.get_running_loop()
+        self.host = host
+        self.port = port
+        self.path = path
+        self.tally = tally
+        self.transport: asyncio.Transport | None = None
+        self.key = base64.b64encode(os.urandom(16))
+        self.buffer = bytearray()
+        self.open = False
+        self.close_sent = False
+        self.aborted = False
+        self.upgraded: asyncio.Future[None] = loop.create_future()
+        self.acked: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[int] = loop.create_future()
+        self.op_id = "1"
+        self.phase: Phase | None = None
+        self.expected = 0
+        self.received = 0
+
+    # ---- asyncio.Protocol --------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        request = (
+            f"GET {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {self.key.decode()}\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n"
+        )
+        self.transport.write(request.encode())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.close_sent and not self.aborted:
+            self.tally.error(f"server dropped a connection ({exc!r})")
+        lost = ConnectionError(f"connection lost: {exc!r}")
+        for future in (self.upgraded, self.acked):
+            if not future.done():
+                future.set_exception(lost)
+                future.exception()  # mark retrieved: callers may have given up already
+        if not self.closed.done():
+            self.closed.set_result(1006)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        buffer = self.buffer
+        buffer += data
+        if not self.open and not self._handshake():
+            return
+        size = len(buffer)
+        pos = 0
+        while size - pos >= 2:
+            first, second = buffer[pos], buffer[pos + 1]
+            length = second & 0x7F
+            start = pos + 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length = int.from_bytes(buffer[pos + 2 : pos + 4], "big")
+                start = pos + 4
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                length = int.from_bytes(buffer[pos + 2 : pos + 10], "big")
+                start = pos + 10
+            end = start + length
+            if end > size:
+                break
+            payload = bytes(buffer[start:end])
+            pos = end
+            opcode = first & 0x0F
+            if second & 0x80 or not first & 0x80:
+                self.tally.error(f"bad server frame header {first:#x} {second:#x}")
+            elif opcode == 1:
+                self._on_text(payload, now)
+            elif opcode == 8:
+                self._on_close(payload)
+            elif opcode == 9:
+                self._write(_client_frame(0xA, payload))
+            elif opcode != 0xA:
+                self.tally.error(f"unexpected frame opcode {opcode}")
+        del buffer[:pos]
+
+    # ---- inbound -----------------------------------------------------
+    def _handshake(self) -> bool:
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        head = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
+        del self.buffer[: end + 4]
+        headers = {}
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        accept = base64.b64encode(hashlib.sha1(self.key + _GUID).digest()).decode()
+        problem = None
+        if not head[0].startswith("HTTP/1.1 101"):
+            problem = f"upgrade refused: {head[0]}"
+        elif headers.get("sec-websocket-accept") != accept:
+            problem = "bad Sec-WebSocket-Accept"
+        elif headers.get("sec-websocket-protocol") != "graphql-transport-ws":
+            problem = f"subprotocol not echoed: {headers.get('sec-websocket-protocol')!r}"
+        if problem is not None:
+            self.tally.error(problem)
+            self.upgraded.set_exception(ConnectionError(problem))
+            self.abort()
+            return False
+        self.open = True
+        self.upgraded.set_result(None)
+        return True
+
+    def _on_text(self, payload: bytes, now: float) -> None:
+        try:
+            message = orjson.loads(payload)
+            kind = message["type"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            self.tally.error(f"not a protocol message: {payload[:120]!r}")
+            return
+        if kind == "next":
+            self._on_next(message, now)
+        elif kind == "connection_ack":
+            if not self.acked.done():
+                self.acked.set_result(None)
+        elif kind == "ping":
+            self.send_json({"type": "pong"})
+        elif kind != "pong":
+            self.tally.error(f"unexpected message: {payload[:200]!r}")
+
+    def _on_next(self, message: dict[str, Any], now: float) -> None:
+        phase = self.phase
+        try:
+            event = message["payload"]["data"]["events"]
+            event_id = event["id"]
+            ts = event["ts"]
+            good = message["id"] == self.op_id and event["payload"] == PAYLOAD
+        except (KeyError, TypeError):
+            self.tally.error(f"malformed next: {message!r:.200}")
+            return
+        if phase is None or not good:
+            self.tally.error(f"unexpected next: {message!r:.200}")
+            return
+        phase.touched_at = now
+        if not phase.strict and event_id < phase.first:
+            self.expected = event_id + 1  # an older probe, still on its way
+            return
+        if event_id != self.expected and phase.strict:
+            self.tally.error(f"expected event {self.expected}, got {event_id}")
+        self.expected = event_id + 1
+        self.received += 1
+        if phase.latencies is not None:
+            phase.latencies.append(now - ts)
+        if self.received == phase.count:
+            phase.finished_one(now)
+        elif self.received > phase.count and phase.strict:
+            self.tally.error("more events than were published")
+
+    def _on_close(self, payload: bytes) -> None:
+        code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+        if not self.close_sent:
+            self.tally.error(f"server closed a connection: {code} {payload[2:80]!r}")
+            self.send_close(1000)
+        if not self.closed.done():
+            self.closed.set_result(code)
+
+    # ---- outbound ----------------------------------------------------
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def send_json(self, message: dict[str, Any]) -> None:
+        self._write(_client_frame(0x1, orjson.dumps(message)))
+
+    def send_close(self, code: int) -> None:
+        self.close_sent = True
+        self._write(_client_frame(0x8, code.to_bytes(2, "big")))
+
+    def subscribe(self, topic: str) -> None:
+        payload = {"query": SUBSCRIPTION, "variables": {"topic": topic}}
+        self.send_json({"id": self.op_id, "type": "subscribe", "payload": payload})
+
+    def expect(self, phase: Phase) -> None:
+        """Start counting toward *phase*: its events must start at ``phase.first``."""
+        self.phase = phase
+        self.expected = phase.first
+        self.received = 0
+
+    def linger_off(self) -> None:
+        """Close with RST: churn would otherwise fill the port range with TIME_WAIT."""
+        assert self.transport is not None
+        sock = self.transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    def abort(self) -> None:
+        self.aborted = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+async def connect(
+    port: int, path: str, tally: Tally, *, timeout: float = 30.0, host: str = "127.0.0.1"
+) -> Conn:
+    """Open a WebSocket, send ``connection_init`` and wait for the ack."""
+    loop = asyncio.get_running_loop()
+    stage = "TCP connect"
+    try:
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(lambda: Conn(host, port, path, tally), host, port), timeout
+        )
+        try:
+            stage = "WebSocket upgrade"
+            await asyncio.wait_for(conn.upgraded, timeout)
+            conn.send_json({"type": "connection_init", "payload": {}})
+            stage = "connection_ack"
+            await asyncio.wait_for(conn.acked, timeout)
+        except BaseException:
+            conn.abort()
+            raise
+    except TimeoutError:
+        raise TimeoutError(f"{stage} took over {timeout:.0f}s") from None
+    return conn
+
+
+async def trigger(
+    port: int,
+    path: str,
+    count: int,
+    *,
+    rate: float | None = None,
+    topic: str | None = None,
+    timeout: float = 10.0,
+) -> int:
+    """POST the ``publish`` mutation; return the id of the first event."""
+    variables = {"count": count, "rate": rate, "topic": topic}
+    body = orjson.dumps({"query": PUBLISH, "variables": variables})
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Content-Type: application/json\r\nAccept: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+    try:
+        writer.write(head + body)
+        raw = await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+    status, _, rest = raw.partition(b"\r\n")
+    headers, _, payload = rest.partition(b"\r\n\r\n")
+    if b" 200 " not in status + b" ":
+        raise RuntimeError(f"publish failed: {raw[:300]!r}")
+    if b"transfer-encoding: chunked" in headers.lower():
+        payload = _dechunk(payload)
+    result = orjson.loads(payload)
+    if result.get("errors") or not isinstance(result.get("data", {}).get("publish"), int):
+        raise RuntimeError(f"publish failed: {result!r:.300}")
+    return int(result["data"]["publish"])
+
+
+def _dechunk(data: bytes) -> bytes:
+    out = b""
+    while data:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += data[:size]
+        data = data[size + 2 :]
+    return out
