@@ -28,6 +28,9 @@ log = logging.getLogger("meshsub_trio.cohort")
 
 CohortKey = tuple[str, bytes, str | None, Hashable]
 
+#: Most values executed before fanning out, when a burst is already queued.
+_BURST = 64
+
 
 class Cohort:
     """One shared streamer and the buffers of its members."""
@@ -88,13 +91,21 @@ class Cohort:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run_streamer)
             async for value in inbox:
-                payload = await engine.event_payload(self.prepared, value)
-                self.events += 1
+                payloads = [await engine.event_payload(self.prepared, value)]
+                # Take the rest of a burst that is already waiting, so every
+                # member's socket gets one write for all of it.
+                while len(payloads) < _BURST:
+                    try:
+                        value = inbox.get_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    payloads.append(await engine.event_payload(self.prepared, value))
+                self.events += len(payloads)
                 if keep_latest:
-                    self.latest = payload
+                    self.latest = payloads[-1]
                 for member in tuple(self.members):
                     try:
-                        member.put(payload)
+                        member.put_many(payloads)
                     except BufferClosed:
                         self.members.discard(member)
             nursery.cancel_scope.cancel()

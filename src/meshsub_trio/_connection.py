@@ -292,14 +292,14 @@ class Connection:
             and self.close_code is None
         )
 
-    def write_now(self, frame: bytes) -> None:
-        """Write one frame immediately (check :meth:`can_write_now` first)."""
+    def write_now(self, frames: list[bytes]) -> None:
+        """Write frames immediately, in one system call (check :meth:`can_write_now` first)."""
         assert self.direct is not None
         try:
-            self.direct.write_frames([frame])
+            self.direct.write_frames(frames)
         except _SOCKET_ERRORS:
             return  # the reader sees the connection go and ends it
-        self._messages_out.inc()
+        self._messages_out.inc(len(frames))
 
     async def send(self, owner: Operation | None, frame: bytes) -> None:
         """Send a frame for *owner* (None: the connection itself).
@@ -309,7 +309,7 @@ class Connection:
         """
         if self.can_write_now():
             if _live(owner):
-                self.write_now(frame)
+                self.write_now([frame])
             await trio.lowlevel.checkpoint()
             return
         await self.outbox.put(owner, frame)

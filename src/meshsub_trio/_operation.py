@@ -208,17 +208,23 @@ class Member:
         return self._buffer.dropped
 
     def put(self, payload: bytes) -> None:
+        self.put_many([payload])
+
+    def put_many(self, payloads: list[bytes]) -> None:
+        """The cohort's next values, in order; never waits."""
         if self._buffer.consumer_closed:
             raise BufferClosed()
         connection = self.connection
         if not len(self._buffer) and connection.can_write_now():
             operation = self.operation
             if not operation.stopped_by_client:
-                frame = connection.machine.next(operation.id, payload)
-                if frame is not None:
-                    connection.write_now(frame)
+                next_frame = connection.machine.next
+                frames = [f for p in payloads if (f := next_frame(operation.id, p)) is not None]
+                if frames:
+                    connection.write_now(frames)
             return
-        self._buffer.put(payload)
+        for payload in payloads:
+            self._buffer.put(payload)
         connection.outbox.mark_ready(self)
 
     def close(self, error: BaseException | None = None) -> None:

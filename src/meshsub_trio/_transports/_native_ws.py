@@ -74,11 +74,7 @@ class NativeWebSocket:
                 message = await self._on_event(event)
                 if message is not None:
                     return message
-            if len(self._backlog) > self._max_backlog:
-                # Replies to what we read (pongs, close) pile up unsent: a peer
-                # that sends but never reads. Stop reading until it catches up,
-                # so its pings cannot grow our memory.
-                await self.flush()
+            await self._wait_for_room()
             try:
                 data = await self._stream.receive_some(_RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -104,9 +100,17 @@ class NativeWebSocket:
             return Message(b"".join(parts), binary=True)  # type: ignore[arg-type]
         if isinstance(event, Ping):
             self._write(self._ws.send(event.response()))
+            await self._wait_for_room()
         elif isinstance(event, CloseConnection):
             raise SocketClosed(event.code, event.reason or "")
         return None
+
+    async def _wait_for_room(self) -> None:
+        """Replies to what we read (pongs) pile up unsent when a peer sends but
+        never reads: stop reading until it catches up, so its pings cannot grow
+        our memory past the backlog bound."""
+        if len(self._backlog) > self._max_backlog:
+            await self.flush()
 
     def write_frames(self, frames: list[bytes]) -> None:
         """Send text frames now, or leave them in the backlog; never waits."""
