@@ -60,7 +60,7 @@ class EventBuffer(Generic[T]):
         #: How many events this buffer dropped or coalesced away.
         self.dropped = 0
         self._items: deque[T] = _EMPTY  # allocated on first put: idle buffers stay small
-        self._wakeup = trio.Event()
+        self._wakeup: trio.Event | None = None  # made when a consumer waits
         self._producer_closed = False
         self._consumer_closed = False
         self._overflowed = False
@@ -84,15 +84,19 @@ class EventBuffer(Generic[T]):
             if self.policy is Overflow.CLOSE:
                 self._overflowed = True
                 self._items = _EMPTY
-                self._wakeup.set()
+                self._wake()
                 return False
             if self.policy is Overflow.COALESCE:
                 self._items.clear()
             else:
                 self._items.popleft()
         self._items.append(item)
-        self._wakeup.set()
+        self._wake()
         return kept
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
 
     def close(self, error: BaseException | None = None) -> None:
         """The producer is done: the consumer sees the end after the queued events.
@@ -101,7 +105,7 @@ class EventBuffer(Generic[T]):
         """
         self._producer_closed = True
         self._error = error
-        self._wakeup.set()
+        self._wake()
 
     def detach(self) -> None:
         """The consumer is gone: later ``put`` calls raise :class:`BufferClosed`."""

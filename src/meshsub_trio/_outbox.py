@@ -29,7 +29,7 @@ class Outbox:
         # an empty list costs a tenth of an empty deque on every idle connection.
         self._frames: list[tuple[Any, bytes]] = []
         self._ready: dict[Drainable, None] = {}
-        self._room = trio.lowlevel.ParkingLot()
+        self._room: trio.lowlevel.ParkingLot | None = None  # made when a producer waits
         #: Called whenever there is work for the writer (which may not be running).
         self.on_work: Callable[[], None] = lambda: None
         self.closed = False
@@ -45,6 +45,8 @@ class Outbox:
     async def put(self, owner: Any, frame: bytes) -> None:
         """Queue *frame* (for *owner*, an operation or None); wait while full."""
         while len(self._frames) >= self.capacity and not self.closed:
+            if self._room is None:
+                self._room = trio.lowlevel.ParkingLot()
             await self._room.park()
         if self.closed:
             raise trio.ClosedResourceError("connection closing")
@@ -65,7 +67,8 @@ class Outbox:
 
     def take_frames(self) -> list[tuple[Any, bytes]]:
         frames, self._frames = self._frames, []
-        self._room.unpark_all()
+        if self._room is not None:
+            self._room.unpark_all()
         return frames
 
     def take_ready(self) -> list[Drainable]:
@@ -76,5 +79,6 @@ class Outbox:
     def close(self) -> None:
         """No more puts; the writer finishes what is queued."""
         self.closed = True
-        self._room.unpark_all()
+        if self._room is not None:
+            self._room.unpark_all()
         self.on_work()

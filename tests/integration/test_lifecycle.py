@@ -23,7 +23,7 @@ import trio.testing
 from meshsub_trio import App, Config, Context, serve, shielded_cleanup
 from meshsub_trio.examples.countdown import app as countdown_app
 
-from ..rawws import open_raw_websocket
+from ..rawws import masked_frame, open_raw_websocket
 from ..wsclient import LEGACY, TRANSPORT, open_raw_client
 
 SCHEMA = """
@@ -338,3 +338,18 @@ async def test_sigkilled_client_is_cleaned_up_within_keepalive_bound(start_serve
         text = (await http.get(f"{server.url}/metrics")).text
     assert "meshsub_connections 0.0" in text
     assert 'meshsub_active_operations{protocol="graphql-transport-ws"} 0.0' in text
+
+
+async def test_a_close_frame_without_a_code_is_answered_with_1000(start_server: Any) -> None:
+    """1005 means "no status received" and must never be sent back on the wire."""
+    server = await start_server()
+    raw = await open_raw_websocket(server.port)
+    try:
+        await raw.stream.send_all(masked_frame(b"", opcode=0x8))
+        with trio.fail_after(2):
+            head = await raw._read_exactly(2)
+            payload = await raw._read_exactly(head[1] & 0x7F)
+        assert head[0] & 0x0F == 0x8
+        assert int.from_bytes(payload[:2], "big") == 1000
+    finally:
+        await raw.aclose()

@@ -26,6 +26,7 @@ from wsproto.events import Event as WSEvent
 from ._socket import Message, MessageTooBig, SocketClosed
 
 _RECEIVE_SIZE = 65536
+_NOT_ON_THE_WIRE = frozenset({1005, 1006, 1015})
 
 
 def text_frame_header(length: int) -> bytes:
@@ -55,7 +56,7 @@ class NativeWebSocket:
         self._fd = stream.socket.fileno()
         self._backlog = bytearray()
         self._flushing = False
-        self._flushed = trio.lowlevel.ParkingLot()
+        self._flushed: trio.lowlevel.ParkingLot | None = None  # made when a second flusher waits
         self._events: Iterator[WSEvent] = ws.events()  # bytes read past the handshake
         self._parts: list[str | bytes] = []
         self._size = 0
@@ -133,6 +134,8 @@ class NativeWebSocket:
         for it instead of waiting on the socket a second time.
         """
         if self._flushing:
+            if self._flushed is None:
+                self._flushed = trio.lowlevel.ParkingLot()
             while self._backlog:
                 await self._flushed.park()
             return
@@ -149,7 +152,8 @@ class NativeWebSocket:
                 del self._backlog[:written]
         finally:
             self._flushing = False
-            self._flushed.unpark_all()
+            if self._flushed is not None:
+                self._flushed.unpark_all()
 
     async def send_frames(self, frames: list[bytes]) -> None:
         self.write_frames(frames)
@@ -166,7 +170,10 @@ class NativeWebSocket:
         if state is ConnectionState.OPEN:
             self._write(self._ws.send(CloseConnection(code=code, reason=reason or None)))
         elif state is ConnectionState.REMOTE_CLOSING:
-            self._write(self._ws.send(CloseConnection(code=code)))
+            # Echo the peer's code, except the ones that must never be sent
+            # (1005 "no status", 1006, 1015): answer those with 1000.
+            reply = 1000 if code in _NOT_ON_THE_WIRE else code
+            self._write(self._ws.send(CloseConnection(code=reply)))
         await self.flush()
 
     async def abort(self) -> None:

@@ -33,7 +33,21 @@ def parse_cookies(header: str | None) -> dict[str, str]:
     return {name: morsel.value for name, morsel in jar.items()}
 
 
+#: Handshake mechanics no application needs; not kept on an idle connection.
+_HANDSHAKE_HEADERS = frozenset(
+    {
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "upgrade",
+        "connection",
+    }
+)
+
+
 def make_context(headers: dict[str, str], protocol: str) -> Context:
+    if protocol != "http":
+        headers = {k: v for k, v in headers.items() if k not in _HANDSHAKE_HEADERS}
     return Context(headers=headers, cookies=parse_cookies(headers.get("cookie")), protocol=protocol)
 
 
