@@ -14,6 +14,10 @@ from meshsub_trio.examples.countdown import app as countdown_app
 
 from .wsclient import RawClient, open_raw_client
 
+# The public kit's fixtures (meshsub_server, fault_proxy, graphql_ws), used the
+# way another project would use them; pytest takes pytest_plugins only here.
+pytest_plugins = ["meshsub_trio.testing.pytest_plugin"]
+
 ServerFactory = Callable[..., Any]
 
 

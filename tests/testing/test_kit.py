@@ -9,8 +9,6 @@ import trio.testing
 
 from meshsub_trio.testing import ClientClosed, FaultProxy, live_tasks
 
-pytest_plugins = ["meshsub_trio.testing.pytest_plugin"]
-
 
 async def test_client_through_proxy_streams(graphql_ws: Any) -> None:
     async with graphql_ws() as client:
