@@ -21,7 +21,7 @@ class AuthError(Exception):
     """Raised by an ``authenticate`` hook to refuse a request or connection."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Context:
     """What every resolver (as ``info.context``) and streamer sees of its caller.
 

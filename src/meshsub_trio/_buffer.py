@@ -52,6 +52,18 @@ class EventBuffer(Generic[T]):
     ``Overflow.CLOSE`` buffer overflowed.
     """
 
+    __slots__ = (
+        "_consumer_closed",
+        "_error",
+        "_items",
+        "_overflowed",
+        "_producer_closed",
+        "_wakeup",
+        "capacity",
+        "dropped",
+        "policy",
+    )
+
     def __init__(self, capacity: int = 256, policy: Overflow = Overflow.DROP_OLDEST) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")

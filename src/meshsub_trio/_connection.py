@@ -48,6 +48,32 @@ _SOCKET_ERRORS = (SocketClosed, trio.BrokenResourceError, trio.ClosedResourceErr
 class Connection:
     """The driver between one socket and one protocol machine."""
 
+    __slots__ = (
+        "_activity",
+        "_backlog_limit",
+        "_close_reason",
+        "_close_started",
+        "_closing_since",
+        "_messages_out",
+        "_nursery",
+        "_outer",
+        "_send_close_frame",
+        "_writer_running",
+        "app",
+        "close_code",
+        "config",
+        "context",
+        "direct",
+        "engine",
+        "machine",
+        "metrics",
+        "operations",
+        "outbox",
+        "protocol",
+        "socket",
+        "state",
+    )
+
     def __init__(
         self,
         socket: MessageSocket,

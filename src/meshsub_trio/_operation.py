@@ -31,6 +31,8 @@ log = logging.getLogger("meshsub_trio.operation")
 class Operation:
     """A running operation of one connection."""
 
+    __slots__ = ("cancel_scope", "connection", "id", "request", "stopped_by_client")
+
     def __init__(self, connection: Connection, request: OperationRequested) -> None:
         self.connection = connection
         self.request = request
@@ -83,7 +85,11 @@ class Operation:
             if isinstance(source, StreamerSource):
                 key = self._cohort_key(source)
                 if key is not None:
-                    await self._run_shared(key, prepared, source)
+                    # The cohort keeps its first member's executor; this one's
+                    # need not stay alive in this frame for the whole stream.
+                    shared = self._run_shared(key, prepared, source)
+                    del prepared, source
+                    await shared
                 else:
                     await self._run_streamer(prepared, source)
             else:
@@ -157,8 +163,13 @@ class Operation:
         spec = source.streamer
         member = Member(self, spec.capacity, spec.policy)
         cohort = self.connection.state.cohorts.join(key, prepared, source, member)
+        del prepared, source  # kept by the cohort if it needs them
         try:
-            await member.finished.wait()
+            # Park until the stream ends. Inline, not a helper coroutine: each
+            # idle subscription keeps one suspended frame fewer.
+            if not member._done:
+                member._waiter = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(member._abort_wait)
             if member.error is not None:
                 raise member.error
         finally:
@@ -196,12 +207,18 @@ class Member:
     policy applies, counted) and the connection's writer drains it.
     """
 
+    __slots__ = ("_buffer", "_done", "_waiter", "connection", "error", "operation")
+
     def __init__(self, operation: Operation, capacity: int, policy: Overflow) -> None:
         self.operation = operation
         self.connection = operation.connection
         self._buffer: EventBuffer[bytes] = EventBuffer(capacity, policy)
-        self.finished = trio.Event()
         self.error: BaseException | None = None
+        # The operation's task parks here until the cohort's stream ends: a
+        # bare reschedule instead of a trio.Event, a few hundred bytes less on
+        # every idle subscription.
+        self._done = False
+        self._waiter: trio.lowlevel.Task | None = None
 
     @property
     def dropped(self) -> int:
@@ -242,11 +259,11 @@ class Member:
             except trio.WouldBlock:
                 return
             except trio.EndOfChannel:
-                self.finished.set()
+                self._finish()
                 return
             except Exception as error:  # the cohort failed, or this member overflowed
                 self.error = error
-                self.finished.set()
+                self._finish()
                 return
             if not operation.stopped_by_client:
                 frame = machine.next(operation.id, payload)
@@ -255,3 +272,13 @@ class Member:
 
     def detach(self) -> None:
         self._buffer.detach()
+
+    def _abort_wait(self, _: object) -> trio.lowlevel.Abort:
+        self._waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def _finish(self) -> None:
+        self._done = True
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            trio.lowlevel.reschedule(waiter)

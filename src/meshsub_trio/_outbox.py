@@ -23,6 +23,8 @@ class Drainable(Protocol):
 class Outbox:
     """One connection's pending output, drained by its single writer."""
 
+    __slots__ = ("_frames", "_ready", "_room", "capacity", "closed", "on_work")
+
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         # A list, not a deque: the writer always takes everything at once, and

@@ -32,6 +32,8 @@ _KA = b'{"type":"ka"}'
 class LegacyWSMachine(MachineBase):
     """One connection's ``graphql-ws`` state."""
 
+    __slots__ = ("_held",)
+
     subprotocol = SUBPROTOCOL
     result_type = b"data"
     #: Whether :meth:`keepalive` asks the peer for an answer (a pong).

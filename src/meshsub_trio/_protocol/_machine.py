@@ -11,6 +11,8 @@ from ._events import Close, CloseCode, Event, clip_reason
 class OperationTable:
     """The ids of a connection's live operations, with an optional cap."""
 
+    __slots__ = ("_ids", "limit")
+
     def __init__(self, limit: int | None) -> None:
         self.limit = limit
         self._ids: set[str] = set()
@@ -37,6 +39,8 @@ class OperationTable:
 
 class MachineBase:
     """The state and outbound envelopes common to both GraphQL WebSocket protocols."""
+
+    __slots__ = ("acknowledged", "closed", "init_received", "operations")
 
     #: The message type that carries a result (``next`` or ``data``).
     result_type: ClassVar[bytes]

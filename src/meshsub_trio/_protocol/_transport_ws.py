@@ -46,11 +46,12 @@ def _operation_id(message: dict[str, Any]) -> str:
 class TransportWSMachine(MachineBase):
     """One connection's graphql-transport-ws state."""
 
+    __slots__ = ()
+
     subprotocol = SUBPROTOCOL
     result_type = b"next"
     #: Whether :meth:`keepalive` asks the peer for an answer (a pong).
     keepalive_is_probe = True
-
 
     # ---- inbound -------------------------------------------------------
     def receive(self, data: str | bytes, *, binary: bool = False) -> list[Event]:

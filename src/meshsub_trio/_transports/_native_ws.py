@@ -41,6 +41,22 @@ def text_frame_header(length: int) -> bytes:
 class NativeWebSocket:
     """The :class:`MessageSocket` of the native host."""
 
+    __slots__ = (
+        "_backlog",
+        "_events",
+        "_fd",
+        "_flushed",
+        "_flushing",
+        "_max_backlog",
+        "_max_size",
+        "_parts",
+        "_size",
+        "_stream",
+        "_ws",
+        "on_activity",
+        "on_backlog",
+    )
+
     def __init__(
         self,
         stream: trio.SocketStream,
