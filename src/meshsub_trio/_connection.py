@@ -119,10 +119,11 @@ class Connection:
         keep-alive, the auth step and the operations; the reader is this task
         itself (inside the inner nursery, so a close cancels it too). The
         writer runs only while it has something to do. A close cancels the
-        inner nursery; once every operation has finished its cleanup, the
-        writer flushes what was queued (a ``connection_error`` before its
-        close, say) within ``close_timeout``. An abrupt end (peer gone, dead,
-        or stalled) cancels both at once.
+        inner nursery and, from the outer one, sends what was queued (a
+        ``connection_error`` before its close, say) and the close frame at
+        once, while the operations' cleanups run; all of it within
+        ``close_timeout`` of the close. An abrupt end (peer gone, dead, or
+        stalled) cancels both at once.
         """
         self.metrics.connection_opened()
         try:
@@ -169,13 +170,19 @@ class Connection:
 
     async def _send_close(self) -> None:
         with trio.move_on_at(self._close_deadline()):
+            await self._say_goodbye()
+
+    async def _say_goodbye(self) -> None:
+        """Queued frames, then the close frame (the socket sends it only once)."""
+        try:
             pending = self._drain_outbox()
-            try:
-                if pending:
-                    await self.socket.send_frames(pending)
-                await self.socket.close(self.close_code or CloseCode.GOING_AWAY, self._close_reason)
-            except _SOCKET_ERRORS:
-                pass
+            if pending:
+                await self.socket.send_frames(pending)
+            # No reason recorded: cancelled from outside, i.e. the server is going.
+            code = self.close_code if self.close_code is not None else CloseCode.GOING_AWAY
+            await self.socket.close(code, self._close_reason)
+        except _SOCKET_ERRORS:
+            pass
 
     def _ensure_writer(self) -> None:
         """Start the writer if it is not running (it stops when idle)."""
@@ -197,14 +204,7 @@ class Connection:
             scope.deadline = self._close_deadline()
             try:
                 if self._send_close_frame:
-                    pending = self._drain_outbox()
-                    if pending:
-                        await self.socket.send_frames(pending)
-                    # No reason recorded: cancelled from outside, i.e. the server is going.
-                    code = self.close_code if self.close_code is not None else CloseCode.GOING_AWAY
-                    await self.socket.close(code, self._close_reason)
-            except (SocketClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                pass
+                    await self._say_goodbye()
             finally:
                 await self.socket.abort()
 
