@@ -1,7 +1,7 @@
 """The transport limit of meshsub-trio itself: its native WebSocket, no GraphQL.
 
-The same pieces the native host uses (Trio streams, wsproto for the upgrade
-and inbound frames, ``NativeWebSocket``'s unmasked frames) with the GraphQL
+The same pieces the native host uses (Trio streams, its upgrade parser and
+frame reader, ``NativeWebSocket``'s unmasked frames) with the GraphQL
 engine, protocol machine and operation tasks taken out. Each event is encoded
 once per (topic, operation id) and the same bytes go to every subscriber.
 
@@ -28,11 +28,10 @@ import h11
 import orjson
 import trio
 from workload import BUFFER_CAPACITY, event
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, Request
 
 from meshsub_trio._transports._native_ws import NativeWebSocket
 from meshsub_trio._transports._socket import SocketClosed
+from meshsub_trio._transports._upgrade import HEAD_END, parse_upgrade, switching_protocols
 from servers import gcstats
 
 _BATCH_LIMIT = 512
@@ -166,12 +165,13 @@ async def _publish_request(stream: trio.SocketStream, head: bytes, hub: Hub) -> 
 
 
 async def _websocket(stream: trio.SocketStream, head: bytes, hub: Hub) -> None:
-    ws = WSConnection(ConnectionType.SERVER)
-    ws.receive_data(head)
-    if not any(isinstance(item, Request) for item in ws.events()):
+    end = head.index(HEAD_END)
+    request = parse_upgrade(head[:end])
+    if request is None:
         return
-    await stream.send_all(ws.send(AcceptConnection(subprotocol="graphql-transport-ws")))
-    socket = NativeWebSocket(stream, ws, max_message_size=1 << 20)
+    key = request.headers["sec-websocket-key"]
+    await stream.send_all(switching_protocols(key, "graphql-transport-ws"))
+    socket = NativeWebSocket(stream, leftover=head[end + 4 :], max_message_size=1 << 20)
     peer = Peer(socket)
     subscriptions: dict[str, str] = {}
     try:

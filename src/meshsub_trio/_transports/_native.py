@@ -1,28 +1,29 @@
-"""The native host: HTTP/1.1 (h11) and WebSocket (wsproto) on Trio TCP streams.
+"""The native host: HTTP/1.1 and WebSocket on Trio TCP streams.
 
-WebSocket upgrades on the configured paths become connections driven by the
-core; every other request goes to the ASGI app through a small h11 bridge, so
-HTTP behaves exactly as under hypercorn. Unlike the ASGI path, every send
-here is cancellable and writes to one socket are joined.
+A connection's first request head is read once. A plain WebSocket upgrade
+(``_upgrade``) is answered at once and becomes a connection driven by the
+core, its frames read by ``_frames``; anything else goes to h11 and from there
+to the ASGI app through a small bridge, so HTTP behaves exactly as under
+hypercorn. Unlike the ASGI path, every send here is cancellable and writes to
+one socket are joined.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 from urllib.parse import unquote
 
 import h11
 import trio
-from wsproto import ConnectionType
-from wsproto.connection import Connection as WSFrames
-from wsproto.utilities import generate_accept_token
 
 from .._protocol import CloseCode, choose_subprotocol, machine_for, parse_offer
 from .._state import ServerState
 from ._asgi import ASGIApp
-from ._native_ws import NativeWebSocket
+from ._native_ws import NativeWebSocket, receive_some
 from ._requests import header_map, make_context, origin_allowed
+from ._upgrade import HEAD_END, parse_upgrade, refusal, switching_protocols
 
 log = logging.getLogger("meshsub_trio.native")
 
@@ -54,7 +55,7 @@ class NativeHost:
         this connection only.
         """
         try:
-            upgrade = await self._serve_http(stream)
+            upgrade = await self._first_request(stream)
             if upgrade is not None:
                 # The HTTP parser is gone by now: an idle WebSocket keeps only
                 # what it needs (memory per connection is a feature here).
@@ -70,11 +71,36 @@ class NativeHost:
         except Exception:
             log.exception("connection handler failed")
         finally:
-            await trio.aclose_forcefully(stream)
+            stream.socket.close()  # nothing to wait for when letting go
 
-    async def _serve_http(self, stream: trio.SocketStream) -> _Upgrade | None:
+    async def _first_request(self, stream: trio.SocketStream) -> _Upgrade | None:
+        """Read the first request head; take a plain upgrade's fast path, else h11's."""
+        fd = stream.socket.fileno()
+        data = b""
+        with trio.move_on_after(_HEAD_TIMEOUT) as scope:
+            while True:
+                chunk = await receive_some(fd)
+                if not chunk:
+                    return None
+                data += chunk
+                end = data.find(HEAD_END)
+                if end >= 0:
+                    request = parse_upgrade(data[:end])
+                    if request is None:
+                        break
+                    return await self._handshake(
+                        stream, request.target, request.headers, data[end + 4 :]
+                    )
+                if b"\n\n" in data or len(data) > _MAX_HEAD:
+                    break  # bare LF line ends, or too long: h11 answers
+        if scope.cancelled_caught:
+            return None  # a head that never finished: no one to answer
+        return await self._serve_http(stream, data)
+
+    async def _serve_http(self, stream: trio.SocketStream, data: bytes) -> _Upgrade | None:
         """Answer HTTP requests; return what a WebSocket upgrade needs, if one came."""
         http = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
+        http.receive_data(data)
         while True:
             with trio.move_on_after(_HEAD_TIMEOUT) as scope:
                 try:
@@ -87,7 +113,9 @@ class NativeHost:
             assert isinstance(event, h11.Request)
             headers = header_map(event.headers)
             if "websocket" in headers.get("upgrade", "").lower() and event.method == b"GET":
-                return await self._handshake(stream, http, event, headers)
+                leftover, _ = http.trailing_data
+                target = event.target.decode("latin-1")
+                return await self._handshake(stream, target, headers, bytes(leftover))
             await self._http(stream, http, event, headers)
             if http.our_state is h11.MUST_CLOSE or http.their_state is h11.MUST_CLOSE:
                 return None
@@ -98,41 +126,29 @@ class NativeHost:
 
     # ---- WebSocket -----------------------------------------------------
     async def _handshake(
-        self,
-        stream: trio.SocketStream,
-        http: h11.Connection,
-        request: h11.Request,
-        headers: dict[str, str],
+        self, stream: trio.SocketStream, target: str, headers: dict[str, str], leftover: bytes
     ) -> _Upgrade | None:
         """Check the upgrade request and answer 101 (RFC 6455 §4.2), or refuse it."""
         config = self.state.config
-        path = unquote(request.target.decode("latin-1").split("?", 1)[0])
+        path = unquote(target.split("?", 1)[0])
         key = headers.get("sec-websocket-key", "")
         if path not in config.ws_paths:
-            await _refuse(stream, http, 404, "No WebSocket endpoint at this path")
+            await _send_refusal(stream, 404, "No WebSocket endpoint at this path")
             return None
-        if not key or headers.get("sec-websocket-version") != "13" or (
-            "upgrade" not in headers.get("connection", "").lower()
+        if (
+            not key
+            or headers.get("sec-websocket-version") != "13"
+            or ("upgrade" not in headers.get("connection", "").lower())
         ):
-            await _refuse(stream, http, 400, "Not a valid WebSocket upgrade request")
+            await _send_refusal(stream, 400, "Not a valid WebSocket upgrade request")
             return None
         if not origin_allowed(headers, config):
-            await _refuse(stream, http, 403, "Origin not allowed")
+            await _send_refusal(stream, 403, "Origin not allowed")
             return None
         offered = parse_offer([headers.get("sec-websocket-protocol", "")])
         protocol, echo = choose_subprotocol(offered, config.subprotocols)
-        response_headers = [
-            (b"upgrade", b"websocket"),
-            (b"connection", b"Upgrade"),
-            (b"sec-websocket-accept", generate_accept_token(key.encode("latin-1"))),
-        ]
-        if echo is not None:
-            response_headers.append((b"sec-websocket-protocol", echo.encode()))
-        await stream.send_all(
-            http.send(h11.InformationalResponse(status_code=101, headers=response_headers))
-        )
-        leftover, _ = http.trailing_data
-        return protocol, bytes(leftover), headers
+        await _send(stream, switching_protocols(key, echo))
+        return protocol, leftover, headers
 
     async def _run_websocket(
         self,
@@ -143,12 +159,9 @@ class NativeHost:
     ) -> None:
         state = self.state
         config = state.config
-        ws = WSFrames(ConnectionType.SERVER)
-        if leftover:
-            ws.receive_data(leftover)
         socket = NativeWebSocket(
             stream,
-            ws,
+            leftover=leftover,
             max_message_size=config.max_message_size,
             max_backlog=config.write_buffer_size,
         )
@@ -234,6 +247,22 @@ async def _next_event(http: h11.Connection, stream: trio.SocketStream) -> Any:
         http.receive_data(data)
         if not data:
             raise _Closed()
+
+
+async def _send(stream: trio.SocketStream, data: bytes) -> None:
+    """Write a short response, straight to the socket when it takes all of it (usually)."""
+    try:
+        written = os.write(stream.socket.fileno(), data)
+    except BlockingIOError:
+        written = 0
+    if written < len(data):
+        await stream.send_all(data[written:])
+
+
+async def _send_refusal(stream: trio.SocketStream, status: int, message: str) -> None:
+    """Refuse an upgrade; the connection closes after it."""
+    with trio.move_on_after(1):
+        await _send(stream, refusal(status, message))
 
 
 async def _refuse(

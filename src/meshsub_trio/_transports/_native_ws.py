@@ -1,11 +1,13 @@
-"""A WebSocket on a Trio stream, framed by wsproto: every wait is cancellable.
+"""A WebSocket on a Trio stream: every wait is cancellable.
 
-Inbound frames go through wsproto. Outbound text frames are framed here:
-server frames are unmasked, so one header plus the payload is the whole frame.
+Inbound frames go through the sans-IO :class:`FrameReader`; outbound frames
+are built here (server frames are unmasked: one header plus the payload).
 
-Writes go straight to the non-blocking socket (``os.write``), synchronously,
-from whichever task has the frames: the kernel usually takes them at once, so
-a fan-out costs one system call per socket and no scheduler pass. What the
+Reads and writes use the socket's file descriptor directly. A read tries
+the socket first and waits for readability only when it has nothing; a write
+goes straight to the non-blocking socket (``os.write``), synchronously, from
+whichever task has the frames: the kernel usually takes them at once, so a
+fan-out costs one system call per socket and no scheduler pass. What the
 kernel does not take stays in :attr:`backlog`, in order, and the connection's
 writer task flushes it (``flush`` waits for writability, cancellably, under the
 write deadline). Every later write appends behind the backlog, so frames never
@@ -15,18 +17,18 @@ reorder and never interleave.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import trio
-from wsproto import ConnectionState
-from wsproto.connection import Connection as WSFrames
-from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
-from wsproto.events import Event as WSEvent
 
-from ._socket import Message, MessageTooBig, SocketClosed
+from ._frames import PING, PONG, Close, FrameError, FrameReader, Ping, close_frame, frame
+from ._socket import Message, SocketClosed
 
 _RECEIVE_SIZE = 65536
 _NOT_ON_THE_WIRE = frozenset({1005, 1006, 1015})
+
+# Where the close handshake stands (RFC 6455 §7).
+OPEN, REMOTE_CLOSING, LOCAL_CLOSING, CLOSED = range(4)
 
 
 def text_frame_header(length: int) -> bytes:
@@ -38,21 +40,43 @@ def text_frame_header(length: int) -> bytes:
     return b"\x81\x7f" + length.to_bytes(8, "big")
 
 
+async def receive_some(fd: int) -> bytes:
+    """Bytes from a non-blocking socket (b"" at its end), waiting only if there are none.
+
+    Leaner than ``SocketStream.receive_some``: when the bytes are already
+    there it costs one system call and one checkpoint, not two scheduler passes.
+    """
+    try:
+        data = os.read(fd, _RECEIVE_SIZE)
+    except BlockingIOError:
+        pass
+    except OSError:
+        return b""
+    else:
+        await trio.lowlevel.checkpoint()
+        return data
+    while True:
+        await trio.lowlevel.wait_readable(fd)
+        try:
+            return os.read(fd, _RECEIVE_SIZE)
+        except BlockingIOError:
+            continue
+        except OSError:
+            return b""
+
+
 class NativeWebSocket:
     """The :class:`MessageSocket` of the native host."""
 
     __slots__ = (
         "_backlog",
-        "_events",
         "_fd",
         "_flushed",
         "_flushing",
         "_max_backlog",
-        "_max_size",
-        "_parts",
-        "_size",
-        "_stream",
-        "_ws",
+        "_reader",
+        "_socket",
+        "_state",
         "on_activity",
         "on_backlog",
     )
@@ -60,22 +84,21 @@ class NativeWebSocket:
     def __init__(
         self,
         stream: trio.SocketStream,
-        ws: WSFrames,
         *,
+        leftover: bytes = b"",
         max_message_size: int,
         max_backlog: int = 256 * 1024,
     ) -> None:
-        self._stream = stream
-        self._ws = ws
-        self._max_size = max_message_size
+        self._socket = stream.socket
         self._max_backlog = max_backlog
         self._fd = stream.socket.fileno()
         self._backlog = bytearray()
         self._flushing = False
         self._flushed: trio.lowlevel.ParkingLot | None = None  # made when a second flusher waits
-        self._events: Iterator[WSEvent] = ws.events()  # bytes read past the handshake
-        self._parts: list[str | bytes] = []
-        self._size = 0
+        self._reader = FrameReader(max_message_size)
+        if leftover:
+            self._reader.receive_data(leftover)  # bytes read past the handshake
+        self._state = OPEN
         self.on_activity: Callable[[], None] = lambda: None
         #: Called when bytes are left for the writer task to flush.
         self.on_backlog: Callable[[], None] = lambda: None
@@ -86,41 +109,30 @@ class NativeWebSocket:
         return len(self._backlog)
 
     async def receive(self) -> Message:
+        reader = self._reader
         while True:
-            for event in self._events:
-                message = await self._on_event(event)
-                if message is not None:
-                    return message
-            await self._wait_for_room()
             try:
-                data = await self._stream.receive_some(_RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                data = b""
-            if not data:
-                raise SocketClosed(1006, "connection lost")
-            self.on_activity()
-            self._ws.receive_data(data)
-            self._events = self._ws.events()
-
-    async def _on_event(self, event: WSEvent) -> Message | None:
-        if isinstance(event, TextMessage | BytesMessage):
-            data = event.data
-            self._size += len(data.encode()) if isinstance(data, str) else len(data)
-            if self._size > self._max_size:
-                raise MessageTooBig()
-            self._parts.append(data)
-            if not event.message_finished:
-                return None
-            parts, self._parts, self._size = self._parts, [], 0
-            if isinstance(event, TextMessage):
-                return Message("".join(parts))  # type: ignore[arg-type]
-            return Message(b"".join(parts), binary=True)  # type: ignore[arg-type]
-        if isinstance(event, Ping):
-            self._write(self._ws.send(event.response()))
-            await self._wait_for_room()
-        elif isinstance(event, CloseConnection):
-            raise SocketClosed(event.code, event.reason or "")
-        return None
+                event = reader.next_event()
+            except FrameError as error:
+                # Reported like a close frame with the error's code: the
+                # connection answers it with that code (we are still OPEN).
+                raise SocketClosed(error.code, error.reason) from None
+            if event is None:
+                await self._wait_for_room()
+                data = await receive_some(self._fd)
+                if not data:
+                    raise SocketClosed(1006, "connection lost")
+                self.on_activity()
+                reader.receive_data(data)
+            elif type(event) is Message:
+                return event
+            elif type(event) is Ping:
+                if self._state == OPEN:
+                    self._write(frame(PONG, event.payload))
+                await self._wait_for_room()
+            elif type(event) is Close:
+                self._state = CLOSED if self._state == LOCAL_CLOSING else REMOTE_CLOSING
+                raise SocketClosed(event.code, event.reason)
 
     async def _wait_for_room(self) -> None:
         """Replies to what we read (pongs) pile up unsent when a peer sends but
@@ -131,16 +143,16 @@ class NativeWebSocket:
 
     def write_frames(self, frames: list[bytes]) -> None:
         """Send text frames now, or leave them in the backlog; never waits."""
-        if self._ws.state is not ConnectionState.OPEN:
+        if self._state != OPEN:
             raise trio.ClosedResourceError("websocket is closing")
         if len(frames) == 1:
-            frame = frames[0]
-            self._write(text_frame_header(len(frame)) + frame)
+            payload = frames[0]
+            self._write(text_frame_header(len(payload)) + payload)
             return
         parts: list[bytes] = []
-        for frame in frames:
-            parts.append(text_frame_header(len(frame)))
-            parts.append(frame)
+        for payload in frames:
+            parts.append(text_frame_header(len(payload)))
+            parts.append(payload)
         self._write(b"".join(parts))
 
     async def flush(self) -> None:
@@ -176,25 +188,27 @@ class NativeWebSocket:
         await self.flush()
 
     async def ping(self) -> bool:
-        if self._ws.state is not ConnectionState.OPEN:
+        if self._state != OPEN:
             return False
-        self._write(self._ws.send(Ping(b"meshsub")))
+        self._write(frame(PING, b"meshsub"))
         return True
 
     async def close(self, code: int, reason: str) -> None:
-        state = self._ws.state
-        if state is ConnectionState.OPEN:
-            self._write(self._ws.send(CloseConnection(code=code, reason=reason or None)))
-        elif state is ConnectionState.REMOTE_CLOSING:
+        state = self._state
+        if state == OPEN:
+            self._state = LOCAL_CLOSING
+            self._write(close_frame(code, reason))
+        elif state == REMOTE_CLOSING:
             # Echo the peer's code, except the ones that must never be sent
             # (1005 "no status", 1006, 1015): answer those with 1000.
-            reply = 1000 if code in _NOT_ON_THE_WIRE else code
-            self._write(self._ws.send(CloseConnection(code=reply)))
+            self._state = CLOSED
+            self._write(close_frame(1000 if code in _NOT_ON_THE_WIRE else code))
         await self.flush()
 
     async def abort(self) -> None:
         self._backlog.clear()
-        await trio.aclose_forcefully(self._stream)
+        self._state = CLOSED
+        self._socket.close()  # synchronous: nothing to wait for when letting go
 
     def _write(self, data: bytes) -> None:
         if self._backlog:

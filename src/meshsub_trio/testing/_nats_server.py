@@ -106,7 +106,9 @@ class NatsServer:
         if self._process is not None:
             raise NatsServerError("the server is already running")
         process = await trio.lowlevel.open_process(
-            self._command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            self._command(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
         self._process = process
