@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -109,7 +109,7 @@ class Connection:
             self.direct = socket  # type: ignore[assignment]
             self.direct.on_backlog = self.outbox.wake
         self._backlog_limit = config.write_buffer_size
-        self._messages_out = self.metrics.messages_out.labels(protocol=self.protocol)
+        self._messages_out = self.metrics.messages_out_by_protocol(self.protocol)
 
     # ---- lifecycle -----------------------------------------------------
     async def run(self) -> None:
@@ -214,7 +214,7 @@ class Connection:
     # ---- reading -------------------------------------------------------
     async def _read_loop(self) -> None:
         """Messages in, through the protocol machine; also the init deadline."""
-        messages_in = self.metrics.messages_in.labels(protocol=self.protocol)
+        messages_in = self.metrics.messages_in_by_protocol(self.protocol)
         init_timeout = self.config.init_timeout
         init_deadline = trio.current_time() + init_timeout if init_timeout > 0 else math.inf
         while True:
@@ -245,8 +245,12 @@ class Connection:
                 return
 
     async def _answer_close(self, code: int) -> None:
-        with trio.move_on_after(self.config.close_timeout):
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            if self.direct is not None:
+                self.direct.start_close(code, "")
+                if not self.direct.backlog:
+                    return  # the kernel took it: nothing to wait for
+            with trio.move_on_after(self.config.close_timeout):
                 await self.socket.close(code, "")
 
     async def _handle(self, event: Event) -> None:
@@ -259,8 +263,14 @@ class Connection:
             if operation is not None:
                 operation.stop()
         elif isinstance(event, InitRequested):
-            assert self._nursery is not None
-            self._nursery.start_soon(self._authorise, event.payload)
+            self.context.connection_params = event.payload if event.payload is not None else {}
+            if self.app.authenticate is None and self.app.on_connect is None:
+                # Nothing to wait for: acknowledge now, no task needed.
+                for reply in self.machine.accept(None):
+                    await self._handle(reply)
+            else:
+                assert self._nursery is not None
+                self._nursery.start_soon(self._authorise)
         elif isinstance(event, Close):
             self.close(event.code, event.reason)
 
@@ -283,9 +293,8 @@ class Connection:
                 self.machine.operations.discard(operation.id)
         self.metrics.operation_finished(self.protocol)
 
-    async def _authorise(self, payload: dict[str, Any] | None) -> None:
+    async def _authorise(self) -> None:
         context = self.context
-        context.connection_params = payload if payload is not None else {}
         events: list[Event]
         try:
             if self.app.authenticate is not None:

@@ -8,12 +8,34 @@ tests assert on: after every client is gone they must all return to zero.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+
+class _Children:
+    """A labelled metric's children by label value, looked up once each.
+
+    ``labels()`` validates and locks on every call; a connection's life calls
+    it several times, so the children are kept here (they never change).
+    """
+
+    __slots__ = ("_children", "_label", "_metric")
+
+    def __init__(self, metric: Any, label: str) -> None:
+        self._metric = metric
+        self._label = label
+        self._children: dict[str, Any] = {}
+
+    def __call__(self, value: str) -> Any:
+        child = self._children.get(value)
+        if child is None:
+            child = self._children[value] = self._metric.labels(**{self._label: value})
+        return child
 
 
 class Metrics:
@@ -48,6 +70,10 @@ class Metrics:
         self.cleanups = Counter(
             "meshsub_operation_cleanups", "Operation cleanups run", registry=self.registry
         )
+        self.active_by_protocol = _Children(self.active_operations, "protocol")
+        self.messages_in_by_protocol = _Children(self.messages_in, "protocol")
+        self.messages_out_by_protocol = _Children(self.messages_out, "protocol")
+        self.closes_by_code = _Children(self.closes, "code")
         #: Invariants, readable without parsing Prometheus text.
         self.live_connections = 0
         self.live_operations = 0
@@ -63,19 +89,19 @@ class Metrics:
     def connection_closed(self, code: int) -> None:
         self.live_connections -= 1
         self.connections.dec()
-        self.closes.labels(code=str(code)).inc()
+        self.closes_by_code(str(code)).inc()
         self._changed.unpark_all()
 
     def operation_started(self, protocol: str) -> None:
         self.live_operations += 1
         self.operations_started += 1
-        self.active_operations.labels(protocol=protocol).inc()
+        self.active_by_protocol(protocol).inc()
         self._changed.unpark_all()
 
     def operation_finished(self, protocol: str) -> None:
         self.live_operations -= 1
         self.cleanups_run += 1
-        self.active_operations.labels(protocol=protocol).dec()
+        self.active_by_protocol(protocol).dec()
         self.cleanups.inc()
         self._changed.unpark_all()
 

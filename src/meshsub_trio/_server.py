@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import socket
 
 import trio
 
@@ -21,6 +23,8 @@ from ._transports._native import NativeHost
 log = logging.getLogger("meshsub_trio.server")
 
 _ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+#: Connections accepted per wake-up before letting other tasks run.
+_ACCEPT_BATCH = 64
 
 
 class Server:
@@ -61,16 +65,33 @@ class Server:
     async def _accept_loop(
         self, listener: trio.SocketListener, nursery: trio.Nursery, host: NativeHost
     ) -> None:
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as error:
-                if error.errno in _ACCEPT_ERRORS:
-                    log.error("accept failed (%s): backing off", error)
-                    await trio.sleep(0.1)
-                    continue
-                raise
-            nursery.start_soon(self._handle, host, stream)
+        """Accept every pending connection per wake-up, each into its own task.
+
+        Works on a duplicate of the listening socket's descriptor: one
+        readiness wait per batch and a plain ``accept`` per connection, where
+        ``SocketListener.accept`` costs two scheduler passes each.
+        """
+        raw = socket.socket(fileno=os.dup(listener.socket.fileno()))
+        try:
+            raw.setblocking(False)
+            while True:
+                await trio.lowlevel.wait_readable(raw)
+                for _ in range(_ACCEPT_BATCH):
+                    try:
+                        accepted, _ = raw.accept()
+                    except BlockingIOError:
+                        break
+                    except OSError as error:
+                        if error.errno not in _ACCEPT_ERRORS:
+                            raise
+                        log.error("accept failed (%s): backing off", error)
+                        await trio.sleep(0.1)
+                        break
+                    stream = trio.SocketStream(trio.socket.from_stdlib_socket(accepted))
+                    nursery.start_soon(self._handle, host, stream)
+        finally:
+            trio.lowlevel.notify_closing(raw)
+            raw.close()
 
     async def _handle(self, host: NativeHost, stream: trio.SocketStream) -> None:
         self._streams += 1

@@ -170,7 +170,7 @@ class NativeHost:
                 await socket.close(
                     CloseCode.SUBPROTOCOL_NOT_ACCEPTABLE, "Subprotocol not acceptable"
                 )
-            state.metrics.closes.labels(code=str(CloseCode.SUBPROTOCOL_NOT_ACCEPTABLE)).inc()
+            state.metrics.closes_by_code(str(CloseCode.SUBPROTOCOL_NOT_ACCEPTABLE)).inc()
             return
         machine = machine_for(protocol, max_operations=config.max_operations)
         await state.run_connection(socket, machine, make_context(headers, protocol))

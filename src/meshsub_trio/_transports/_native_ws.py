@@ -194,6 +194,11 @@ class NativeWebSocket:
         return True
 
     async def close(self, code: int, reason: str) -> None:
+        self.start_close(code, reason)
+        await self.flush()
+
+    def start_close(self, code: int, reason: str) -> None:
+        """The close frame, written now or left in the backlog (sent once)."""
         state = self._state
         if state == OPEN:
             self._state = LOCAL_CLOSING
@@ -203,7 +208,6 @@ class NativeWebSocket:
             # (1005 "no status", 1006, 1015): answer those with 1000.
             self._state = CLOSED
             self._write(close_frame(1000 if code in _NOT_ON_THE_WIRE else code))
-        await self.flush()
 
     async def abort(self) -> None:
         self._backlog.clear()

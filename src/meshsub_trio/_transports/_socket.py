@@ -66,4 +66,7 @@ class DirectSocket(MessageSocket, Protocol):
 
     def write_frames(self, frames: list[bytes]) -> None: ...
 
+    def start_close(self, code: int, reason: str) -> None:
+        """Write the close frame without waiting; ``close`` finishes it."""
+
     async def flush(self) -> None: ...
