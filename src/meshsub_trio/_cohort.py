@@ -69,6 +69,7 @@ class Cohort:
             failure = error
         finally:
             self.registry.forget(self)
+            self.prepared.release()
             for member in self.members:
                 member.close(failure)
             self.members.clear()
@@ -150,6 +151,10 @@ class Cohorts:
             self._nursery.start_soon(cohort.run)
         cohort.add(member)
         return cohort
+
+    def get(self, key: CohortKey) -> Cohort | None:
+        """The live cohort for *key*, if there is one."""
+        return self._cohorts.get(key)
 
     def forget(self, cohort: Cohort) -> None:
         if self._cohorts.get(cohort.key) is cohort:

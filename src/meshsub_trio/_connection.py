@@ -144,6 +144,18 @@ class Connection:
         finally:
             await self._finish()
             self.metrics.connection_closed(self.close_code or CloseCode.ABNORMAL)
+            self._release()
+
+    def _release(self) -> None:
+        """Break the reference cycles through this connection (its nurseries, the
+        callbacks it gave the socket and outbox), so reference counting frees it
+        at once: under churn, leaving ~40 objects per connection to the cyclic
+        collector cost more than any one step of a connection's life."""
+        self._nursery = self._outer = None
+        self.outbox.on_work = _ignore
+        self.socket.on_activity = _ignore
+        if self.direct is not None:
+            self.direct.on_backlog = _ignore
 
     def close(self, code: int, reason: str = "", *, send_close_frame: bool = True) -> None:
         """End the connection: the first reason given wins.
@@ -200,6 +212,9 @@ class Connection:
         return since + self.config.close_timeout
 
     async def _finish(self) -> None:
+        if not self._send_close_frame and self.direct is not None:
+            await self.socket.abort()  # nothing to say, nothing to wait for
+            return
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = self._close_deadline()
             try:
@@ -414,6 +429,10 @@ class Connection:
             log.info("peer silent for %.3fs after a ping: closing", self.config.pong_deadline)
             self.close(CloseCode.ABNORMAL, "", send_close_frame=False)
             return
+
+
+def _ignore() -> None:
+    pass
 
 
 def _live(owner: Operation | None) -> bool:

@@ -8,16 +8,16 @@ leaving or cancelling the scope, and the ``finally`` below runs exactly once.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Coroutine
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import trio
 from graphql import ExecutionResult, GraphQLError, OperationType
 
-from ._app import StreamerSource, emitter
+from ._app import Streamer, StreamerSource, emitter
 from ._buffer import BufferClosed, EventBuffer, Overflow
-from ._cohort import CohortKey, cohort_key
+from ._cohort import Cohort, CohortKey, cohort_key
 from ._encoding import dumps
 from ._execution import Prepared, format_errors, format_result
 from ._protocol import OperationRequested
@@ -63,8 +63,14 @@ class Operation:
 
     async def _run(self) -> None:
         connection = self.connection
-        engine = connection.engine
         request = self.request
+        cohort = self._existing_cohort()
+        if cohort is not None:
+            # A live cohort for this very request and scope: join it without
+            # building an executor or calling the subscribe resolver again.
+            await self._run_source(self._join(cohort, cohort.source.streamer))
+            return
+        engine = connection.engine
         context = connection.context
         if request.extensions:
             context = replace(context, extensions=request.extensions)
@@ -72,28 +78,43 @@ class Operation:
         if not isinstance(prepared, Prepared):
             await self._send(connection.machine.error(self.id, format_errors(prepared)))
             return
-        if prepared.kind is not OperationType.SUBSCRIPTION:
-            result = await engine.execute(prepared)
-            await self._send_result(result)
-            await self._send(connection.machine.complete(self.id))
-            return
-        source = await engine.open_source(prepared)
-        if isinstance(source, ExecutionResult):
-            await self._send(connection.machine.error(self.id, format_errors(source.errors or [])))
-            return
+        key: CohortKey | None = None
         try:
-            if isinstance(source, StreamerSource):
-                key = self._cohort_key(source)
-                if key is not None:
-                    # The cohort keeps its first member's executor; this one's
-                    # need not stay alive in this frame for the whole stream.
-                    shared = self._run_shared(key, prepared, source)
-                    del prepared, source
-                    await shared
-                else:
-                    await self._run_streamer(prepared, source)
-            else:
-                await self._iterate(prepared, source)
+            if prepared.kind is not OperationType.SUBSCRIPTION:
+                result = await engine.execute(prepared)
+                await self._send_result(result)
+                await self._send(connection.machine.complete(self.id))
+                return
+            source = await engine.open_source(prepared)
+            if isinstance(source, ExecutionResult):
+                errors = format_errors(source.errors or [])
+                await self._send(connection.machine.error(self.id, errors))
+                return
+            if not isinstance(source, StreamerSource):
+                await self._run_source(self._iterate(prepared, source))
+                return
+            key = self._cohort_key(source)
+            if key is None:
+                await self._run_source(self._run_streamer(prepared, source))
+                return
+        finally:
+            if key is None:
+                prepared.release()
+        # The cohort keeps (and releases) its first member's executor; a later
+        # member's is released now, and none stays alive in this frame.
+        spec = source.streamer
+        member = self._member(spec)
+        joined = connection.state.cohorts.join(key, prepared, source, member)
+        if joined.prepared is not prepared:
+            prepared.release()
+        del prepared, source
+        await self._run_source(self._join(joined, spec, member))
+
+    async def _run_source(self, stream: Coroutine[Any, Any, None]) -> None:
+        """Stream to the end, then ``complete``; a failed source is an ``error`` instead."""
+        connection = self.connection
+        try:
+            await stream
         except Exception as error:
             # The source failed: an ``error`` for this operation only, no ``complete``.
             log.info("operation %s failed: %r", self.id, error)
@@ -149,21 +170,40 @@ class Operation:
 
     def _cohort_key(self, source: StreamerSource) -> CohortKey | None:
         """The key of the cohort this operation may join, if its streamer is shared."""
-        connection = self.connection
-        if source.streamer.share is None or not connection.state.cohorts.available:
+        if source.streamer.share is None or not self.connection.state.cohorts.available:
             return None
         if source.context.resume_cursor is not None:
             return None  # a resuming client replays its own history first
+        return self._request_cohort_key()
+
+    def _request_cohort_key(self) -> CohortKey | None:
+        connection = self.connection
         request = self.request
         scope = connection.app.cohort_scope(connection.context)
         return cohort_key(request.query, request.variables, request.operation_name, scope)
 
-    async def _run_shared(self, key: CohortKey, prepared: Prepared, source: StreamerSource) -> None:
-        """Join the cohort; its payloads reach the socket without waking this task."""
-        spec = source.streamer
-        member = Member(self, spec.capacity, spec.policy)
-        cohort = self.connection.state.cohorts.join(key, prepared, source, member)
-        del prepared, source  # kept by the cohort if it needs them
+    def _existing_cohort(self) -> Cohort | None:
+        """The live cohort this request would join, found from the request alone.
+
+        Same document, variables, operation name and cohort scope mean the
+        same executor and the same subscribe resolver result, so a cohort
+        that exists already can be joined as it is. Requests with extensions
+        (a resume cursor) always take the full path.
+        """
+        cohorts = self.connection.state.cohorts
+        if not cohorts or self.request.extensions:
+            return None
+        key = self._request_cohort_key()
+        return cohorts.get(key) if key is not None else None
+
+    def _member(self, spec: Streamer) -> Member:
+        return Member(self, spec.capacity, spec.policy)
+
+    async def _join(self, cohort: Cohort, spec: Streamer, member: Member | None = None) -> None:
+        """Be a cohort member until its stream ends; payloads reach the socket without this task."""
+        if member is None:
+            member = self._member(spec)
+            cohort.add(member)
         try:
             # Park until the stream ends. Inline, not a helper coroutine: each
             # idle subscription keeps one suspended frame fewer.

@@ -163,11 +163,15 @@ async def handle_graphql_http(
     prepared = state.engine.prepare(query, variables, operation_name, context)
     if not isinstance(prepared, Prepared):
         return reply(400 if strict else 200, {"errors": format_errors(prepared)})
-    if prepared.kind is OperationType.MUTATION and method == "GET":
-        return reply(405, {"errors": [{"message": "Mutations need POST"}]}, (("allow", "POST"),))
-    if prepared.kind is OperationType.SUBSCRIPTION:
-        paths = ", ".join(state.config.ws_paths)
-        message = f"Subscriptions are not served over HTTP: open a WebSocket at {paths}"
-        return reply(400, {"errors": [{"message": message}]})
-    result = await state.engine.execute(prepared)
-    return reply(200, format_result(result))
+    try:
+        if prepared.kind is OperationType.MUTATION and method == "GET":
+            allow = (("allow", "POST"),)
+            return reply(405, {"errors": [{"message": "Mutations need POST"}]}, allow)
+        if prepared.kind is OperationType.SUBSCRIPTION:
+            paths = ", ".join(state.config.ws_paths)
+            message = f"Subscriptions are not served over HTTP: open a WebSocket at {paths}"
+            return reply(400, {"errors": [{"message": message}]})
+        result = await state.engine.execute(prepared)
+        return reply(200, format_result(result))
+    finally:
+        prepared.release()

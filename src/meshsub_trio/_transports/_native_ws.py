@@ -40,21 +40,25 @@ def text_frame_header(length: int) -> bytes:
     return b"\x81\x7f" + length.to_bytes(8, "big")
 
 
-async def receive_some(fd: int) -> bytes:
+async def receive_some(fd: int, *, try_first: bool = True) -> bytes:
     """Bytes from a non-blocking socket (b"" at its end), waiting only if there are none.
 
     Leaner than ``SocketStream.receive_some``: when the bytes are already
-    there it costs one system call and one checkpoint, not two scheduler passes.
+    there it costs one system call and one checkpoint, not two scheduler
+    passes. Without *try_first* it waits for readability before reading, which
+    is cheaper when the caller has just drained the socket and expects to wait
+    (no failed system call, no exception).
     """
-    try:
-        data = os.read(fd, _RECEIVE_SIZE)
-    except BlockingIOError:
-        pass
-    except OSError:
-        return b""
-    else:
-        await trio.lowlevel.checkpoint()
-        return data
+    if try_first:
+        try:
+            data = os.read(fd, _RECEIVE_SIZE)
+        except BlockingIOError:
+            pass
+        except OSError:
+            return b""
+        else:
+            await trio.lowlevel.checkpoint()
+            return data
     while True:
         await trio.lowlevel.wait_readable(fd)
         try:
@@ -70,6 +74,7 @@ class NativeWebSocket:
 
     __slots__ = (
         "_backlog",
+        "_drained",
         "_fd",
         "_flushed",
         "_flushing",
@@ -99,6 +104,8 @@ class NativeWebSocket:
         if leftover:
             self._reader.receive_data(leftover)  # bytes read past the handshake
         self._state = OPEN
+        #: Whether the last read took everything there was (None: no read yet).
+        self._drained: bool | None = None
         self.on_activity: Callable[[], None] = lambda: None
         #: Called when bytes are left for the writer task to flush.
         self.on_backlog: Callable[[], None] = lambda: None
@@ -119,7 +126,10 @@ class NativeWebSocket:
                 raise SocketClosed(error.code, error.reason) from None
             if event is None:
                 await self._wait_for_room()
-                data = await receive_some(self._fd)
+                # A short last read drained the socket a moment ago: more bytes
+                # are unlikely to be there yet, so wait before reading.
+                data = await receive_some(self._fd, try_first=self._drained is False)
+                self._drained = len(data) < _RECEIVE_SIZE
                 if not data:
                     raise SocketClosed(1006, "connection lost")
                 self.on_activity()
