@@ -1,12 +1,13 @@
 """One WebSocket connection = one Trio nursery.
 
-Its children: the reader (frames in, through the protocol machine), the
-writer (which drains the outbox, joining whatever is ready into one write,
-and finishes writes the kernel could not take at once), the keep-alive (a
-ping with a pong deadline), the init timer, the auth step and one task per
-operation. Whatever ends the connection (peer close, a protocol close, a dead
-peer, a stalled write, server shutdown) cancels the nursery, so every
-operation's cleanup runs before the socket is let go.
+Its body is the reader (frames in, through the protocol machine); its
+children the writer (which drains the outbox, joining whatever is ready into
+one write, and finishes writes the kernel could not take at once), the
+keep-alive (a ping with a pong deadline), the auth step, one task per
+operation and, once closing, the goodbye. Whatever ends the connection
+(peer close, a protocol close, a dead peer, a stalled write, server shutdown)
+cancels the nursery, so every operation's cleanup runs before the socket is
+let go.
 
 On the native host a frame with nothing queued ahead of it is written at
 once by whoever produced it (see ``_native_ws``): no task switch at all on
@@ -54,9 +55,9 @@ class Connection:
         "_close_reason",
         "_close_started",
         "_closing_since",
+        "_goodbye",
         "_messages_out",
         "_nursery",
-        "_outer",
         "_send_close_frame",
         "_writer_running",
         "app",
@@ -96,7 +97,8 @@ class Connection:
         self._close_reason = ""
         self._send_close_frame = True
         self._nursery: trio.Nursery | None = None
-        self._outer: trio.Nursery | None = None
+        #: The goodbye task's scope: shielded from the nursery's cancellation.
+        self._goodbye: trio.CancelScope | None = None
         self._writer_running = False
         self._closing_since: float | None = None
         self._close_started = False
@@ -115,43 +117,42 @@ class Connection:
     async def run(self) -> None:
         """Serve the connection until it ends; every cleanup has run on return.
 
-        Two nurseries: the outer one holds the writer, the inner one the
-        keep-alive, the auth step and the operations; the reader is this task
-        itself (inside the inner nursery, so a close cancels it too). The
-        writer runs only while it has something to do. A close cancels the
-        inner nursery and, from the outer one, sends what was queued (a
-        ``connection_error`` before its close, say) and the close frame at
-        once, while the operations' cleanups run; all of it within
-        ``close_timeout`` of the close. An abrupt end (peer gone, dead, or
-        stalled) cancels both at once.
+        One nursery holds everything: the reader (this task), the keep-alive,
+        the auth step, the operations and, while it has something to do, the
+        writer. A close cancels the nursery, so every operation's cleanup
+        runs; a graceful one also starts the goodbye (what was queued, e.g. a
+        ``connection_error``, then the close frame) in a task shielded from
+        that cancellation and bounded by ``close_timeout``, so the peer hears
+        the code at once while the cleanups run. An abrupt end (peer gone,
+        dead, or stalled) cancels the goodbye too.
         """
         self.metrics.connection_opened()
         try:
-            async with trio.open_nursery() as outer:
-                self._outer = outer
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 self.outbox.on_work = self._ensure_writer
+                if self.close_code is not None:
+                    self._act_on_close()  # closed before it started (server shutting down)
                 try:
-                    async with trio.open_nursery() as work:
-                        self._nursery = work
-                        if self.config.keepalive > 0:
-                            work.start_soon(self._keepalive_loop)
-                        await self._read_loop()
+                    if self.config.keepalive > 0:
+                        nursery.start_soon(self._keepalive_loop)
+                    await self._read_loop()
                 except Exception:
                     log.exception("connection failed")
                     self.close(CloseCode.INTERNAL_ERROR, "Internal server error")
-                self.outbox.close()
-                outer.cancel_scope.deadline = self._close_deadline()
         finally:
+            self.outbox.close()
             await self._finish()
             self.metrics.connection_closed(self.close_code or CloseCode.ABNORMAL)
             self._release()
 
     def _release(self) -> None:
-        """Break the reference cycles through this connection (its nurseries, the
+        """Break the reference cycles through this connection (its nursery, the
         callbacks it gave the socket and outbox), so reference counting frees it
         at once: under churn, leaving ~40 objects per connection to the cyclic
         collector cost more than any one step of a connection's life."""
-        self._nursery = self._outer = None
+        self._nursery = None
+        self._goodbye = None
         self.outbox.on_work = _ignore
         self.socket.on_activity = _ignore
         if self.direct is not None:
@@ -168,20 +169,25 @@ class Connection:
             self._close_reason = reason
             self._send_close_frame = send_close_frame
             self._closing_since = trio.current_time()
-        if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
-        if self._outer is None:
+        self._act_on_close()
+
+    def _act_on_close(self) -> None:
+        nursery = self._nursery
+        if nursery is None:
             return
+        nursery.cancel_scope.cancel()
         if not self._send_close_frame:
-            self._outer.cancel_scope.cancel()
+            if self._goodbye is not None:
+                self._goodbye.cancel()
         elif not self._close_started:
             # Say goodbye now, not after the cleanups: a cancelled operation
             # sends nothing more, and the peer learns the code at once.
             self._close_started = True
-            self._outer.start_soon(self._send_close)
+            self._goodbye = trio.CancelScope(shield=True, deadline=self._close_deadline())
+            nursery.start_soon(self._send_close, self._goodbye)
 
-    async def _send_close(self) -> None:
-        with trio.move_on_at(self._close_deadline()):
+    async def _send_close(self, scope: trio.CancelScope) -> None:
+        with scope:
             await self._say_goodbye()
 
     async def _say_goodbye(self) -> None:
@@ -198,9 +204,9 @@ class Connection:
 
     def _ensure_writer(self) -> None:
         """Start the writer if it is not running (it stops when idle)."""
-        if not self._writer_running and self._outer is not None:
+        if not self._writer_running and self._nursery is not None and self.close_code is None:
             self._writer_running = True
-            self._outer.start_soon(self._write_loop)
+            self._nursery.start_soon(self._write_loop)
 
     def shutdown(self) -> None:
         """Server shutdown: close with 1001 Going away."""
