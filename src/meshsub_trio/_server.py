@@ -7,6 +7,7 @@ returns within ``close_timeout`` plus a short grace, however frozen a client.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -74,6 +75,9 @@ class Server:
         raw = socket.socket(fileno=os.dup(listener.socket.fileno()))
         try:
             raw.setblocking(False)
+            # Set once here, inherited by every accepted socket (Linux), instead
+            # of two system calls per connection in SocketStream.
+            _inheritable_options(raw)
             while True:
                 await trio.lowlevel.wait_readable(raw)
                 for _ in range(_ACCEPT_BATCH):
@@ -87,17 +91,16 @@ class Server:
                         log.error("accept failed (%s): backing off", error)
                         await trio.sleep(0.1)
                         break
-                    stream = trio.SocketStream(trio.socket.from_stdlib_socket(accepted))
-                    nursery.start_soon(self._handle, host, stream)
+                    nursery.start_soon(self._handle, host, trio.socket.from_stdlib_socket(accepted))
         finally:
             trio.lowlevel.notify_closing(raw)
             raw.close()
 
-    async def _handle(self, host: NativeHost, stream: trio.SocketStream) -> None:
+    async def _handle(self, host: NativeHost, sock: trio.socket.SocketType) -> None:
         self._streams += 1
         self._idle = trio.Event() if self._streams == 1 else self._idle
         try:
-            await host.handle_stream(stream)
+            await host.handle_socket(sock)
         except Exception:
             log.exception("connection failed")  # one connection, never the server
         finally:
@@ -115,6 +118,16 @@ class Server:
         with trio.move_on_after(self.config.close_timeout + 0.5):
             await self._idle.wait()
         nursery.cancel_scope.cancel()
+
+
+def _inheritable_options(listening: socket.socket) -> None:
+    """What ``trio.SocketStream`` would set on each connection: no Nagle delay
+    for small frames, and writability only while little is unsent."""
+    with contextlib.suppress(OSError):
+        listening.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if hasattr(socket, "TCP_NOTSENT_LOWAT"):
+        with contextlib.suppress(OSError):
+            listening.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 2**14)
 
 
 async def serve(

@@ -171,7 +171,7 @@ async def _websocket(stream: trio.SocketStream, head: bytes, hub: Hub) -> None:
         return
     key = request.headers["sec-websocket-key"]
     await stream.send_all(switching_protocols(key, "graphql-transport-ws"))
-    socket = NativeWebSocket(stream, leftover=head[end + 4 :], max_message_size=1 << 20)
+    socket = NativeWebSocket(stream.socket, leftover=head[end + 4 :], max_message_size=1 << 20)
     peer = Peer(socket)
     subscriptions: dict[str, str] = {}
     try:

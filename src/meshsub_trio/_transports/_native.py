@@ -1,4 +1,4 @@
-"""The native host: HTTP/1.1 and WebSocket on Trio TCP streams.
+"""The native host: HTTP/1.1 and WebSocket on Trio sockets.
 
 A connection's first request head is read once. A plain WebSocket upgrade
 (``_upgrade``) is answered at once and becomes a connection driven by the
@@ -10,6 +10,7 @@ one socket are joined.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any
@@ -42,24 +43,24 @@ _Upgrade = tuple[str | None, bytes, dict[str, str]]
 
 
 class NativeHost:
-    """Serves one :class:`ServerState` on Trio streams."""
+    """Serves one :class:`ServerState` on Trio sockets."""
 
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self.asgi = ASGIApp.from_state(state)
 
-    async def handle_stream(self, stream: trio.SocketStream) -> None:
+    async def handle_socket(self, sock: trio.socket.SocketType) -> None:
         """One TCP connection: HTTP requests until an upgrade or a close.
 
         Nothing raised here may reach the server: a broken peer or a bug costs
         this connection only.
         """
         try:
-            upgrade = await self._first_request(stream)
+            upgrade = await self._first_request(sock)
             if upgrade is not None:
                 # The HTTP parser is gone by now: an idle WebSocket keeps only
                 # what it needs (memory per connection is a feature here).
-                await self._run_websocket(stream, *upgrade)
+                await self._run_websocket(sock, *upgrade)
         except (
             _Closed,
             trio.BrokenResourceError,
@@ -71,11 +72,14 @@ class NativeHost:
         except Exception:
             log.exception("connection handler failed")
         finally:
-            stream.socket.close()  # nothing to wait for when letting go
+            sock.close()  # nothing to wait for when letting go
 
-    async def _first_request(self, stream: trio.SocketStream) -> _Upgrade | None:
-        """Read the first request head; take a plain upgrade's fast path, else h11's."""
-        fd = stream.socket.fileno()
+    async def _first_request(self, sock: trio.socket.SocketType) -> _Upgrade | None:
+        """Read the first request head; take a plain upgrade's fast path, else h11's.
+
+        A WebSocket never needs a ``SocketStream``: only the h11 path makes one.
+        """
+        fd = sock.fileno()
         data = b""
         with trio.move_on_after(_HEAD_TIMEOUT) as scope:
             while True:
@@ -89,13 +93,13 @@ class NativeHost:
                     if request is None:
                         break
                     return await self._handshake(
-                        stream, request.target, request.headers, data[end + 4 :]
+                        sock, request.target, request.headers, data[end + 4 :]
                     )
                 if b"\n\n" in data or len(data) > _MAX_HEAD:
                     break  # bare LF line ends, or too long: h11 answers
         if scope.cancelled_caught:
             return None  # a head that never finished: no one to answer
-        return await self._serve_http(stream, data)
+        return await self._serve_http(trio.SocketStream(sock), data)
 
     async def _serve_http(self, stream: trio.SocketStream, data: bytes) -> _Upgrade | None:
         """Answer HTTP requests; return what a WebSocket upgrade needs, if one came."""
@@ -115,7 +119,7 @@ class NativeHost:
             if "websocket" in headers.get("upgrade", "").lower() and event.method == b"GET":
                 leftover, _ = http.trailing_data
                 target = event.target.decode("latin-1")
-                return await self._handshake(stream, target, headers, bytes(leftover))
+                return await self._handshake(stream.socket, target, headers, bytes(leftover))
             await self._http(stream, http, event, headers)
             if http.our_state is h11.MUST_CLOSE or http.their_state is h11.MUST_CLOSE:
                 return None
@@ -126,33 +130,33 @@ class NativeHost:
 
     # ---- WebSocket -----------------------------------------------------
     async def _handshake(
-        self, stream: trio.SocketStream, target: str, headers: dict[str, str], leftover: bytes
+        self, sock: trio.socket.SocketType, target: str, headers: dict[str, str], leftover: bytes
     ) -> _Upgrade | None:
         """Check the upgrade request and answer 101 (RFC 6455 §4.2), or refuse it."""
         config = self.state.config
         path = unquote(target.split("?", 1)[0])
         key = headers.get("sec-websocket-key", "")
         if path not in config.ws_paths:
-            await _send_refusal(stream, 404, "No WebSocket endpoint at this path")
+            await _send_refusal(sock, 404, "No WebSocket endpoint at this path")
             return None
         if (
             not key
             or headers.get("sec-websocket-version") != "13"
             or ("upgrade" not in headers.get("connection", "").lower())
         ):
-            await _send_refusal(stream, 400, "Not a valid WebSocket upgrade request")
+            await _send_refusal(sock, 400, "Not a valid WebSocket upgrade request")
             return None
         if not origin_allowed(headers, config):
-            await _send_refusal(stream, 403, "Origin not allowed")
+            await _send_refusal(sock, 403, "Origin not allowed")
             return None
         offered = parse_offer([headers.get("sec-websocket-protocol", "")])
         protocol, echo = choose_subprotocol(offered, config.subprotocols)
-        await _send(stream, switching_protocols(key, echo))
+        await _send(sock, switching_protocols(key, echo))
         return protocol, leftover, headers
 
     async def _run_websocket(
         self,
-        stream: trio.SocketStream,
+        sock: trio.socket.SocketType,
         protocol: str | None,
         leftover: bytes,
         headers: dict[str, str],
@@ -160,7 +164,7 @@ class NativeHost:
         state = self.state
         config = state.config
         socket = NativeWebSocket(
-            stream,
+            sock,
             leftover=leftover,
             max_message_size=config.max_message_size,
             max_backlog=config.write_buffer_size,
@@ -249,20 +253,22 @@ async def _next_event(http: h11.Connection, stream: trio.SocketStream) -> Any:
             raise _Closed()
 
 
-async def _send(stream: trio.SocketStream, data: bytes) -> None:
-    """Write a short response, straight to the socket when it takes all of it (usually)."""
-    try:
-        written = os.write(stream.socket.fileno(), data)
-    except BlockingIOError:
-        written = 0
-    if written < len(data):
-        await stream.send_all(data[written:])
+async def _send(sock: trio.socket.SocketType, data: bytes) -> None:
+    """Write a short response, straight to the socket (which takes it at once, usually)."""
+    fd = sock.fileno()
+    view = memoryview(data)
+    while True:
+        with contextlib.suppress(BlockingIOError):
+            view = view[os.write(fd, view) :]
+        if not view:
+            return
+        await trio.lowlevel.wait_writable(fd)
 
 
-async def _send_refusal(stream: trio.SocketStream, status: int, message: str) -> None:
+async def _send_refusal(sock: trio.socket.SocketType, status: int, message: str) -> None:
     """Refuse an upgrade; the connection closes after it."""
     with trio.move_on_after(1):
-        await _send(stream, refusal(status, message))
+        await _send(sock, refusal(status, message))
 
 
 async def _refuse(

@@ -1,4 +1,4 @@
-"""A WebSocket on a Trio stream: every wait is cancellable.
+"""A WebSocket on a Trio socket: every wait is cancellable.
 
 Inbound frames go through the sans-IO :class:`FrameReader`; outbound frames
 are built here (server frames are unmasked: one header plus the payload).
@@ -88,15 +88,15 @@ class NativeWebSocket:
 
     def __init__(
         self,
-        stream: trio.SocketStream,
+        sock: trio.socket.SocketType,
         *,
         leftover: bytes = b"",
         max_message_size: int,
         max_backlog: int = 256 * 1024,
     ) -> None:
-        self._socket = stream.socket
+        self._socket = sock
         self._max_backlog = max_backlog
-        self._fd = stream.socket.fileno()
+        self._fd = sock.fileno()
         self._backlog = bytearray()
         self._flushing = False
         self._flushed: trio.lowlevel.ParkingLot | None = None  # made when a second flusher waits
