@@ -130,6 +130,10 @@ class Connection:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                if self.config.init_timeout > 0:
+                    # Until connection_init arrives the whole connection has a
+                    # deadline: no timer task, no cancel scope of its own.
+                    nursery.cancel_scope.deadline = trio.current_time() + self.config.init_timeout
                 self.outbox.on_work = self._ensure_writer
                 if self.close_code is not None:
                     self._act_on_close()  # closed before it started (server shutting down)
@@ -140,11 +144,23 @@ class Connection:
                 except Exception:
                     log.exception("connection failed")
                     self.close(CloseCode.INTERNAL_ERROR, "Internal server error")
+            self._nursery = None
+            if self.close_code is None:
+                # Cancelled with no close: only the init deadline does that.
+                self._init_timed_out()
         finally:
             self.outbox.close()
             await self._finish()
             self.metrics.connection_closed(self.close_code or CloseCode.ABNORMAL)
             self._release()
+
+    def _init_timed_out(self) -> None:
+        events = self.machine.init_timed_out()
+        for event in events:
+            if isinstance(event, Close):
+                self.close(event.code, event.reason)
+        if self.close_code is None:  # connection_init came just as time ran out
+            self.close(CloseCode.INIT_TIMEOUT, "Connection initialisation timeout")
 
     def _release(self) -> None:
         """Break the reference cycles through this connection (its nursery, the
@@ -234,21 +250,11 @@ class Connection:
 
     # ---- reading -------------------------------------------------------
     async def _read_loop(self) -> None:
-        """Messages in, through the protocol machine; also the init deadline."""
+        """Messages in, through the protocol machine."""
         messages_in = self.metrics.messages_in_by_protocol(self.protocol)
-        init_timeout = self.config.init_timeout
-        init_deadline = trio.current_time() + init_timeout if init_timeout > 0 else math.inf
         while True:
             try:
-                if self.machine.init_received or init_deadline == math.inf:
-                    message = await self.socket.receive()
-                else:
-                    with trio.move_on_at(init_deadline):
-                        message = await self.socket.receive()
-                    if trio.current_time() >= init_deadline and not self.machine.init_received:
-                        for event in self.machine.init_timed_out():
-                            await self._handle(event)
-                        return
+                message = await self.socket.receive()
             except SocketClosed as closed:
                 if closed.code != CloseCode.ABNORMAL:
                     # The peer started the close: answer it now, not after every
@@ -284,6 +290,8 @@ class Connection:
             if operation is not None:
                 operation.stop()
         elif isinstance(event, InitRequested):
+            if self._nursery is not None:
+                self._nursery.cancel_scope.deadline = math.inf  # the init deadline is met
             self.context.connection_params = event.payload if event.payload is not None else {}
             if self.app.authenticate is None and self.app.on_connect is None:
                 # Nothing to wait for: acknowledge now, no task needed.

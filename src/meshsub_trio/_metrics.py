@@ -7,35 +7,52 @@ tests assert on: after every client is gone they must all return to zero.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
 
 import trio
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "Count", "Metrics"]
 
 
-class _Children:
-    """A labelled metric's children by label value, looked up once each.
+class Count:
+    """One number, bumped without a lock: every bump happens on the Trio thread.
 
-    ``labels()`` validates and locks on every call; a connection's life calls
-    it several times, so the children are kept here (they never change).
+    prometheus-client's own metrics take a lock on every ``inc``; a
+    connection's life bumps about ten of them, so the server keeps plain
+    numbers and the registry reads them when scraped.
     """
 
-    __slots__ = ("_children", "_label", "_metric")
+    __slots__ = ("value",)
 
-    def __init__(self, metric: Any, label: str) -> None:
-        self._metric = metric
-        self._label = label
-        self._children: dict[str, Any] = {}
+    def __init__(self) -> None:
+        self.value = 0
 
-    def __call__(self, value: str) -> Any:
-        child = self._children.get(value)
-        if child is None:
-            child = self._children[value] = self._metric.labels(**{self._label: value})
-        return child
+    def inc(self, amount: int = 1) -> None:
+        self.value += amount
+
+    def dec(self, amount: int = 1) -> None:
+        self.value -= amount
+
+
+class Labelled:
+    """Counts by one label's value, each made on first use."""
+
+    __slots__ = ("_counts",)
+
+    def __init__(self) -> None:
+        self._counts: dict[str, Count] = {}
+
+    def __call__(self, value: str) -> Count:
+        count = self._counts.get(value)
+        if count is None:
+            count = self._counts[value] = Count()
+        return count
+
+    def items(self) -> list[tuple[str, int]]:
+        return [(value, count.value) for value, count in self._counts.items()]
 
 
 class Metrics:
@@ -43,52 +60,25 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.connections = Gauge(
-            "meshsub_connections", "Open WebSocket connections", registry=self.registry
-        )
-        self.active_operations = Gauge(
-            "meshsub_active_operations",
-            "Running operations by protocol",
-            ["protocol"],
-            registry=self.registry,
-        )
-        self.messages_in = Counter(
-            "meshsub_messages_in", "Messages received", ["protocol"], registry=self.registry
-        )
-        self.messages_out = Counter(
-            "meshsub_messages_out", "Messages sent", ["protocol"], registry=self.registry
-        )
-        self.closes = Counter(
-            "meshsub_closes", "Connections closed, by close code", ["code"], registry=self.registry
-        )
-        self.dropped_events = Counter(
-            "meshsub_dropped_events",
-            "Events discarded by a subscriber's overflow policy",
-            ["policy"],
-            registry=self.registry,
-        )
-        self.cleanups = Counter(
-            "meshsub_operation_cleanups", "Operation cleanups run", registry=self.registry
-        )
-        self.active_by_protocol = _Children(self.active_operations, "protocol")
-        self.messages_in_by_protocol = _Children(self.messages_in, "protocol")
-        self.messages_out_by_protocol = _Children(self.messages_out, "protocol")
-        self.closes_by_code = _Children(self.closes, "code")
+        self.active_by_protocol = Labelled()
+        self.messages_in_by_protocol = Labelled()
+        self.messages_out_by_protocol = Labelled()
+        self.closes_by_code = Labelled()
+        self.dropped_by_policy = Labelled()
         #: Invariants, readable without parsing Prometheus text.
         self.live_connections = 0
         self.live_operations = 0
         self.cleanups_run = 0
         self.operations_started = 0
         self._changed = trio.lowlevel.ParkingLot()
+        self.registry.register(_Collector(self))
 
     def connection_opened(self) -> None:
         self.live_connections += 1
-        self.connections.inc()
         self._changed.unpark_all()
 
     def connection_closed(self, code: int) -> None:
         self.live_connections -= 1
-        self.connections.dec()
         self.closes_by_code(str(code)).inc()
         self._changed.unpark_all()
 
@@ -102,7 +92,6 @@ class Metrics:
         self.live_operations -= 1
         self.cleanups_run += 1
         self.active_by_protocol(protocol).dec()
-        self.cleanups.inc()
         self._changed.unpark_all()
 
     async def wait_for(self, predicate: Callable[[Metrics], bool]) -> None:
@@ -117,3 +106,52 @@ class Metrics:
     def render(self) -> bytes:
         """The Prometheus text exposition."""
         return generate_latest(self.registry)
+
+
+class _Collector:
+    """Reads a :class:`Metrics` into Prometheus families when scraped."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        yield GaugeMetricFamily(
+            "meshsub_connections", "Open WebSocket connections", value=m.live_connections
+        )
+        yield _family(
+            GaugeMetricFamily, "meshsub_active_operations", "Running operations by protocol",
+            "protocol", m.active_by_protocol,
+        )  # fmt: skip
+        yield _family(
+            CounterMetricFamily, "meshsub_messages_in", "Messages received",
+            "protocol", m.messages_in_by_protocol,
+        )  # fmt: skip
+        yield _family(
+            CounterMetricFamily, "meshsub_messages_out", "Messages sent",
+            "protocol", m.messages_out_by_protocol,
+        )  # fmt: skip
+        yield _family(
+            CounterMetricFamily, "meshsub_closes", "Connections closed, by close code",
+            "code", m.closes_by_code,
+        )  # fmt: skip
+        yield _family(
+            CounterMetricFamily, "meshsub_dropped_events",
+            "Events discarded by a subscriber's overflow policy", "policy", m.dropped_by_policy,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "meshsub_operation_cleanups", "Operation cleanups run", value=m.cleanups_run
+        )
+
+
+def _family(
+    kind: type[GaugeMetricFamily] | type[CounterMetricFamily],
+    name: str,
+    documentation: str,
+    label: str,
+    counts: Labelled,
+) -> Metric:
+    family = kind(name, documentation, labels=[label])
+    for value, count in counts.items():
+        family.add_metric([value], count)
+    return family

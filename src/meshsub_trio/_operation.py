@@ -162,9 +162,7 @@ class Operation:
         finally:
             buffer.detach()
             if buffer.dropped:
-                self.connection.metrics.dropped_events.labels(policy=spec.policy.value).inc(
-                    buffer.dropped
-                )
+                self.connection.metrics.dropped_by_policy(spec.policy.value).inc(buffer.dropped)
         if failure:
             raise failure[0]
 
@@ -216,9 +214,7 @@ class Operation:
             cohort.remove(member)
             member.detach()
             if member.dropped:
-                self.connection.metrics.dropped_events.labels(policy=spec.policy.value).inc(
-                    member.dropped
-                )
+                self.connection.metrics.dropped_by_policy(spec.policy.value).inc(member.dropped)
 
     async def _send_result(self, result: ExecutionResult) -> None:
         await self._send_payload(dumps(format_result(result)))

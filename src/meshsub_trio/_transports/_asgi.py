@@ -214,7 +214,7 @@ class ASGIApp:
         socket = ASGIWebSocket(receive, send, max_message_size=config.max_message_size)
         if protocol is None:
             await socket.close(CloseCode.SUBPROTOCOL_NOT_ACCEPTABLE, "Subprotocol not acceptable")
-            state.metrics.closes.labels(code=str(CloseCode.SUBPROTOCOL_NOT_ACCEPTABLE)).inc()
+            state.metrics.closes_by_code(str(CloseCode.SUBPROTOCOL_NOT_ACCEPTABLE)).inc()
             return
         machine = machine_for(protocol, max_operations=config.max_operations)
         await state.run_connection(socket, machine, make_context(headers, protocol))
