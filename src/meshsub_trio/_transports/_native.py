@@ -77,28 +77,30 @@ class NativeHost:
     async def _first_request(self, sock: trio.socket.SocketType) -> _Upgrade | None:
         """Read the first request head; take a plain upgrade's fast path, else h11's.
 
-        A WebSocket never needs a ``SocketStream``: only the h11 path makes one.
+        The head has usually arrived by the time this task runs: then it is
+        read at once, with no timeout to arm. A WebSocket never needs a
+        ``SocketStream``: only the h11 path makes one.
         """
         fd = sock.fileno()
-        data = b""
-        with trio.move_on_after(_HEAD_TIMEOUT) as scope:
-            while True:
-                chunk = await receive_some(fd)
-                if not chunk:
-                    return None
-                data += chunk
-                end = data.find(HEAD_END)
-                if end >= 0:
-                    request = parse_upgrade(data[:end])
-                    if request is None:
-                        break
-                    return await self._handshake(
-                        sock, request.target, request.headers, data[end + 4 :]
-                    )
-                if b"\n\n" in data or len(data) > _MAX_HEAD:
-                    break  # bare LF line ends, or too long: h11 answers
-        if scope.cancelled_caught:
-            return None  # a head that never finished: no one to answer
+        try:
+            data = os.read(fd, _RECEIVE_SIZE)
+        except BlockingIOError:
+            data = b""
+        else:
+            if not data:
+                return None  # closed before saying anything
+        if not _head_complete(data):
+            with trio.move_on_after(_HEAD_TIMEOUT):
+                data = await _read_head(fd, data)
+            if not _head_complete(data):
+                return None  # closed, or a head that never finished: no one to answer
+        end = data.find(HEAD_END)
+        if end >= 0:
+            request = parse_upgrade(data[:end])
+            if request is not None:
+                return await self._handshake(
+                    sock, request.target, request.headers, data[end + 4 :]
+                )
         return await self._serve_http(trio.SocketStream(sock), data)
 
     async def _serve_http(self, stream: trio.SocketStream, data: bytes) -> _Upgrade | None:
@@ -237,6 +239,21 @@ class NativeHost:
             event = await _next_event(http, stream)
             if event is None or isinstance(event, h11.ConnectionClosed):
                 break
+
+
+def _head_complete(data: bytes) -> bool:
+    """A whole head (or bare LF line ends, or too much: h11 answers those)."""
+    return HEAD_END in data or b"\n\n" in data or len(data) > _MAX_HEAD
+
+
+async def _read_head(fd: int, data: bytes) -> bytes:
+    """Read until the head is complete; what was read if the peer closed first."""
+    while not _head_complete(data):
+        chunk = await receive_some(fd, try_first=False)
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 async def _next_event(http: h11.Connection, stream: trio.SocketStream) -> Any:
