@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="pong deadline after each ping (default: the keep-alive interval)",
     )
     serve_cmd.add_argument("--init-timeout", type=float, default=3.0, metavar="SECONDS")
+    serve_cmd.add_argument(
+        "--cohort-linger",
+        type=float,
+        default=Config.cohort_linger,
+        metavar="SECONDS",
+        help="keep a shared streamer running this long after its last subscriber leaves",
+    )
     serve_cmd.add_argument("--ws-path", action="append", dest="ws_paths", metavar="PATH")
     serve_cmd.add_argument("--http-path", action="append", dest="http_paths", metavar="PATH")
     serve_cmd.add_argument(
@@ -156,6 +163,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         keepalive=args.keepalive,
         pong_timeout=args.pong_timeout,
         init_timeout=args.init_timeout,
+        cohort_linger=args.cohort_linger,
         max_operations=args.max_operations if args.max_operations > 0 else None,
         max_message_size=args.max_message_size,
         write_timeout=args.write_timeout,

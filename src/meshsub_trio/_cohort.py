@@ -7,12 +7,17 @@ encodes the JSON payload once, and hands the same bytes to every member's
 bounded buffer; only the per-subscriber envelope (the operation id) differs.
 
 Cohort tasks live in one server-level nursery: a cohort starts with its
-first member and is cancelled when its last member leaves.
+first member. When its last member leaves it lingers (``Config.cohort_linger``
+seconds, on its own cancel scope's deadline): a client that comes back, or the
+next one to ask the same thing, joins the running streamer instead of
+starting it again. Reconnect storms and page navigations re-subscribe the
+same documents within moments; past the linger the cohort is cancelled.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -46,15 +51,31 @@ class Cohort:
         self.latest: bytes | None = None
         self.events = 0
         self.cancel_scope = trio.CancelScope()
+        self._lingering = False
+        self._ended = False
+
+    @property
+    def open(self) -> bool:
+        """Whether a member may still join (not ended, not past its linger)."""
+        return not self._ended and not self.cancel_scope.cancel_called
 
     def add(self, member: EventBuffer[bytes]) -> None:
+        if self._lingering:
+            self._lingering = False
+            self.cancel_scope.deadline = math.inf
         self.members.add(member)
         if self.latest is not None and self.source.streamer.share == "state":
             member.put(self.latest)
 
     def remove(self, member: EventBuffer[bytes]) -> None:
         self.members.discard(member)
-        if not self.members:
+        if self.members or self._lingering:
+            return
+        linger = self.registry.linger
+        if linger > 0 and self.open:
+            self._lingering = True
+            self.cancel_scope.deadline = trio.current_time() + linger
+        else:
             self.registry.forget(self)
             self.cancel_scope.cancel()
 
@@ -68,6 +89,7 @@ class Cohort:
         except Exception as error:
             failure = error
         finally:
+            self._ended = True
             self.registry.forget(self)
             self.prepared.release()
             for member in self.members:
@@ -92,6 +114,8 @@ class Cohort:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run_streamer)
             async for value in inbox:
+                if not self.members and not keep_latest:
+                    continue  # lingering: no one to execute an event for
                 payloads = [await engine.event_payload(self.prepared, value)]
                 # Take the rest of a burst that is already waiting, so every
                 # member's socket gets one write for all of it.
@@ -116,8 +140,10 @@ class Cohort:
 class Cohorts:
     """The live cohorts of one server, and the nursery their tasks run in."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, linger: float = 0.0) -> None:
         self.engine = engine
+        #: Seconds a cohort stays up with no members.
+        self.linger = linger
         self._nursery: trio.Nursery | None = None
         self._cohorts: dict[CohortKey, Cohort] = {}
 
@@ -144,7 +170,7 @@ class Cohorts:
     ) -> Cohort:
         """Add *member* to the cohort for *key*, starting the cohort if needed."""
         assert self._nursery is not None, "join() needs running()"
-        cohort = self._cohorts.get(key)
+        cohort = self.get(key)
         if cohort is None:
             cohort = Cohort(self, key, prepared, source)
             self._cohorts[key] = cohort
@@ -153,8 +179,9 @@ class Cohorts:
         return cohort
 
     def get(self, key: CohortKey) -> Cohort | None:
-        """The live cohort for *key*, if there is one."""
-        return self._cohorts.get(key)
+        """The cohort for *key* that a member may join, if there is one."""
+        cohort = self._cohorts.get(key)
+        return cohort if cohort is not None and cohort.open else None
 
     def forget(self, cohort: Cohort) -> None:
         if self._cohorts.get(cohort.key) is cohort:

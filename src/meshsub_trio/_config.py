@@ -47,6 +47,10 @@ class Config:
     write_timeout: float = 10.0
     #: Seconds for closing handshakes and cleanups at connection end and shutdown.
     close_timeout: float = 2.0
+    #: Seconds a shared streamer keeps running after its last subscriber leaves,
+    #: so subscribers that come back (reconnects, page changes) join it again
+    #: instead of starting it anew; 0 stops it at once.
+    cohort_linger: float = 1.0
     #: Listen backlog: reconnect storms need more than the usual 100.
     backlog: int = 4096
 

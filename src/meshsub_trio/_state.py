@@ -24,7 +24,7 @@ class ServerState:
         self.config = config
         self.engine = Engine(app, max_depth=config.max_depth)
         self.metrics = metrics or Metrics()
-        self.cohorts = Cohorts(self.engine)
+        self.cohorts = Cohorts(self.engine, linger=config.cohort_linger)
         self.connections: set[Connection] = set()
         self.shutting_down = False
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any
 
 import trio
@@ -29,6 +29,7 @@ class Harness:
         self.broker = MemoryBroker()
         self.runs: Counter[str] = Counter()
         self.cleanups: Counter[str] = Counter()
+        self.cleaned: dict[str, trio.Event] = defaultdict(trio.Event)
         self.label_calls = 0
 
 
@@ -45,6 +46,7 @@ def cohort_app(h: Harness) -> App:
                         emit(event)
             finally:
                 h.cleanups[topic] += 1
+                h.cleaned[topic].set()
 
         return stream
 
@@ -83,7 +85,7 @@ async def published_to(h: Harness, topic: str, count: int) -> None:
 
 async def test_same_document_shares_one_streamer_and_one_execution(start_server: Any) -> None:
     h = Harness()
-    server = await start_server(cohort_app(h))
+    server = await start_server(cohort_app(h), cohort_linger=0)
     query = 'subscription { feed(topic: "t") { n label } }'
     async with (
         open_raw_client(server.port, subprotocols=[TRANSPORT]) as a,
@@ -225,3 +227,56 @@ async def test_a_stalled_member_does_not_hold_back_the_others(start_server: Any)
     text = server.metrics.render().decode()
     line = next(x for x in text.splitlines() if x.startswith("meshsub_dropped_events_total"))
     assert 'policy="drop_oldest"' in line and float(line.split()[-1]) > 0
+
+
+async def test_a_cohort_lingers_and_a_returning_subscriber_joins_the_same_run(
+    start_server: Any,
+) -> None:
+    """After its last member leaves, a cohort keeps running for ``cohort_linger``:
+    the next subscriber to the same document joins that run (no second
+    streamer start) and gets its events."""
+    h = Harness()
+    server = await start_server(cohort_app(h), cohort_linger=60)
+    query = 'subscription { feed(topic: "t") { n } }'
+    async with open_raw_client(server.port, subprotocols=[TRANSPORT]) as first:
+        await subscribe(first, "1", query)
+        await published_to(h, "t", 1)
+        await first.send({"id": "1", "type": "complete"})
+        with trio.fail_after(2):
+            await server.metrics.wait_for(lambda m: m.live_operations == 0)
+    assert len(server.state.cohorts) == 1
+    assert (h.runs["t"], h.cleanups["t"]) == (1, 0)
+    async with open_raw_client(server.port, subprotocols=[TRANSPORT]) as second:
+        await subscribe(second, "2", query)
+        with trio.fail_after(2):
+            await server.metrics.wait_for(lambda m: m.live_operations == 1)
+        h.broker.publish("t", {"n": 7})
+        message = await second.receive()
+        assert message == {"id": "2", "type": "next", "payload": {"data": {"feed": {"n": 7}}}}
+    assert (h.runs["t"], h.cleanups["t"]) == (1, 0)
+
+
+async def test_a_lingering_cohort_stops_after_its_linger_and_the_next_one_starts_afresh(
+    start_server: Any,
+) -> None:
+    """Past the linger the shared streamer is cancelled (its cleanup runs once);
+    a later subscriber starts a new run."""
+    h = Harness()
+    server = await start_server(cohort_app(h), cohort_linger=0.05)
+    query = 'subscription { feed(topic: "t") { n } }'
+    async with open_raw_client(server.port, subprotocols=[TRANSPORT]) as client:
+        await subscribe(client, "1", query)
+        await published_to(h, "t", 1)
+        await client.send({"id": "1", "type": "complete"})
+        with trio.fail_after(5):
+            await h.cleaned["t"].wait()
+        assert h.broker.subscriber_count("t") == 0
+        h.cleaned["t"] = trio.Event()
+        await client.send({"id": "2", "type": "subscribe", "payload": {"query": query}})
+        await published_to(h, "t", 1)
+        h.broker.publish("t", {"n": 1})
+        message = await client.receive()
+        assert message == {"id": "2", "type": "next", "payload": {"data": {"feed": {"n": 1}}}}
+    with trio.fail_after(5):
+        await h.cleaned["t"].wait()
+    assert (h.runs["t"], h.cleanups["t"]) == (2, 2)

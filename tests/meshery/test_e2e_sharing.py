@@ -115,7 +115,9 @@ async def subscribe(
 async def meshery(start_server: Any) -> tuple[Server, Model]:
     app = create_app(simulator=False)
     seed(app.model)
-    return await start_server(app=app), app.model
+    # No linger: these tests watch the shared streamer stop with its last member
+    # (tests/integration/test_cohorts.py covers lingering).
+    return await start_server(app=app, cohort_linger=0), app.model
 
 
 @pytest.mark.parametrize("name", SHARED_STATE + SHARED_EVENTS)
