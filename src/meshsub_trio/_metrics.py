@@ -75,24 +75,28 @@ class Metrics:
 
     def connection_opened(self) -> None:
         self.live_connections += 1
-        self._changed.unpark_all()
+        self._notify()
 
     def connection_closed(self, code: int) -> None:
         self.live_connections -= 1
         self.closes_by_code(str(code)).inc()
-        self._changed.unpark_all()
+        self._notify()
 
     def operation_started(self, protocol: str) -> None:
         self.live_operations += 1
         self.operations_started += 1
         self.active_by_protocol(protocol).inc()
-        self._changed.unpark_all()
+        self._notify()
 
     def operation_finished(self, protocol: str) -> None:
         self.live_operations -= 1
         self.cleanups_run += 1
         self.active_by_protocol(protocol).dec()
-        self._changed.unpark_all()
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._changed:  # someone is waiting (tests, mostly)
+            self._changed.unpark_all()
 
     async def wait_for(self, predicate: Callable[[Metrics], bool]) -> None:
         """Wait until *predicate(self)* holds: tests synchronise on this, never on sleeps."""

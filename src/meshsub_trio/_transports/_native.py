@@ -22,7 +22,7 @@ import trio
 from .._protocol import CloseCode, choose_subprotocol, machine_for, parse_offer
 from .._state import ServerState
 from ._asgi import ASGIApp
-from ._native_ws import NativeWebSocket, receive_some
+from ._native_ws import NativeWebSocket, close_unwatched, receive_some
 from ._requests import header_map, make_context, origin_allowed
 from ._upgrade import HEAD_END, parse_upgrade, refusal, switching_protocols
 
@@ -72,7 +72,7 @@ class NativeHost:
         except Exception:
             log.exception("connection handler failed")
         finally:
-            sock.close()  # nothing to wait for when letting go
+            close_unwatched(sock)  # the connection's tasks have all ended
 
     async def _first_request(self, sock: trio.socket.SocketType) -> _Upgrade | None:
         """Read the first request head; take a plain upgrade's fast path, else h11's.
