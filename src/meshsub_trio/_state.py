@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 from ._app import App, Context
 from ._cohort import Cohorts
 from ._config import Config
+from ._connection import Connection
 from ._execution import Engine
 from ._metrics import Metrics
 
 if TYPE_CHECKING:
-    from ._connection import Connection
     from ._protocol import ProtocolMachine
     from ._transports._socket import MessageSocket
 
@@ -32,8 +32,6 @@ class ServerState:
         self, socket: MessageSocket, machine: ProtocolMachine, context: Context
     ) -> None:
         """Drive one WebSocket connection to its end (all cleanups done)."""
-        from ._connection import Connection
-
         connection = Connection(socket, machine, state=self, context=context)
         self.connections.add(connection)
         try:
