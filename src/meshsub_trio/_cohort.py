@@ -8,16 +8,16 @@ bounded buffer; only the per-subscriber envelope (the operation id) differs.
 
 Cohort tasks live in one server-level nursery: a cohort starts with its
 first member. When its last member leaves it lingers (``Config.cohort_linger``
-seconds, on its own cancel scope's deadline): a client that comes back, or the
-next one to ask the same thing, joins the running streamer instead of
-starting it again. Reconnect storms and page navigations re-subscribe the
-same documents within moments; past the linger the cohort is cancelled.
+seconds): a client that comes back, or the next one to ask the same thing,
+joins the running streamer instead of starting it again. Reconnect storms and
+page navigations re-subscribe the same documents within moments. One reaper
+task per server cancels the cohorts that stayed empty past their linger, so
+a member coming and going costs a timestamp, not a deadline update.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -51,7 +51,8 @@ class Cohort:
         self.latest: bytes | None = None
         self.events = 0
         self.cancel_scope = trio.CancelScope()
-        self._lingering = False
+        #: When the last member left (None: it has members, or never had any yet).
+        self.empty_since: float | None = None
         self._ended = False
 
     @property
@@ -60,24 +61,23 @@ class Cohort:
         return not self._ended and not self.cancel_scope.cancel_called
 
     def add(self, member: EventBuffer[bytes]) -> None:
-        if self._lingering:
-            self._lingering = False
-            self.cancel_scope.deadline = math.inf
+        self.empty_since = None
         self.members.add(member)
         if self.latest is not None and self.source.streamer.share == "state":
             member.put(self.latest)
 
     def remove(self, member: EventBuffer[bytes]) -> None:
         self.members.discard(member)
-        if self.members or self._lingering:
+        if self.members or self.empty_since is not None:
             return
-        linger = self.registry.linger
-        if linger > 0 and self.open:
-            self._lingering = True
-            self.cancel_scope.deadline = trio.current_time() + linger
+        if self.registry.linger > 0 and self.open:
+            self.empty_since = trio.current_time()  # the reaper ends it unless someone joins
         else:
-            self.registry.forget(self)
-            self.cancel_scope.cancel()
+            self.stop()
+
+    def stop(self) -> None:
+        self.registry.forget(self)
+        self.cancel_scope.cancel()
 
     async def run(self) -> None:
         spec = self.source.streamer
@@ -159,6 +159,8 @@ class Cohorts:
         """Host cohort tasks for as long as the server runs."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            if self.linger > 0:
+                nursery.start_soon(self._reap)
             try:
                 yield
             finally:
@@ -177,6 +179,16 @@ class Cohorts:
             self._nursery.start_soon(cohort.run)
         cohort.add(member)
         return cohort
+
+    async def _reap(self) -> None:
+        """End the cohorts that stayed empty for their linger (checked every half linger)."""
+        while True:
+            await trio.sleep(self.linger / 2)
+            now = trio.current_time()
+            for cohort in list(self._cohorts.values()):
+                since = cohort.empty_since
+                if since is not None and now - since >= self.linger:
+                    cohort.stop()
 
     def get(self, key: CohortKey) -> Cohort | None:
         """The cohort for *key* that a member may join, if there is one."""
