@@ -66,6 +66,7 @@ class Connection:
         "context",
         "direct",
         "engine",
+        "init_deadline",
         "machine",
         "metrics",
         "operations",
@@ -102,6 +103,7 @@ class Connection:
         self._writer_running = False
         self._closing_since: float | None = None
         self._close_started = False
+        self.init_deadline = math.inf
         self.outbox = Outbox(config.outbox_size)
         self._activity = trio.Event()
         socket.on_activity = self._on_activity
@@ -131,9 +133,14 @@ class Connection:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 if self.config.init_timeout > 0:
-                    # Until connection_init arrives the whole connection has a
-                    # deadline: no timer task, no cancel scope of its own.
-                    nursery.cancel_scope.deadline = trio.current_time() + self.config.init_timeout
+                    self.init_deadline = trio.current_time() + self.config.init_timeout
+                    awaiting = self.state.awaiting_init
+                    if awaiting is not None:
+                        awaiting.add(self)  # the server's init watchdog enforces it
+                    else:
+                        # No watchdog running: until connection_init arrives
+                        # the whole connection has a deadline.
+                        nursery.cancel_scope.deadline = self.init_deadline
                 self.outbox.on_work = self._ensure_writer
                 if self.close_code is not None:
                     self._act_on_close()  # closed before it started (server shutting down)
@@ -149,10 +156,17 @@ class Connection:
                 # Cancelled with no close: only the init deadline does that.
                 self._init_timed_out()
         finally:
+            if self.state.awaiting_init is not None:
+                self.state.awaiting_init.discard(self)
             self.outbox.close()
             await self._finish()
             self.metrics.connection_closed(self.close_code or CloseCode.ABNORMAL)
             self._release()
+
+    def init_timed_out(self) -> None:
+        """Called by the server's init watchdog: close 4408 unless init came."""
+        if self.close_code is None and not self.machine.init_received:
+            self._init_timed_out()
 
     def _init_timed_out(self) -> None:
         events = self.machine.init_timed_out()
@@ -290,8 +304,7 @@ class Connection:
             if operation is not None:
                 operation.stop()
         elif isinstance(event, InitRequested):
-            if self._nursery is not None:
-                self._nursery.cancel_scope.deadline = math.inf  # the init deadline is met
+            self._init_met()
             self.context.connection_params = event.payload if event.payload is not None else {}
             if self.app.authenticate is None and self.app.on_connect is None:
                 # Nothing to wait for: acknowledge now, no task needed.
@@ -311,6 +324,13 @@ class Connection:
         self.operations[request.id] = operation
         self.metrics.operation_started(self.protocol)
         self._nursery.start_soon(operation.run)
+
+    def _init_met(self) -> None:
+        awaiting = self.state.awaiting_init
+        if awaiting is not None and self in awaiting:
+            awaiting.discard(self)
+        elif self._nursery is not None:
+            self._nursery.cancel_scope.deadline = math.inf
 
     def operation_finished(self, operation: Operation) -> None:
         """Called exactly once per operation, from its ``finally``."""

@@ -147,7 +147,7 @@ async def serve(
     config = config or Config()
     state = ServerState(app, config, metrics)
     host = NativeHost(state)
-    async with app.lifespan(), state.cohorts.running():
+    async with app.lifespan(), state.running():
         if listeners is None:
             listeners = await trio.open_tcp_listeners(
                 config.port, host=config.host, backlog=config.backlog

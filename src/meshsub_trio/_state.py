@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
+
+import trio
 
 from ._app import App, Context
 from ._cohort import Cohorts
@@ -26,7 +30,41 @@ class ServerState:
         self.metrics = metrics or Metrics()
         self.cohorts = Cohorts(self.engine, linger=config.cohort_linger)
         self.connections: set[Connection] = set()
+        #: Connections still waiting for ``connection_init``, when a watchdog
+        #: task enforces ``init_timeout`` for all of them (None: each its own).
+        self.awaiting_init: set[Connection] | None = None
         self.shutting_down = False
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The server-wide tasks (cohorts, the init watchdog), for as long as it serves."""
+        async with self.cohorts.running(), trio.open_nursery() as nursery:
+            if self.config.init_timeout > 0:
+                self.awaiting_init = set()
+                nursery.start_soon(self._watch_init)
+            try:
+                yield
+            finally:
+                self.awaiting_init = None
+                nursery.cancel_scope.cancel()
+
+    async def _watch_init(self) -> None:
+        """Close (4408) the connections whose ``connection_init`` is overdue.
+
+        One task for every connection, checking ten times per timeout (at most
+        every 0.1 s), instead of a deadline armed and cleared per connection:
+        a timeout may fire up to that period late.
+        """
+        period = min(0.1, self.config.init_timeout / 10)
+        while True:
+            await trio.sleep(period)
+            awaiting = self.awaiting_init
+            if not awaiting:
+                continue
+            now = trio.current_time()
+            for connection in [c for c in awaiting if c.init_deadline <= now]:
+                awaiting.discard(connection)
+                connection.init_timed_out()
 
     async def run_connection(
         self, socket: MessageSocket, machine: ProtocolMachine, context: Context

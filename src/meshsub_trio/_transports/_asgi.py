@@ -111,7 +111,7 @@ class ASGIApp:
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup
         try:
-            async with self.state.app.lifespan(), self.state.cohorts.running():
+            async with self.state.app.lifespan(), self.state.running():
                 await send({"type": "lifespan.startup.complete"})
                 await receive()  # lifespan.shutdown
                 self.state.shutdown()
