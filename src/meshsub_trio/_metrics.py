@@ -123,39 +123,23 @@ class _Collector:
         yield GaugeMetricFamily(
             "meshsub_connections", "Open WebSocket connections", value=m.live_connections
         )
-        yield _family(
-            GaugeMetricFamily, "meshsub_active_operations", "Running operations by protocol",
-            "protocol", m.active_by_protocol,
+        labelled = (
+            (GaugeMetricFamily, "meshsub_active_operations", "Running operations by protocol",
+             "protocol", m.active_by_protocol),
+            (CounterMetricFamily, "meshsub_messages_in", "Messages received",
+             "protocol", m.messages_in_by_protocol),
+            (CounterMetricFamily, "meshsub_messages_out", "Messages sent",
+             "protocol", m.messages_out_by_protocol),
+            (CounterMetricFamily, "meshsub_closes", "Connections closed, by close code",
+             "code", m.closes_by_code),
+            (CounterMetricFamily, "meshsub_dropped_events",
+             "Events discarded by a subscriber's overflow policy", "policy", m.dropped_by_policy),
         )  # fmt: skip
-        yield _family(
-            CounterMetricFamily, "meshsub_messages_in", "Messages received",
-            "protocol", m.messages_in_by_protocol,
-        )  # fmt: skip
-        yield _family(
-            CounterMetricFamily, "meshsub_messages_out", "Messages sent",
-            "protocol", m.messages_out_by_protocol,
-        )  # fmt: skip
-        yield _family(
-            CounterMetricFamily, "meshsub_closes", "Connections closed, by close code",
-            "code", m.closes_by_code,
-        )  # fmt: skip
-        yield _family(
-            CounterMetricFamily, "meshsub_dropped_events",
-            "Events discarded by a subscriber's overflow policy", "policy", m.dropped_by_policy,
-        )  # fmt: skip
+        for kind, name, documentation, label, counts in labelled:
+            family = kind(name, documentation, labels=[label])
+            for value, count in counts.items():
+                family.add_metric([value], count)
+            yield family
         yield CounterMetricFamily(
             "meshsub_operation_cleanups", "Operation cleanups run", value=m.cleanups_run
         )
-
-
-def _family(
-    kind: type[GaugeMetricFamily] | type[CounterMetricFamily],
-    name: str,
-    documentation: str,
-    label: str,
-    counts: Labelled,
-) -> Metric:
-    family = kind(name, documentation, labels=[label])
-    for value, count in counts.items():
-        family.add_metric([value], count)
-    return family

@@ -229,6 +229,13 @@ async def test_a_stalled_member_does_not_hold_back_the_others(start_server: Any)
     assert 'policy="drop_oldest"' in line and float(line.split()[-1]) > 0
 
 
+async def subscribe_and_leave(h: Harness, client: Any, query: str) -> None:
+    """Subscribe as operation "1" to topic "t", see the streamer live, complete."""
+    await subscribe(client, "1", query)
+    await published_to(h, "t", 1)
+    await client.send({"id": "1", "type": "complete"})
+
+
 async def test_a_cohort_lingers_and_a_returning_subscriber_joins_the_same_run(
     start_server: Any,
 ) -> None:
@@ -239,9 +246,7 @@ async def test_a_cohort_lingers_and_a_returning_subscriber_joins_the_same_run(
     server = await start_server(cohort_app(h), cohort_linger=60)
     query = 'subscription { feed(topic: "t") { n } }'
     async with open_raw_client(server.port, subprotocols=[TRANSPORT]) as first:
-        await subscribe(first, "1", query)
-        await published_to(h, "t", 1)
-        await first.send({"id": "1", "type": "complete"})
+        await subscribe_and_leave(h, first, query)
         with trio.fail_after(2):
             await server.metrics.wait_for(lambda m: m.live_operations == 0)
     assert len(server.state.cohorts) == 1
@@ -265,9 +270,7 @@ async def test_a_lingering_cohort_stops_after_its_linger_and_the_next_one_starts
     server = await start_server(cohort_app(h), cohort_linger=0.05)
     query = 'subscription { feed(topic: "t") { n } }'
     async with open_raw_client(server.port, subprotocols=[TRANSPORT]) as client:
-        await subscribe(client, "1", query)
-        await published_to(h, "t", 1)
-        await client.send({"id": "1", "type": "complete"})
+        await subscribe_and_leave(h, client, query)
         with trio.fail_after(5):
             await h.cleaned["t"].wait()
         assert h.broker.subscriber_count("t") == 0

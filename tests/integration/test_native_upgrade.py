@@ -58,6 +58,14 @@ async def _expect_ack(stream: trio.SocketStream, already: bytes = b"") -> None:
     assert json.loads(frame[2 : 2 + frame[1]]) == {"type": "connection_ack"}
 
 
+async def _served(stream: trio.SocketStream) -> None:
+    """The upgrade that was sent is answered 101, and ``connection_init`` is acknowledged."""
+    status, rest = await _response_head(stream)
+    assert status == 101
+    await stream.send_all(_INIT_FRAME)
+    await _expect_ack(stream, rest)
+
+
 async def test_head_split_across_reads_is_served(server: Server) -> None:
     """A head arriving in pieces (the server has to wait for the rest) still upgrades."""
     head = _head(server.port)
@@ -65,10 +73,7 @@ async def test_head_split_across_reads_is_served(server: Server) -> None:
         for part in (head[:10], head[10:60], head[60:]):
             await stream.send_all(part)
             await trio.testing.wait_all_tasks_blocked()
-        status, rest = await _response_head(stream)
-        assert status == 101
-        await stream.send_all(_INIT_FRAME)
-        await _expect_ack(stream, rest)
+        await _served(stream)
 
 
 async def test_frames_sent_with_the_head_are_not_lost(server: Server) -> None:
@@ -84,10 +89,7 @@ async def test_upgrade_the_fast_path_declines_is_served_by_h11(server: Server) -
     """``Content-Length: 0`` is unusual on an upgrade: h11 takes it, and upgrades too."""
     async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
         await stream.send_all(_head(server.port, "Content-Length: 0"))
-        status, rest = await _response_head(stream)
-        assert status == 101
-        await stream.send_all(_INIT_FRAME)
-        await _expect_ack(stream, rest)
+        await _served(stream)
 
 
 async def test_upgrade_after_a_plain_request_on_the_same_connection(server: Server) -> None:
