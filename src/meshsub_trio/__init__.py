@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._app import App, AuthError, Context, HttpRequest, HttpResponse, Streamer, streamer
 from ._broker import Broker, ConnectionState, CursorError, CursorExpired, Delivery, MemoryBroker
-from ._buffer import BufferOverflow, EventBuffer, Overflow
+from ._buffer import BufferClosed, BufferOverflow, EventBuffer, Overflow
 from ._cleanup import shielded_cleanup
 from ._config import Config
 from ._metrics import Metrics
@@ -56,6 +56,7 @@ __all__ = [
     "AuthError",
     "Broker",
     "BrokerClosed",
+    "BufferClosed",
     "BufferOverflow",
     "CloseCode",
     "Config",

@@ -21,6 +21,7 @@ from ._cohort import Cohort, CohortKey, cohort_key
 from ._encoding import dumps
 from ._execution import Prepared, format_errors, format_result
 from ._protocol import OperationRequested
+from ._stream import PrivateStream
 
 if TYPE_CHECKING:
     from ._connection import Connection
@@ -127,7 +128,7 @@ class Operation:
         try:
             engine = self.connection.engine
             async for event in iterator:
-                await self._send_payload(await engine.event_payload(prepared, event))
+                await self.send_payload(await engine.event_payload(prepared, event))
         finally:
             aclose = getattr(iterator, "aclose", None)
             if aclose is not None:
@@ -137,34 +138,15 @@ class Operation:
                     await aclose()
 
     async def _run_streamer(self, prepared: Prepared, source: StreamerSource) -> None:
+        """This subscription's own streamer, awaited by this task (see ``_stream``)."""
         spec = source.streamer
-        buffer: EventBuffer[Any] = EventBuffer(spec.capacity, spec.policy)
-        failure: list[BaseException] = []
-
-        async def run_streamer() -> None:
-            try:
-                await spec.fn(source.context, source.args, emitter(buffer.put))
-            except Exception as error:
-                failure.append(error)
-            finally:
-                buffer.close()
-
-        engine = self.connection.engine
+        stream = PrivateStream(self, prepared, spec)
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(run_streamer)
-                try:
-                    async for event in buffer:
-                        await self._send_payload(await engine.event_payload(prepared, event))
-                except Exception as error:  # includes BufferOverflow
-                    failure.append(error)
-                nursery.cancel_scope.cancel()
+            await stream.run(spec, source.context, source.args, emitter(stream.emit))
         finally:
-            buffer.detach()
-            if buffer.dropped:
-                self.connection.metrics.dropped_by_policy(spec.policy.value).inc(buffer.dropped)
-        if failure:
-            raise failure[0]
+            if stream.buffer.dropped:
+                metrics = self.connection.metrics
+                metrics.dropped_by_policy(spec.policy.value).inc(stream.buffer.dropped)
 
     def _cohort_key(self, source: StreamerSource) -> CohortKey | None:
         """The key of the cohort this operation may join, if its streamer is shared."""
@@ -217,9 +199,9 @@ class Operation:
                 self.connection.metrics.dropped_by_policy(spec.policy.value).inc(member.dropped)
 
     async def _send_result(self, result: ExecutionResult) -> None:
-        await self._send_payload(dumps(format_result(result)))
+        await self.send_payload(dumps(format_result(result)))
 
-    async def _send_payload(self, payload: bytes) -> None:
+    async def send_payload(self, payload: bytes) -> None:
         await self._send(self.connection.machine.next(self.id, payload))
 
     async def _send(self, frame: bytes | None) -> None:

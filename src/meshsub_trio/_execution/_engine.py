@@ -8,7 +8,7 @@ graphql-core's asyncio gather is replaced by a Trio one.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Awaitable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,9 +113,31 @@ class Engine:
 
     async def event_payload(self, prepared: Prepared, item: Any) -> bytes:
         """Execute one source item and encode its response (with its cursor, if any)."""
+        payload = self.event_payload_now(prepared, item)
+        return payload if isinstance(payload, bytes) else await payload
+
+    def event_payload_now(
+        self, prepared: Prepared, item: Any
+    ) -> bytes | Coroutine[Any, Any, bytes]:
+        """The payload at once when execution needs no await; else a coroutine for it."""
+        cursor = None
         if type(item) is Cursored:
-            result = await self.execute_event(prepared, item.value)
-            response = format_result(result)
-            response["extensions"] = {**response.get("extensions", {}), "cursor": item.cursor}
-            return dumps(response)
-        return dumps(format_result(await self.execute_event(prepared, item)))
+            cursor, item = item.cursor, item.value
+        result = prepared.executor.build_per_event_executor(item).execute_operation(False)
+        if is_awaitable(result):
+            return _encode_later(result, cursor)
+        assert isinstance(result, ExecutionResult)
+        return _encode(result, cursor)
+
+
+def _encode(result: ExecutionResult, cursor: str | None) -> bytes:
+    response = format_result(result)
+    if cursor is not None:
+        response["extensions"] = {**response.get("extensions", {}), "cursor": cursor}
+    return dumps(response)
+
+
+async def _encode_later(result: Awaitable[Any], cursor: str | None) -> bytes:
+    outcome = await result
+    assert isinstance(outcome, ExecutionResult)
+    return _encode(outcome, cursor)
