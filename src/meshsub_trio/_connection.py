@@ -154,7 +154,7 @@ class Connection:
             self._nursery = None
             if self.close_code is None:
                 # Cancelled with no close: only the init deadline does that.
-                self._init_timed_out()
+                self.init_timed_out()
         finally:
             if self.state.awaiting_init is not None:
                 self.state.awaiting_init.discard(self)
@@ -164,16 +164,14 @@ class Connection:
             self._release()
 
     def init_timed_out(self) -> None:
-        """Called by the server's init watchdog: close 4408 unless init came."""
-        if self.close_code is None and not self.machine.init_received:
-            self._init_timed_out()
-
-    def _init_timed_out(self) -> None:
-        events = self.machine.init_timed_out()
-        for event in events:
+        """The init deadline passed (the server's watchdog, or this connection's
+        own scope): close 4408, even if ``connection_init`` came just as time ran out."""
+        if self.close_code is not None:
+            return
+        for event in self.machine.init_timed_out():
             if isinstance(event, Close):
                 self.close(event.code, event.reason)
-        if self.close_code is None:  # connection_init came just as time ran out
+        if self.close_code is None:
             self.close(CloseCode.INIT_TIMEOUT, "Connection initialisation timeout")
 
     def _release(self) -> None:

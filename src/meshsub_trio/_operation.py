@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from graphql import ExecutionResult, GraphQLError, OperationType
 
-from ._app import Streamer, StreamerSource, emitter
+from ._app import Streamer, StreamerSource
 from ._buffer import BufferClosed, EventBuffer, Overflow
 from ._cohort import Cohort, CohortKey, cohort_key
 from ._encoding import dumps
@@ -142,7 +142,7 @@ class Operation:
         spec = source.streamer
         stream = PrivateStream(self, prepared, spec)
         try:
-            await stream.run(spec, source.context, source.args, emitter(stream.emit))
+            await stream.run(source.context, source.args)
         finally:
             if stream.buffer.dropped:
                 metrics = self.connection.metrics

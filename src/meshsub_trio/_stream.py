@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._app import Streamer
+from ._app import Streamer, emitter
 from ._buffer import BufferClosed, EventBuffer
 from ._execution import Prepared
 
@@ -32,6 +32,7 @@ class PrivateStream:
         "_awaiting",
         "_nursery",
         "_pumping",
+        "_spec",
         "buffer",
         "failure",
         "operation",
@@ -41,6 +42,7 @@ class PrivateStream:
     def __init__(self, operation: Operation, prepared: Prepared, spec: Streamer) -> None:
         self.operation = operation
         self.prepared = prepared
+        self._spec = spec
         self.buffer: EventBuffer[Any] = EventBuffer(spec.capacity, spec.policy)
         self.failure: BaseException | None = None
         self._nursery: trio.Nursery | None = None
@@ -48,13 +50,13 @@ class PrivateStream:
         #: An execution that turned out to need awaiting: the pump's first job.
         self._awaiting: Coroutine[Any, Any, bytes] | None = None
 
-    async def run(self, spec: Streamer, context: Any, args: dict[str, Any], emit: Any) -> None:
+    async def run(self, context: Any, args: dict[str, Any]) -> None:
         """Run the streamer to its end, then let the pump finish what is queued."""
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 try:
-                    await spec.fn(context, args, emit)
+                    await self._spec.fn(context, args, emitter(self.emit))
                 except Exception as error:
                     self._fail(error)
                 self.buffer.close()
