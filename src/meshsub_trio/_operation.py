@@ -50,6 +50,11 @@ class Operation:
     async def run(self) -> None:
         connection = self.connection
         try:
+            if self.stopped_by_client:
+                # Completed before its task began (``subscribe`` and ``complete``
+                # in one read): nothing to set up or tear down, as when asyncio
+                # cancels a task that has not started. The cleanup still runs.
+                return
             with self.cancel_scope:
                 try:
                     await self._run()

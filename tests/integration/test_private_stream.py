@@ -7,6 +7,7 @@ client, and ``emit`` refusing values once the subscription is over.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -112,3 +113,33 @@ async def test_emit_after_the_subscription_ended_raises_buffer_closed(
             await server.metrics.wait_for(lambda m: m.live_operations == 0)
     with pytest.raises(BufferClosed):
         emits[0]({"n": 99, "raw": None})
+
+
+def _frame(message: dict[str, Any]) -> bytes:
+    """One masked text frame (a zero key leaves the payload as it is)."""
+    payload = json.dumps(message).encode()
+    assert len(payload) < 126
+    return bytes((0x81, 0x80 | len(payload))) + b"\0\0\0\0" + payload
+
+
+async def test_a_subscription_completed_before_it_began_does_no_work(start_server: Any) -> None:
+    """``subscribe`` and ``complete`` in one read: the streamer never starts,
+    nothing is sent for that id, the cleanup still runs once, and the
+    connection serves the next subscription."""
+    emits: list[Any] = []
+    server = await start_server(make_app(emits))
+    async with open_raw_client(server.port, subprotocols=[TRANSPORT]) as client:
+        assert (await client.init())["type"] == "connection_ack"
+        query = "subscription { items(count: 1) { n } }"
+        both = _frame({"id": "gone", "type": "subscribe", "payload": {"query": query}}) + _frame(
+            {"id": "gone", "type": "complete"}
+        )
+        await client.ws._stream.send_all(both)  # one write, so one read on the server
+        await _subscribe(client, "next", query)
+        message = await client.receive()
+        assert message == {"id": "next", "type": "next", "payload": {"data": {"items": {"n": 0}}}}
+        assert len(emits) == 1  # only the second subscription's streamer ran
+        assert (server.metrics.operations_started, server.metrics.cleanups_run) == (2, 1)
+    with trio.fail_after(2):
+        await server.metrics.wait_idle()
+    assert server.metrics.cleanups_run == 2
