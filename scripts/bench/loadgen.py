@@ -9,6 +9,8 @@ Scenarios:
 * ``capacity``: K idle connections with one subscription each; the server's
   VmRSS before and after, per connection.
 * ``churn``: connect + init + subscribe + complete + close cycles per second.
+* ``churn-live``: the same, waiting for the subscription's greeting event
+  before completing, so every cycle sets a subscription up.
 
 Every delivered message is verified (see ``wsclient``). Subscriptions have no
 acknowledgement in graphql-transport-ws, so before measuring, single probe
@@ -32,6 +34,7 @@ from typing import Any
 
 import orjson
 from procinfo import CpuWindow, memory_kb
+from workload import HELLO_PREFIX
 
 from wsclient import Conn, Phase, Tally, connect, trigger
 
@@ -213,8 +216,13 @@ async def capacity(args: argparse.Namespace, tally: Tally) -> dict[str, Any]:
     }
 
 
-async def churn(args: argparse.Namespace, tally: Tally) -> dict[str, Any]:
-    """Scenario P4: full connection lifecycles per second."""
+async def churn(args: argparse.Namespace, tally: Tally, *, live: bool = False) -> dict[str, Any]:
+    """Scenario P4: full connection lifecycles per second.
+
+    *live*: subscribe to a greeting topic and wait for the greeting before
+    completing, so every cycle really sets a subscription up (without it,
+    subscribe and complete arrive together and a server may skip the setup).
+    """
     cycle_times: list[float] = []
 
     async def cycle() -> None:
@@ -222,7 +230,11 @@ async def churn(args: argparse.Namespace, tally: Tally) -> dict[str, Any]:
         conn = await connect(args.port, args.ws_path, tally)
         try:
             conn.linger_off()
-            conn.subscribe("churn")
+            if live:
+                conn.subscribe(HELLO_PREFIX + "churn")
+                await asyncio.wait_for(conn.greeted, 10.0)
+            else:
+                conn.subscribe("churn")
             conn.send_json({"id": conn.op_id, "type": "complete"})
             conn.send_close(1000)
             code = await asyncio.wait_for(conn.closed, 10.0)
@@ -271,6 +283,8 @@ async def _main(args: argparse.Namespace, tally: Tally) -> dict[str, Any]:
         body = throughput(args, tally, distinct=True)
     elif scenario == "capacity":
         body = capacity(args, tally)
+    elif scenario == "churn-live":
+        body = churn(args, tally, live=True)
     else:
         body = churn(args, tally)
     try:
@@ -281,7 +295,9 @@ async def _main(args: argparse.Namespace, tally: Tally) -> dict[str, Any]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("scenario", choices=["fanout", "distinct", "capacity", "churn"])
+    parser.add_argument(
+        "scenario", choices=["fanout", "distinct", "capacity", "churn", "churn-live"]
+    )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--ws-path", default="/graphql")
     parser.add_argument("--http-path", default="/graphql")

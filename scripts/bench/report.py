@@ -66,6 +66,10 @@ METRICS = [
     Metric("p3_kb", "P3 KB/conn", "capacity", (("kb_per_conn",),), False, _kb),
     Metric("p4_rate", "P4 cycles/s", "churn", (("cycles_per_s",),), True, _count),
     Metric("p4_eff", "P4 cycles/CPU-s", "churn", (("cycles_per_cpu_s",),), True, _count),
+    Metric("p4l_rate", "P4 live cycles/s", "churn-live", (("cycles_per_s",),), True, _count),
+    Metric(
+        "p4l_eff", "P4 live cycles/CPU-s", "churn-live", (("cycles_per_cpu_s",),), True, _count
+    ),
 ]
 
 

@@ -20,7 +20,7 @@ import time
 from typing import Any, cast
 
 import orjson
-from workload import PAYLOAD, PUBLISH, SUBSCRIPTION
+from workload import HELLO_ID, PAYLOAD, PUBLISH, SUBSCRIPTION
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #: Mask and handshake keys (RFC 6455 asks for unpredictable, not secret):
@@ -104,6 +104,8 @@ class Conn(asyncio.Protocol):
         self.aborted = False
         self.upgraded: asyncio.Future[None] = loop.create_future()
         self.acked: asyncio.Future[None] = loop.create_future()
+        #: Resolved by the greeting event of a ``HELLO_PREFIX`` topic.
+        self.greeted: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[int] = loop.create_future()
         self.op_id = "1"
         self.phase: Phase | None = None
@@ -125,7 +127,7 @@ class Conn(asyncio.Protocol):
         if not self.close_sent and not self.aborted:
             self.tally.error(f"server dropped a connection ({exc!r})")
         lost = ConnectionError(f"connection lost: {exc!r}")
-        for future in (self.upgraded, self.acked):
+        for future in (self.upgraded, self.acked, self.greeted):
             if not future.done():
                 future.set_exception(lost)
                 future.exception()  # mark retrieved: callers may have given up already
@@ -226,6 +228,9 @@ class Conn(asyncio.Protocol):
             good = message["id"] == self.op_id and event["payload"] == PAYLOAD
         except (KeyError, TypeError):
             self.tally.error(f"malformed next: {message!r:.200}")
+            return
+        if event_id == HELLO_ID and good and not self.greeted.done():
+            self.greeted.set_result(None)
             return
         if phase is None or not good:
             self.tally.error(f"unexpected next: {message!r:.200}")

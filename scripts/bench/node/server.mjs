@@ -113,6 +113,8 @@ events.subscribe = (_root, { topic }) => {
   const sink = new Sink(topic);
   if (!topics.has(topic)) topics.set(topic, new Set());
   topics.get(topic).add(sink);
+  // workload.py HELLO_PREFIX: a greeting event (id -1) as soon as it is set up.
+  if (topic.startsWith('hello:')) sink.push({ id: -1, ts: 0, payload: PAYLOAD });
   return sink;
 };
 events.resolve = (event) => event;

@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import trio
-from workload import BUFFER_CAPACITY, SDL, event
+from workload import BUFFER_CAPACITY, SDL, event, hello
 
 from meshsub_trio import App, Context, Overflow, Streamer
 from servers import gcstats
@@ -89,6 +89,9 @@ def _build(share: str | None) -> App:
 
     async def events(_ctx: Context, args: dict[str, Any], emit: Emit) -> None:
         with broadcaster.subscribed(args["topic"], emit):
+            greeting = hello(args["topic"])
+            if greeting is not None:
+                emit(greeting)
             await trio.sleep_forever()
 
     def publish(

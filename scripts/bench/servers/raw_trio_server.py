@@ -27,7 +27,7 @@ from typing import Any
 import h11
 import orjson
 import trio
-from workload import BUFFER_CAPACITY, event
+from workload import BUFFER_CAPACITY, event, hello
 
 from meshsub_trio._transports._native_ws import NativeWebSocket
 from meshsub_trio._transports._socket import SocketClosed
@@ -193,6 +193,11 @@ async def _websocket(stream: trio.SocketStream, head: bytes, hub: Hub) -> None:
                     topic = request["payload"]["variables"]["topic"]
                     subscriptions[request["id"]] = topic
                     hub.add(topic, request["id"], peer)
+                    greeting = hello(topic)
+                    if greeting is not None:
+                        data = {"data": {"events": greeting}}
+                        next_message = {"id": request["id"], "type": "next", "payload": data}
+                        peer.put(orjson.dumps(next_message))
                 elif kind == "complete":
                     topic = subscriptions.pop(request["id"], None)
                     if topic is not None:

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from workload import BUFFER_CAPACITY, event
+from workload import BUFFER_CAPACITY, event, hello
 
 from servers import gcstats
 from servers.asgi_common import serve
@@ -105,6 +105,11 @@ async def _websocket(receive: Receive, send: Send) -> None:
                 topic = request["payload"]["variables"]["topic"]
                 subscriptions[request["id"]] = topic
                 TOPICS.setdefault(topic, {}).setdefault(request["id"], set()).add(queue)
+                greeting = hello(topic)
+                if greeting is not None:
+                    data = {"data": {"events": greeting}}
+                    next_message = {"id": request["id"], "type": "next", "payload": data}
+                    queue.put_nowait(orjson.dumps(next_message).decode())
             elif kind == "complete":
                 topic = subscriptions.pop(request["id"], None)
                 if topic is not None:

@@ -17,7 +17,7 @@ from collections.abc import AsyncGenerator
 import strawberry
 from strawberry.asgi import GraphQL
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
-from workload import BUFFER_CAPACITY, PAYLOAD
+from workload import BUFFER_CAPACITY, PAYLOAD, hello
 
 from servers import gcstats
 from servers.asgi_common import serve
@@ -83,6 +83,9 @@ class Subscription:
         queue: asyncio.Queue[Event] = asyncio.Queue(BUFFER_CAPACITY)
         BROADCASTER.topics.setdefault(topic, set()).add(queue)
         try:
+            greeting = hello(topic)
+            if greeting is not None:
+                yield Event(**greeting)  # type: ignore[arg-type]
             while True:
                 yield await queue.get()
         finally:
