@@ -80,6 +80,8 @@ class PrivateStream:
             buffer.put(item)  # behind what is queued
             return
         operation = self.operation
+        if operation.stopped_by_client:
+            return  # completed: nothing more is executed or sent for it
         connection = operation.connection
         if not connection.can_write_now():
             buffer.put(item)
@@ -95,7 +97,7 @@ class PrivateStream:
             self._start_pump()
             return
         frame = connection.machine.next(operation.id, payload)
-        if frame is not None and not operation.stopped_by_client:
+        if frame is not None:
             connection.write_now([frame])
 
     def _start_pump(self) -> None:
