@@ -105,7 +105,7 @@ class Engine:
 
     async def execute_event(self, prepared: Prepared, event: Any) -> ExecutionResult:
         """Execute the subscription's selection set with *event* as root value."""
-        result = prepared.executor.build_per_event_executor(event).execute_operation(False)
+        result = _execute_now(prepared, event)
         if is_awaitable(result):
             result = await result
         assert isinstance(result, ExecutionResult)
@@ -123,11 +123,16 @@ class Engine:
         cursor = None
         if type(item) is Cursored:
             cursor, item = item.cursor, item.value
-        result = prepared.executor.build_per_event_executor(item).execute_operation(False)
+        result = _execute_now(prepared, item)
         if is_awaitable(result):
             return _encode_later(result, cursor)
         assert isinstance(result, ExecutionResult)
         return _encode(result, cursor)
+
+
+def _execute_now(prepared: Prepared, event: Any) -> Any:
+    """The event's result, or an awaitable of it when a resolver needs awaiting."""
+    return prepared.executor.build_per_event_executor(event).execute_operation(False)
 
 
 def _encode(result: ExecutionResult, cursor: str | None) -> bytes:

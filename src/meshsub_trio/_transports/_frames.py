@@ -215,14 +215,18 @@ def _unmask(payload: bytes | bytearray, key: bytes | bytearray) -> bytes:
     )
 
 
+def frame_header(opcode: int, length: int) -> bytes:
+    """The header of one unmasked, final server frame (its payload follows as is)."""
+    if length < 126:
+        return bytes((0x80 | opcode, length))
+    if length < 65536:
+        return bytes((0x80 | opcode, 126)) + length.to_bytes(2, "big")
+    return bytes((0x80 | opcode, 127)) + length.to_bytes(8, "big")
+
+
 def frame(opcode: int, payload: bytes) -> bytes:
     """One unmasked, final server frame."""
-    length = len(payload)
-    if length < 126:
-        return bytes((0x80 | opcode, length)) + payload
-    if length < 65536:
-        return bytes((0x80 | opcode, 126)) + length.to_bytes(2, "big") + payload
-    return bytes((0x80 | opcode, 127)) + length.to_bytes(8, "big") + payload
+    return frame_header(opcode, len(payload)) + payload
 
 
 def close_frame(code: int, reason: str = "") -> bytes:

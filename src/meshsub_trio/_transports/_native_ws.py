@@ -21,7 +21,18 @@ from collections.abc import Callable
 
 import trio
 
-from ._frames import PING, PONG, Close, FrameError, FrameReader, Ping, close_frame, frame
+from ._frames import (
+    PING,
+    PONG,
+    TEXT,
+    Close,
+    FrameError,
+    FrameReader,
+    Ping,
+    close_frame,
+    frame,
+    frame_header,
+)
 from ._socket import Message, SocketClosed
 
 _RECEIVE_SIZE = 65536
@@ -29,15 +40,6 @@ _NOT_ON_THE_WIRE = frozenset({1005, 1006, 1015})
 
 # Where the close handshake stands (RFC 6455 §7).
 OPEN, REMOTE_CLOSING, LOCAL_CLOSING, CLOSED = range(4)
-
-
-def text_frame_header(length: int) -> bytes:
-    """The RFC 6455 header of one unmasked, final text frame."""
-    if length < 126:
-        return bytes((0x81, length))
-    if length < 65536:
-        return b"\x81\x7e" + length.to_bytes(2, "big")
-    return b"\x81\x7f" + length.to_bytes(8, "big")
 
 
 async def receive_some(fd: int, *, try_first: bool = True) -> bytes:
@@ -170,11 +172,11 @@ class NativeWebSocket:
             raise trio.ClosedResourceError("websocket is closing")
         if len(frames) == 1:
             payload = frames[0]
-            self._write(text_frame_header(len(payload)) + payload)
+            self._write(frame_header(TEXT, len(payload)) + payload)
             return
         parts: list[bytes] = []
         for payload in frames:
-            parts.append(text_frame_header(len(payload)))
+            parts.append(frame_header(TEXT, len(payload)))
             parts.append(payload)
         self._write(b"".join(parts))
 
