@@ -148,6 +148,10 @@ class Connection:
                     if self.config.keepalive > 0:
                         nursery.start_soon(self._keepalive_loop)
                     await self._read_loop()
+                except _SOCKET_ERRORS:
+                    # The peer vanished while we wrote (a pong, a reply): a
+                    # normal disconnect, not a fault of ours.
+                    self.close(CloseCode.ABNORMAL, "", send_close_frame=False)
                 except Exception:
                     log.exception("connection failed")
                     self.close(CloseCode.INTERNAL_ERROR, "Internal server error")

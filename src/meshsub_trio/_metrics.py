@@ -55,6 +55,25 @@ class Labelled:
         return [(value, count.value) for value, count in self._counts.items()]
 
 
+#: Close codes counted under their own label: the ones RFC 6455 registers and
+#: the ones either GraphQL protocol uses. Anything else a client picks is
+#: bucketed, so a client cannot make thousands of label values.
+_KNOWN_CLOSE_CODES = frozenset(range(1000, 1016)) | frozenset(
+    {4400, 4401, 4403, 4406, 4408, 4409, 4429, 4499, 4500}
+)
+
+
+def close_code_label(code: int) -> str:
+    """The ``code`` label for a close: the code itself if known, else its range."""
+    if code in _KNOWN_CLOSE_CODES:
+        return str(code)
+    if 3000 <= code <= 3999:
+        return "3xxx"
+    if 4000 <= code <= 4999:
+        return "4xxx"
+    return "other"
+
+
 class Metrics:
     """One server's counters."""
 
@@ -79,7 +98,7 @@ class Metrics:
 
     def connection_closed(self, code: int) -> None:
         self.live_connections -= 1
-        self.closes_by_code(str(code)).inc()
+        self.closes_by_code(close_code_label(code)).inc()
         self._notify()
 
     def operation_started(self, protocol: str) -> None:
