@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,6 +18,10 @@ from .wsclient import RawClient, open_raw_client
 # The public kit's fixtures (meshsub_server, fault_proxy, graphql_ws), used the
 # way another project would use them; pytest takes pytest_plugins only here.
 pytest_plugins = ["meshsub_trio.testing.pytest_plugin"]
+
+# `meshsub-trio serve` keeps Meshery's data in the user's data directory by
+# default; test servers start empty and keep nothing unless a test says so.
+os.environ.setdefault("MESHSUB_DATA_DIR", ":memory:")
 
 ServerFactory = Callable[..., Any]
 

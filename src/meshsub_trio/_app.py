@@ -29,7 +29,9 @@ class Context:
     and per HTTP request.
     """
 
-    #: Request headers, names lower-cased (the upgrade request for WebSockets).
+    #: Request headers, names lower-cased. On a WebSocket, the upgrade request's
+    #: authorization, host, origin, user-agent and forwarding headers, plus any
+    #: named in ``Config.keep_headers``; the rest is not kept for the socket's life.
     headers: Mapping[str, str] = field(default_factory=dict)
     cookies: Mapping[str, str] = field(default_factory=dict)
     #: The ``connection_init`` payload; None over HTTP.

@@ -38,6 +38,43 @@ class Config:
     allowed_origins: tuple[str, ...] | None = None
     #: Deepest selection allowed (None: no limit).
     max_depth: int | None = 15
+    #: Most lexical tokens one document may have; the parser stops there, and
+    #: at 16 characters per token (None: no cap). Real documents have under 200
+    #: (GraphiQL's introspection: 183); a new document costs up to ~25 us per
+    #: token to parse and validate, so 2,000 bound it to ~50 ms.
+    max_tokens: int | None = 2_000
+    #: Most fields one operation selects, aliases counted and fragments expanded
+    #: (None: no limit). Checked before execution, in time linear in the document.
+    max_fields: int | None = 2_000
+    #: Highest cost of one operation: each field costs 1, times the list
+    #: multipliers of the fields above it (a ``first``/``limit``-like integer
+    #: argument, else 10) (None: no limit). GraphiQL's introspection costs 51,853.
+    max_cost: int | None = 100_000
+    #: Bytes the parsed-document cache may hold, besides its 1,024 entries
+    #: (estimated: ~700 per token of a parsed document; a refused one keeps its
+    #: errors only; one entry over an eighth of this is not cached).
+    document_cache_bytes: int = 32 * 1024 * 1024
+    #: Seconds a client has to send a whole HTTP request head, however it trickles
+    #: in (408 if it began; an idle keep-alive connection closes after as long).
+    head_timeout: float = 10.0
+    #: Seconds a client has to send a whole request body once its head has
+    #: arrived (408). The body is read only after ``authenticate`` let it in.
+    body_timeout: float = 30.0
+    #: Largest HTTP request head in bytes, blank line included (431 above it,
+    #: however it is split; also 431 past 100 header fields).
+    max_head_size: int = 64 * 1024
+    #: ``Host`` names served besides ``localhost`` and IP literals (which a DNS
+    #: rebinding page can never send): ``name``, ``name:port``, ``*.name``.
+    #: None: those and the bind host, or any host when bound to 0.0.0.0 / ::
+    #: (set a list when exposing it); ``("*",)``: any host (a proxy checks).
+    #: Others get 421. No ``Host`` at all (HTTP/1.0, never a browser) passes.
+    allowed_hosts: tuple[str, ...] | None = None
+    #: Upgrade-request headers (lower-case names) a WebSocket's context keeps
+    #: besides authorization, host, origin, user-agent and forwarding headers
+    #: (cookies are always kept, parsed); the rest is dropped once the socket is open.
+    keep_headers: tuple[str, ...] = ()
+    #: Bearer token ``/metrics`` asks for; None leaves it open (say so when exposing).
+    metrics_token: str | None = None
     #: Frames queued per connection before operations wait for the socket.
     outbox_size: int = 256
     #: Bytes the kernel may leave unsent on one socket before producers queue

@@ -13,13 +13,13 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import trio
-from graphql import ExecutionResult, GraphQLError, OperationType
+from graphql import ExecutionResult, OperationType
 
 from ._app import Streamer, StreamerSource
 from ._buffer import BufferClosed, EventBuffer, Overflow
 from ._cohort import Cohort, CohortKey, cohort_key
 from ._encoding import dumps
-from ._execution import Prepared, format_errors, format_result
+from ._execution import Prepared, format_errors, format_result, public_error
 from ._protocol import OperationRequested
 from ._stream import PrivateStream
 
@@ -41,6 +41,11 @@ class Operation:
         self.cancel_scope = trio.CancelScope()
         #: Set when the client stopped it: nothing more may be sent for it.
         self.stopped_by_client = False
+
+    @property
+    def label(self) -> str:
+        """How errors and logs name it (the id is the client's: kept short)."""
+        return f"operation {self.id[:64]}"
 
     def stop(self) -> None:
         """The client asked to stop: cancel, and silence anything still queued."""
@@ -80,9 +85,12 @@ class Operation:
         context = connection.context
         if request.extensions:
             context = replace(context, extensions=request.extensions)
-        prepared = engine.prepare(request.query, request.variables, request.operation_name, context)
+        label = self.label
+        prepared = await engine.prepare_async(
+            request.query, request.variables, request.operation_name, context, label
+        )
         if not isinstance(prepared, Prepared):
-            await self._send(connection.machine.error(self.id, format_errors(prepared)))
+            await self._send(connection.machine.error(self.id, format_errors(prepared, label)))
             return
         key: CohortKey | None = None
         try:
@@ -93,7 +101,7 @@ class Operation:
                 return
             source = await engine.open_source(prepared)
             if isinstance(source, ExecutionResult):
-                errors = format_errors(source.errors or [])
+                errors = format_errors(source.errors or [], label)
                 await self._send(connection.machine.error(self.id, errors))
                 return
             if not isinstance(source, StreamerSource):
@@ -110,6 +118,7 @@ class Operation:
         # member's is released now, and none stays alive in this frame.
         spec = source.streamer
         member = self._member(spec)
+        prepared.label = "a shared subscription"  # its events serve every member
         joined = connection.state.cohorts.join(key, prepared, source, member)
         if joined.prepared is not prepared:
             prepared.release()
@@ -124,7 +133,7 @@ class Operation:
         except Exception as error:
             # The source failed: an ``error`` for this operation only, no ``complete``.
             log.info("operation %s failed: %r", self.id, error)
-            await self._send(connection.machine.error(self.id, [_error_payload(error)]))
+            await self._send(connection.machine.error(self.id, [public_error(error, self.label)]))
             return
         await self._send(connection.machine.complete(self.id))
 
@@ -204,7 +213,7 @@ class Operation:
                 self.connection.metrics.dropped_by_policy(spec.policy.value).inc(member.dropped)
 
     async def _send_result(self, result: ExecutionResult) -> None:
-        await self.send_payload(dumps(format_result(result)))
+        await self.send_payload(dumps(format_result(result, self.label)))
 
     async def send_payload(self, payload: bytes) -> None:
         await self._send(self.connection.machine.next(self.id, payload))
@@ -212,13 +221,6 @@ class Operation:
     async def _send(self, frame: bytes | None) -> None:
         if frame is not None:
             await self.connection.send(self, frame)
-
-
-def _error_payload(error: Exception) -> dict[str, Any]:
-    """How a failed source is reported: a GraphQLError keeps its extensions."""
-    if isinstance(error, GraphQLError):
-        return error.formatted
-    return {"message": str(error) or type(error).__name__}
 
 
 class Member:

@@ -51,7 +51,12 @@ class Server:
     @property
     def port(self) -> int:
         """The first bound port (useful with ``port=0``)."""
-        return self.listeners[0].socket.getsockname()[1]
+        return int(self.listeners[0].socket.getsockname()[1])
+
+    @property
+    def open_sockets(self) -> int:
+        """TCP connections being served right now (HTTP or WebSocket, any stage)."""
+        return self._streams
 
     @property
     def url(self) -> str:
@@ -152,6 +157,7 @@ async def serve(
             listeners = await trio.open_tcp_listeners(
                 config.port, host=config.host, backlog=config.backlog
             )
+        host.serving(listener.socket.getsockname()[0] for listener in listeners)
         server = Server(state, listeners)
         # The outer nursery holds one task per TCP connection; the inner one
         # the accept loops, which shutdown cancels first.

@@ -26,7 +26,14 @@ class ServerState:
     def __init__(self, app: App, config: Config, metrics: Metrics | None = None) -> None:
         self.app = app
         self.config = config
-        self.engine = Engine(app, max_depth=config.max_depth)
+        self.engine = Engine(
+            app,
+            max_depth=config.max_depth,
+            max_fields=config.max_fields,
+            max_cost=config.max_cost,
+            max_tokens=config.max_tokens,
+            cache_bytes=config.document_cache_bytes,
+        )
         self.metrics = metrics or Metrics()
         self.cohorts = Cohorts(self.engine, linger=config.cohort_linger)
         self.connections: set[Connection] = set()

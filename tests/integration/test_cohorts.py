@@ -7,6 +7,7 @@ from typing import Any
 
 import trio
 import trio.testing
+from graphql import GraphQLError
 
 from meshsub_trio import App, AuthError, Context, MemoryBroker, Overflow, Streamer
 
@@ -42,7 +43,7 @@ def cohort_app(h: Harness) -> App:
                 async with h.broker.subscribe(topic) as events:
                     async for event in events:
                         if event == "fail":
-                            raise RuntimeError("upstream failed")
+                            raise GraphQLError("upstream failed")
                         emit(event)
             finally:
                 h.cleanups[topic] += 1

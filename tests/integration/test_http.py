@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from graphql import GraphQLError
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import ConnectionRejected
 
@@ -68,7 +69,7 @@ def make_app(probe: Probe, **hooks: Any) -> App:
         return probe.mutations
 
     def fail(_root: Any, _info: Any) -> str:
-        raise ValueError("resolver failed")
+        raise GraphQLError("resolver failed")
 
     def whoami(_root: Any, info: Any) -> Any:
         return info.context.auth

@@ -19,6 +19,7 @@ import httpx
 import pytest
 import trio
 import trio.testing
+from graphql import GraphQLError
 
 from meshsub_trio import App, Config, Context, serve, shielded_cleanup
 from meshsub_trio.examples.countdown import app as countdown_app
@@ -69,7 +70,7 @@ def tracking_app(tracker: Tracker) -> App:
         try:
             emit(1)
             await trio.sleep(0)
-            raise RuntimeError("source exploded")
+            raise GraphQLError("source exploded")
         finally:
             tracker.cleaned[args["tag"]] += 1
 

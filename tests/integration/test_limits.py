@@ -445,8 +445,9 @@ async def test_limits_loopback_origins_are_allowed(connect: Connect, origin: str
 @pytest.mark.parametrize(
     "origin", ["http://meshery.example:9081", "https://meshery.example", "http://MESHERY.example"]
 )
-async def test_limits_same_host_origin_is_allowed(server: Server, origin: str) -> None:
+async def test_limits_same_host_origin_is_allowed(start_server: StartServer, origin: str) -> None:
     """An Origin naming the host the request was sent to is allowed."""
+    server = await start_server(allowed_hosts=("meshery.example",))  # a Host it serves
     async with bare_upgrade(
         server.port,
         host_header="meshery.example:9081",
@@ -458,8 +459,9 @@ async def test_limits_same_host_origin_is_allowed(server: Server, origin: str) -
             assert await bare.receive_json() == {"type": "connection_ack"}
 
 
-async def test_limits_other_host_than_request_host_is_refused(server: Server) -> None:
+async def test_limits_other_host_than_request_host_is_refused(start_server: StartServer) -> None:
     """A non-loopback Origin for a different host than the request's Host is refused."""
+    server = await start_server(allowed_hosts=("meshery.example",))  # a Host it serves
     async with bare_upgrade(
         server.port,
         host_header="meshery.example:9081",

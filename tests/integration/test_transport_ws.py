@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import trio
+from graphql import GraphQLError
 from trio_websocket import ConnectionClosed
 
 from meshsub_trio import App, AuthError, Context, Server, shielded_cleanup
@@ -112,7 +113,7 @@ def build_app(
         return "R"
 
     def fail(_root: Any, _info: Any) -> str:
-        raise ValueError("field failed")
+        raise GraphQLError("field failed")
 
     def params(_root: Any, info: Any) -> str:
         return json.dumps(info.context.connection_params, sort_keys=True)
@@ -123,7 +124,7 @@ def build_app(
 
     def bad(event: dict[str, int], _info: Any) -> str:
         if event["n"] % 2:
-            raise ValueError(f"odd {event['n']}")
+            raise GraphQLError(f"odd {event['n']}")
         return "even"
 
     async def countdown(_ctx: Context, args: dict[str, Any], emit: Any) -> None:
@@ -145,7 +146,7 @@ def build_app(
         for n in range(args["after"]):
             emit(n)
             await trio.sleep(0)
-        raise RuntimeError("Kaboom")
+        raise GraphQLError("Kaboom")
 
     async def params_stream(ctx: Context, _args: dict[str, Any], emit: Any) -> None:
         emit(json.dumps(ctx.connection_params, sort_keys=True))
@@ -166,7 +167,7 @@ def build_app(
 
     async def gen_boom(_root: Any, _info: Any) -> AsyncIterator[int]:
         yield 1
-        raise RuntimeError("Generator kaboom")
+        raise GraphQLError("Generator kaboom")
 
     async def events(_root: Any, _info: Any, to: int) -> AsyncIterator[dict[str, int]]:
         for n in range(to + 1):
@@ -1490,7 +1491,7 @@ async def test_tws_41_subscribe_resolver_raising_is_error_message(
     """A subscribe resolver that raises before returning a source: ``error``, socket lives."""
 
     def explode(_root: Any, _info: Any) -> Any:
-        raise RuntimeError("no source today")
+        raise GraphQLError("no source today")
 
     app = App(
         "type Query { a: Int } type Subscription { s: Int }",

@@ -42,7 +42,11 @@ def test_module_level_app_is_ready_and_idle() -> None:
 
 def test_create_app_signature() -> None:
     parameters = inspect.signature(create_app).parameters
-    assert list(parameters) == ["broker", "simulator", "rate", "seed", "tokens", "local_user"]
+    assert list(parameters) == [
+        "broker", "simulator", "rate", "seed", "tokens", "local_user", "data_dir", "durability",
+        "limits",
+    ]  # fmt: skip
+    assert parameters["data_dir"].default == ":memory:"
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters.values())
     assert parameters["simulator"].default is True and parameters["rate"].default == 1.0
 

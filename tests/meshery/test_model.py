@@ -123,11 +123,15 @@ def test_new_connection_starts_with_three_undeployed_controllers(model: Model) -
 
 def test_updating_a_context_keeps_creation_and_owner(model: Model) -> None:
     first = model.upsert_context({"id": "ctx", "name": "a", "server": "s"}, owner=ALICE.id)
-    second = model.upsert_context({"id": "ctx", "name": "b", "server": "s"}, owner=BOB.id)
+    # Only its owner updates a context: the same id from Bob is Bob's own context.
+    bobs = model.upsert_context({"id": "ctx", "name": "bob's", "server": "s"}, owner=BOB.id)
+    second = model.upsert_context({"id": "ctx", "name": "b", "server": "s"}, owner=ALICE.id)
     assert second["created_at"] == first["created_at"]
     assert second["updated_at"] > first["updated_at"]
     assert second["owner"] == ALICE.id
-    assert len(model.contexts()) == 1
+    assert len(model.contexts(ALICE.id)) == 1
+    assert bobs["owner"] == BOB.id and model.context("ctx", BOB.id) == bobs
+    assert model.context("ctx", ALICE.id) == second
 
 
 def test_deleting_a_context_keeps_what_other_contexts_still_use(model: Model) -> None:
@@ -181,14 +185,20 @@ def test_meshmodel_summary_counts_versions_not_entries(model: Model) -> None:
 
 
 def test_users_cannot_touch_each_others_designs_or_profiles(model: Model) -> None:
+    # Ids are per owner: Alice's id names nothing of Bob's, exactly like a
+    # missing id (saving creates Bob's own record, deleting finds nothing),
+    # so Bob can neither change Alice's records nor learn that they exist.
     pattern = model.save_pattern(ALICE.id, {"name": "mine", "pattern_file": ""})
-    with pytest.raises(ValueError, match="no design"):
-        model.save_pattern(BOB.id, {"id": pattern["id"], "name": "stolen", "pattern_file": ""})
-    with pytest.raises(ValueError, match="no design"):
-        model.delete_pattern(BOB.id, pattern["id"])
+    bobs = model.save_pattern(BOB.id, {"id": pattern["id"], "name": "stolen", "pattern_file": ""})
+    assert bobs["user_id"] == BOB.id and model.patterns_of(ALICE.id) == [pattern]
+    assert model.delete_pattern(BOB.id, pattern["id"]) is True  # Bob's own
+    assert model.delete_pattern(BOB.id, pattern["id"]) is False
+    assert model.patterns_of(ALICE.id) == [pattern]
     profile = model.save_profile(ALICE.id, {"name": "p"})
+    model.save_profile(BOB.id, {"id": profile["id"], "name": "q"})
+    assert model.profile(profile["id"], ALICE.id) == profile
     with pytest.raises(ValueError, match="no performance profile"):
-        model.save_profile(BOB.id, {"id": profile["id"], "name": "q"})
+        model.record_result(BOB.id, "missing", {})
     assert model.patterns_of(BOB.id) == []
     assert model.delete_pattern(ALICE.id, "missing") is False
 

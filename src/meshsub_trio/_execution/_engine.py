@@ -19,7 +19,9 @@ from graphql.pyutils import is_awaitable
 
 from .._app import App, Cursored, StreamerSource
 from .._encoding import dumps
-from ._documents import DocumentCache
+from ._documents import Document, DocumentCache
+from ._errors import public_errors
+from ._limits import Limits
 from ._trio_gather import install as install_trio_gather
 
 install_trio_gather()
@@ -33,6 +35,8 @@ class Prepared:
 
     executor: ExecutorThrowingOnIncremental
     kind: OperationType
+    #: Who runs it, as error messages and logs name it ("operation 3").
+    label: str = "request"
 
     def release(self) -> None:
         """Break the executor's reference cycle (it holds helpers bound to itself)
@@ -42,15 +46,18 @@ class Prepared:
         self.executor.async_helpers = None  # type: ignore[assignment]
 
 
-def format_errors(errors: list[GraphQLError] | tuple[GraphQLError, ...]) -> Errors:
-    return [error.formatted for error in errors]
+def format_errors(
+    errors: list[GraphQLError] | tuple[GraphQLError, ...], label: str = "request"
+) -> Errors:
+    """Errors as the client sees them: internal ones masked (see ``_errors``)."""
+    return public_errors(errors, label)
 
 
-def format_result(result: ExecutionResult) -> dict[str, Any]:
+def format_result(result: ExecutionResult, label: str = "request") -> dict[str, Any]:
     """The response map: ``data``, then ``errors``/``extensions`` only when present."""
     response: dict[str, Any] = {"data": result.data}
     if result.errors:
-        response["errors"] = [error.formatted for error in result.errors]
+        response["errors"] = public_errors(result.errors, label)
     if result.extensions:
         response["extensions"] = result.extensions
     return response
@@ -59,9 +66,25 @@ def format_result(result: ExecutionResult) -> dict[str, Any]:
 class Engine:
     """Executes operations against one :class:`App`."""
 
-    def __init__(self, app: App, *, max_depth: int | None = 15, cache_size: int = 1024) -> None:
+    def __init__(
+        self,
+        app: App,
+        *,
+        max_depth: int | None = 15,
+        max_fields: int | None = 2_000,
+        max_cost: int | None = 100_000,
+        max_tokens: int | None = 2_000,
+        cache_size: int = 1024,
+        cache_bytes: int = 32 * 1024 * 1024,
+    ) -> None:
         self.app = app
-        self.documents = DocumentCache(app.schema, max_depth=max_depth, size=cache_size)
+        self.documents = DocumentCache(
+            app.schema,
+            limits=Limits(max_depth, max_fields, max_cost),
+            max_tokens=max_tokens,
+            size=cache_size,
+            max_bytes=cache_bytes,
+        )
 
     def prepare(
         self,
@@ -69,9 +92,32 @@ class Engine:
         variables: dict[str, Any] | None,
         operation_name: str | None,
         context: Any,
+        label: str = "request",
     ) -> Prepared | list[GraphQLError]:
         """Build an executor, or return the request errors that prevent one."""
-        document = self.documents.get(query)
+        return self._build(self.documents.get(query), variables, operation_name, context, label)
+
+    async def prepare_async(
+        self,
+        query: str,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        context: Any,
+        label: str = "request",
+    ) -> Prepared | list[GraphQLError]:
+        """:meth:`prepare` for hosts: a new document waits its turn to be parsed
+        and validated (see :meth:`DocumentCache.fetch`)."""
+        document = await self.documents.fetch(query)
+        return self._build(document, variables, operation_name, context, label)
+
+    def _build(
+        self,
+        document: Document,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        context: Any,
+        label: str,
+    ) -> Prepared | list[GraphQLError]:
         if document.node is None:
             return list(document.errors)
         executor = ExecutorThrowingOnIncremental.build(
@@ -84,7 +130,8 @@ class Engine:
         )
         if isinstance(executor, list):
             return executor
-        return Prepared(executor, executor.operation.operation)
+        assert isinstance(executor, ExecutorThrowingOnIncremental)
+        return Prepared(executor, executor.operation.operation, label)
 
     async def execute(self, prepared: Prepared) -> ExecutionResult:
         """Run a query or mutation to its single result."""
@@ -125,9 +172,9 @@ class Engine:
             cursor, item = item.cursor, item.value
         result = _execute_now(prepared, item)
         if is_awaitable(result):
-            return _encode_later(result, cursor)
+            return _encode_later(result, cursor, prepared.label)
         assert isinstance(result, ExecutionResult)
-        return _encode(result, cursor)
+        return _encode(result, cursor, prepared.label)
 
 
 def _execute_now(prepared: Prepared, event: Any) -> Any:
@@ -135,14 +182,14 @@ def _execute_now(prepared: Prepared, event: Any) -> Any:
     return prepared.executor.build_per_event_executor(event).execute_operation(False)
 
 
-def _encode(result: ExecutionResult, cursor: str | None) -> bytes:
-    response = format_result(result)
+def _encode(result: ExecutionResult, cursor: str | None, label: str) -> bytes:
+    response = format_result(result, label)
     if cursor is not None:
         response["extensions"] = {**response.get("extensions", {}), "cursor": cursor}
     return dumps(response)
 
 
-async def _encode_later(result: Awaitable[Any], cursor: str | None) -> bytes:
+async def _encode_later(result: Awaitable[Any], cursor: str | None, label: str) -> bytes:
     outcome = await result
     assert isinstance(outcome, ExecutionResult)
-    return _encode(outcome, cursor)
+    return _encode(outcome, cursor, label)

@@ -18,7 +18,7 @@ import sniffio
 import trio
 from graphql.execution import executor as _executor_module
 
-_original_gather = _executor_module.gather_with_cancel
+_original_gather = _executor_module.gather_with_cancel  # type: ignore[attr-defined]
 
 
 async def trio_gather(*awaitables: Awaitable[Any]) -> list[Any]:
@@ -54,4 +54,4 @@ async def gather_dispatch(*awaitables: Awaitable[Any]) -> list[Any]:
 
 def install() -> None:
     """Install the dispatcher (idempotent)."""
-    _executor_module.gather_with_cancel = gather_dispatch  # type: ignore[assignment]
+    _executor_module.gather_with_cancel = gather_dispatch  # type: ignore[attr-defined]

@@ -18,20 +18,23 @@ from urllib.parse import parse_qsl
 
 import trio
 
-from .._app import App, AuthError, HttpRequest
+from .._app import App, Context, HttpRequest
 from .._config import Config
 from .._encoding import dumps
 from .._metrics import CONTENT_TYPE_LATEST, Metrics
 from .._protocol import CloseCode, choose_subprotocol, machine_for
 from .._state import ServerState
-from ._graphql_http import handle_graphql_http
-from ._playground import playground_html
-from ._requests import header_map, make_context, origin_allowed
+from ._graphql_http import authenticate, handle_graphql_http
+from ._hosts import MISDIRECTED, HostPolicy
+from ._requests import bearer_matches, header_map, make_context, origin_allowed
 from ._socket import Message, MessageTooBig, SocketClosed
+from ._static import static_response
 
 log = logging.getLogger("meshsub_trio.asgi")
 
 JSON = "application/json; charset=utf-8"
+#: A refusal after which the connection closes (the request's body may be unread).
+_CLOSE = [("connection", "close")]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -92,11 +95,13 @@ class ASGIApp:
         self, app: App, config: Config | None = None, *, metrics: Metrics | None = None
     ) -> None:
         self.state = ServerState(app, config or Config(), metrics)
+        self.hosts = _host_policy(self.state.config)
 
     @classmethod
     def from_state(cls, state: ServerState) -> ASGIApp:
         asgi = cls.__new__(cls)
         asgi.state = state
+        asgi.hosts = _host_policy(state.config)
         return asgi
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -123,68 +128,80 @@ class ASGIApp:
 
     # ---- HTTP ----------------------------------------------------------
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """One request: Host first, then auth on the headers, and only then the body."""
         config = self.state.config
         path = scope["path"]
-        method = scope["method"]
         headers = header_map(scope.get("headers", ()))
-        if path == "/healthz":
+        if not self.hosts.allows(headers.get("host")):
+            await _respond(send, 421, _error(MISDIRECTED), JSON, _CLOSE)
+        elif path == "/healthz":
             await _respond(send, 200, b'{"status":"ok"}', JSON)
         elif path == "/metrics":
-            await _respond(send, 200, self.state.metrics.render(), CONTENT_TYPE_LATEST)
-        elif path in config.playground_paths:
-            endpoint = config.ws_paths[-1] if config.ws_paths else "/ws"
-            await _respond(send, 200, playground_html(endpoint), "text/html; charset=utf-8")
-        elif path in config.http_paths:
-            body = await _read_body(receive, config.max_message_size)
-            if body is None:
-                await _respond(
-                    send,
-                    413,
-                    dumps({"errors": [{"message": "Body too large"}]}),
-                    JSON,
-                )
-                return
-            try:
-                response = await handle_graphql_http(
-                    self.state, method, headers, scope.get("query_string", b""), body
-                )
-            except Exception:
-                # A bug in a hook or resolver costs this request, never the server.
-                log.exception("GraphQL over HTTP request failed")
-                await _respond(send, 500, b'{"errors":[{"message":"Internal server error"}]}', JSON)
-                return
-            await _respond(send, response.status, response.body, None, response.headers)
-        elif path in self.state.app.http_routes:
-            await self._app_route(scope, receive, send, headers)
+            await self._metrics(send, headers)
+        elif path in config.http_paths or path in self.state.app.http_routes:
+            await self._authenticated(scope, receive, send, headers)
         elif path in config.ws_paths:
             message = f"{path} speaks GraphQL over WebSocket: send an Upgrade request"
-            await _respond(
-                send,
-                426,
-                dumps({"errors": [{"message": message}]}),
-                JSON,
-                [("upgrade", "websocket")],
-            )
+            await _respond(send, 426, _error(message), JSON, [("upgrade", "websocket")])
+        elif (page := await static_response(scope["method"], path, headers, config)) is not None:
+            await _respond(send, page.status, page.body, page.content_type, page.headers)
         else:
             await _respond(send, 404, b'{"errors":[{"message":"Not found"}]}', JSON)
 
-    async def _app_route(
+    async def _metrics(self, send: Send, headers: dict[str, str]) -> None:
+        """Prometheus metrics; behind a bearer token when ``metrics_token`` is set."""
+        token = self.state.config.metrics_token
+        if token is not None and not bearer_matches(headers.get("authorization"), token):
+            challenge = ("www-authenticate", 'Bearer realm="metrics"')
+            await _respond(send, 401, _error("Unauthorized"), JSON, [challenge])
+            return
+        await _respond(send, 200, self.state.metrics.render(), CONTENT_TYPE_LATEST)
+
+    async def _authenticated(
         self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
     ) -> None:
-        """One of the application's own plain HTTP endpoints."""
-        app = self.state.app
-        body = await _read_body(receive, self.state.config.max_message_size)
-        if body is None:
-            await _respond(send, 413, dumps({"errors": [{"message": "Body too large"}]}), JSON)
-            return
+        """GraphQL over HTTP or an app route: refused (401, closing) before any body is read."""
+        state = self.state
         context = make_context(headers, "http")
         try:
-            if app.authenticate is not None:
-                context.auth = await app.authenticate(context)
-        except AuthError as refusal:
-            message = dumps({"errors": [{"message": str(refusal) or "Unauthorized"}]})
-            await _respond(send, 401, message, JSON, (("www-authenticate", "Bearer"),))
+            refused = await authenticate(state, context)
+        except Exception:
+            log.exception("authenticate hook failed")
+            await _respond(send, 500, _error("Internal server error"), JSON, _CLOSE)
             return
+        if refused is not None:
+            challenge = ("www-authenticate", "Bearer")
+            await _respond(send, 401, _error(refused), JSON, [challenge, *_CLOSE])
+            return
+        try:
+            body = await _read_body(
+                receive, state.config.max_message_size, state.config.body_timeout
+            )
+        except _BodyRefused as problem:
+            await _respond(send, problem.status, _error(problem.message), JSON, _CLOSE)
+            return
+        if scope["path"] in state.config.http_paths:
+            await self._graphql(scope, send, headers, body, context)
+        else:
+            await self._app_route(scope, send, body, context)
+
+    async def _graphql(
+        self, scope: Scope, send: Send, headers: dict[str, str], body: bytes, context: Context
+    ) -> None:
+        try:
+            response = await handle_graphql_http(
+                self.state, scope["method"], headers, scope.get("query_string", b""), body, context
+            )
+        except Exception:
+            # A bug in a hook or resolver costs this request, never the server.
+            log.exception("GraphQL over HTTP request failed")
+            await _respond(send, 500, b'{"errors":[{"message":"Internal server error"}]}', JSON)
+            return
+        await _respond(send, response.status, response.body, None, response.headers)
+
+    async def _app_route(self, scope: Scope, send: Send, body: bytes, context: Context) -> None:
+        """One of the application's own plain HTTP endpoints (already authenticated)."""
+        app = self.state.app
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         request = HttpRequest(scope["method"], scope["path"], query, body, context)
         try:
@@ -203,6 +220,9 @@ class ASGIApp:
         config = state.config
         await receive()  # websocket.connect
         headers = header_map(scope.get("headers", ()))
+        if not self.hosts.allows(headers.get("host")):
+            await _refuse_upgrade(scope, send, 421, MISDIRECTED)
+            return
         if scope["path"] not in config.ws_paths or not origin_allowed(headers, config):
             await send({"type": "websocket.close", "code": 1008})
             return
@@ -217,24 +237,59 @@ class ASGIApp:
             state.metrics.closes_by_code(str(CloseCode.SUBPROTOCOL_NOT_ACCEPTABLE)).inc()
             return
         machine = machine_for(protocol, max_operations=config.max_operations)
-        await state.run_connection(socket, machine, make_context(headers, protocol))
+        context = make_context(headers, protocol, config.keep_headers)
+        await state.run_connection(socket, machine, context)
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
+async def _refuse_upgrade(scope: Scope, send: Send, status: int, message: str) -> None:
+    """Refuse a WebSocket before it opens: an HTTP response where the server can
+    send one (the ``websocket.http.response`` extension), else a plain 403."""
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    body = _error(message)
+    headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
+    await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
+
+
+def _host_policy(config: Config) -> HostPolicy:
+    """Hosts served when only the configuration is known (the native host knows
+    its listeners too, and replaces this)."""
+    return HostPolicy(config.allowed_hosts, bound=(config.host,))
+
+
+class _BodyRefused(Exception):
+    """The request body is too large (413) or too slow (408): answer, then close."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+
+
+async def _read_body(receive: Receive, limit: int, timeout: float) -> bytes:
+    """The whole body, within *limit* bytes and *timeout* seconds for all of it."""
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            break
-    return b"".join(chunks)
+    with trio.move_on_after(timeout):
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _BodyRefused(413, "Body too large")
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        return b"".join(chunks)
+    raise _BodyRefused(408, "Request body not received in time")
+
+
+def _error(message: str) -> bytes:
+    return dumps({"errors": [{"message": message}]})
 
 
 async def _respond(

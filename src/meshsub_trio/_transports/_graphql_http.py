@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 
 from graphql import OperationType
 
-from .._app import AuthError
+from .._app import AuthError, Context
 from .._encoding import JSONDecodeError, dumps, loads
 from .._execution import Prepared, format_errors, format_result
 from .._state import ServerState
@@ -118,10 +118,31 @@ def _check_params(params: dict[str, Any]) -> tuple[str, dict[str, Any] | None, s
     return query, variables, operation_name
 
 
+async def authenticate(state: ServerState, context: Context) -> str | None:
+    """Run the app's ``authenticate`` hook on *context*: None if let in, else why not."""
+    if state.app.authenticate is None:
+        return None
+    try:
+        context.auth = await state.app.authenticate(context)
+    except AuthError as refusal:
+        return str(refusal) or "Unauthorized"
+    return None
+
+
 async def handle_graphql_http(
-    state: ServerState, method: str, headers: dict[str, str], query_string: bytes, body: bytes
+    state: ServerState,
+    method: str,
+    headers: dict[str, str],
+    query_string: bytes,
+    body: bytes,
+    context: Context | None = None,
 ) -> HttpResponse:
-    """Answer one GraphQL-over-HTTP request."""
+    """Answer one GraphQL-over-HTTP request.
+
+    A host that authenticated the request from its headers (before reading
+    its body, as the ASGI app does) passes that *context*; without one the
+    request is authenticated here.
+    """
     media_type = choose_media_type(headers.get("accept"))
     if media_type is None:
         return HttpResponse(
@@ -149,20 +170,20 @@ async def handle_graphql_http(
     except _BadRequest as problem:
         return reply(problem.status, {"errors": [{"message": str(problem)}]})
 
-    context = make_context(headers, "http")
-    if state.app.authenticate is not None:
-        try:
-            context.auth = await state.app.authenticate(context)
-        except AuthError as refusal:
+    if context is None:
+        context = make_context(headers, "http")
+        refused = await authenticate(state, context)
+        if refused is not None:
             return reply(
                 401,
-                {"errors": [{"message": str(refusal) or "Unauthorized"}]},
+                {"errors": [{"message": refused}]},
                 (("www-authenticate", "Bearer"),),
             )
 
-    prepared = state.engine.prepare(query, variables, operation_name, context)
+    label = "HTTP request"
+    prepared = await state.engine.prepare_async(query, variables, operation_name, context, label)
     if not isinstance(prepared, Prepared):
-        return reply(400 if strict else 200, {"errors": format_errors(prepared)})
+        return reply(400 if strict else 200, {"errors": format_errors(prepared, label)})
     try:
         if prepared.kind is OperationType.MUTATION and method == "GET":
             allow = (("allow", "POST"),)
@@ -172,6 +193,6 @@ async def handle_graphql_http(
             message = f"Subscriptions are not served over HTTP: open a WebSocket at {paths}"
             return reply(400, {"errors": [{"message": message}]})
         result = await state.engine.execute(prepared)
-        return reply(200, format_result(result))
+        return reply(200, format_result(result, label))
     finally:
         prepared.release()

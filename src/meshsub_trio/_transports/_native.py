@@ -1,11 +1,14 @@
 """The native host: HTTP/1.1 and WebSocket on Trio sockets.
 
-A connection's first request head is read once. A plain WebSocket upgrade
-(``_upgrade``) is answered at once and becomes a connection driven by the
-core, its frames read by ``_frames``; anything else goes to h11 and from there
-to the ASGI app through a small bridge, so HTTP behaves exactly as under
-hypercorn. Unlike the ASGI path, every send here is cancellable and writes to
-one socket are joined.
+Every request head is read by a sans-IO ``HeadReader``: one deadline for the
+whole head (``head_timeout``, 408 if it had begun) and one size limit however
+TCP split it (``max_head_size``, 431). A plain WebSocket upgrade (``_upgrade``)
+is then answered at once and becomes a connection driven by the core, its
+frames read by ``_frames``; anything else goes to h11 and from there to the
+ASGI app through a small bridge, so HTTP behaves exactly as under hypercorn.
+Unlike the ASGI path, every send here is cancellable and writes to one socket
+are joined. A request's ``Host`` is checked before anything else is done with
+it (``_hosts``); an open WebSocket keeps only its context, not its head.
 """
 
 from __future__ import annotations
@@ -13,33 +16,42 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket as stdsocket
+from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
 import h11
 import trio
 
+from .._app import Context
 from .._protocol import CloseCode, choose_subprotocol, machine_for, parse_offer
 from .._state import ServerState
 from ._asgi import ASGIApp
+from ._head import Head, HeadError, HeadReader
+from ._hosts import MISDIRECTED, HostPolicy
 from ._native_ws import NativeWebSocket, close_unwatched, receive_some
 from ._requests import header_map, make_context, origin_allowed
 from ._upgrade import HEAD_END, parse_upgrade, refusal, switching_protocols
 
 log = logging.getLogger("meshsub_trio.native")
 
-_HEAD_TIMEOUT = 10.0
 _RECEIVE_SIZE = 65536
-_MAX_HEAD = 64 * 1024
 
 
 class _Closed(Exception):
-    """The peer went away mid-request."""
+    """The peer went away (or stopped reading) mid-request."""
 
 
-#: What a completed upgrade hands on: protocol to speak (None: refuse with
-#: 4406), bytes already read past the request head, the request's headers.
-_Upgrade = tuple[str | None, bytes, dict[str, str]]
+@dataclass(slots=True)
+class _Upgraded:
+    """An accepted upgrade: all a WebSocket keeps of its request (no head, no headers)."""
+
+    socket: NativeWebSocket
+    #: The subprotocol to speak; None: none in common (close 4406, no context).
+    protocol: str | None
+    context: Context | None
 
 
 class NativeHost:
@@ -48,6 +60,14 @@ class NativeHost:
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self.asgi = ASGIApp.from_state(state)
+        self.hosts = self.asgi.hosts
+
+    def serving(self, addresses: Iterable[str]) -> None:
+        """The addresses the listeners actually bound: a wildcard one (0.0.0.0, ::)
+        serves any Host unless ``allowed_hosts`` lists some (see ``_hosts``)."""
+        config = self.state.config
+        self.hosts = HostPolicy(config.allowed_hosts, bound=(config.host, *addresses))
+        self.asgi.hosts = self.hosts  # plain requests: the same rule
 
     async def handle_socket(self, sock: trio.socket.SocketType) -> None:
         """One TCP connection: HTTP requests until an upgrade or a close.
@@ -56,11 +76,11 @@ class NativeHost:
         this connection only.
         """
         try:
-            upgrade = await self._first_request(sock)
-            if upgrade is not None:
-                # The HTTP parser is gone by now: an idle WebSocket keeps only
-                # what it needs (memory per connection is a feature here).
-                await self._run_websocket(sock, *upgrade)
+            upgraded = await self._serve(sock)
+            if upgraded is not None:
+                # The head and the HTTP parser are gone by now: an idle WebSocket
+                # keeps only what it needs (memory per connection is a feature here).
+                await self._run_websocket(upgraded)
         except (
             _Closed,
             trio.BrokenResourceError,
@@ -74,68 +94,107 @@ class NativeHost:
         finally:
             close_unwatched(sock)  # the connection's tasks have all ended
 
-    async def _first_request(self, sock: trio.socket.SocketType) -> _Upgrade | None:
-        """Read the first request head; take a plain upgrade's fast path, else h11's.
+    async def _serve(self, sock: trio.socket.SocketType) -> _Upgraded | None:
+        """Requests until an upgrade (returned) or the end of the connection (None).
 
-        The head has usually arrived by the time this task runs: then it is
-        read at once, with no timeout to arm. A WebSocket never needs a
+        The first head has usually arrived by the time this task runs: then it
+        is read at once, with no deadline to arm. A WebSocket never needs a
         ``SocketStream``: only the h11 path makes one.
         """
-        fd = sock.fileno()
         try:
-            data = os.read(fd, _RECEIVE_SIZE)
+            data = os.read(sock.fileno(), _RECEIVE_SIZE)
         except BlockingIOError:
             data = b""
         else:
             if not data:
                 return None  # closed before saying anything
-        if not _head_complete(data):
-            with trio.move_on_after(_HEAD_TIMEOUT):
-                data = await _read_head(fd, data)
-            if not _head_complete(data):
-                return None  # closed, or a head that never finished: no one to answer
-        end = data.find(HEAD_END)
-        if end >= 0:
-            request = parse_upgrade(data[:end])
-            if request is not None:
-                return await self._handshake(
-                    sock, request.target, request.headers, data[end + 4 :]
-                )
-        return await self._serve_http(trio.SocketStream(sock), data)
-
-    async def _serve_http(self, stream: trio.SocketStream, data: bytes) -> _Upgrade | None:
-        """Answer HTTP requests; return what a WebSocket upgrade needs, if one came."""
-        http = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
-        http.receive_data(data)
+        stream: trio.SocketStream | None = None
         while True:
-            with trio.move_on_after(_HEAD_TIMEOUT) as scope:
-                try:
-                    event = await _next_event(http, stream)
-                except h11.RemoteProtocolError as problem:
-                    await _refuse(stream, http, problem.error_status_hint, str(problem))
-                    return None
-            if scope.cancelled_caught or event is None or isinstance(event, h11.ConnectionClosed):
+            head = await self._read_head(sock, data)
+            if head is None:
                 return None
-            assert isinstance(event, h11.Request)
-            headers = header_map(event.headers)
-            if "websocket" in headers.get("upgrade", "").lower() and event.method == b"GET":
-                leftover, _ = http.trailing_data
-                target = event.target.decode("latin-1")
-                return await self._handshake(stream.socket, target, headers, bytes(leftover))
-            await self._http(stream, http, event, headers)
-            if http.our_state is h11.MUST_CLOSE or http.their_state is h11.MUST_CLOSE:
-                return None
-            try:
-                http.start_next_cycle()
-            except h11.LocalProtocolError:
-                return None
+            if head.head.endswith(HEAD_END):
+                request = parse_upgrade(head.head[: -len(HEAD_END)])
+                if request is not None:
+                    return await self._handshake(sock, request.target, request.headers, head.rest)
+            if stream is None:
+                stream = trio.SocketStream(sock)
+            served = await self._serve_http(stream, head)
+            if not isinstance(served, bytes):
+                return served
+            data = served  # kept alive: the bytes after the request begin the next
+
+    async def _read_head(self, sock: trio.socket.SocketType, data: bytes) -> Head | None:
+        """The next request head, beginning with *data*; None to close the connection.
+
+        One deadline for the whole head, however slowly it trickles in. A head
+        that began but did not finish in time gets a 408; one too large (431) or
+        not a request at all (400) is refused as soon as that is known. Silence
+        (an idle keep-alive) or a peer that closed ends without an answer.
+        """
+        config = self.state.config
+        reader = HeadReader(config.max_head_size)
+        try:
+            head = reader.receive_data(data)
+            if head is not None:
+                return head
+            fd = sock.fileno()
+            with trio.move_on_after(config.head_timeout):
+                while head is None:
+                    chunk = await receive_some(fd, try_first=False)
+                    if not chunk:
+                        return None
+                    head = reader.receive_data(chunk)
+                return head
+        except HeadError as problem:
+            await _send_refusal(sock, problem.status, problem.message)
+            await _linger(sock, config.close_timeout)
+            return None
+        if reader.started:
+            await _send_refusal(sock, 408, "Request head not received in time")
+            await _linger(sock, config.close_timeout)
+        return None
+
+    async def _serve_http(self, stream: trio.SocketStream, head: Head) -> _Upgraded | bytes | None:
+        """One request through h11: an upgrade, the bytes after it (keep-alive), or None (close)."""
+        config = self.state.config
+        # The head is complete and within the limit: h11 only meets bigger
+        # events in a chunked body (chunk headers, trailers).
+        http = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_head_size)
+        http.receive_data(head.head + head.rest)
+        try:
+            event = http.next_event()
+        except h11.RemoteProtocolError as problem:
+            await _refuse(stream, http, problem.error_status_hint, str(problem))
+            await _linger(stream.socket, config.close_timeout)
+            return None
+        if not isinstance(event, h11.Request):
+            return None  # a complete head is always a request or an error
+        headers = header_map(event.headers)
+        if "websocket" in headers.get("upgrade", "").lower() and event.method == b"GET":
+            leftover, _ = http.trailing_data
+            target = event.target.decode("latin-1")
+            return await self._handshake(stream.socket, target, headers, bytes(leftover))
+        await self._http(stream, http, event)
+        if http.their_state is h11.SEND_BODY:
+            # Answered without reading the whole body (refused, too large, too
+            # slow): never read it for the next request; close politely.
+            await _linger(stream.socket, config.close_timeout)
+            return None
+        if http.our_state is not h11.DONE or http.their_state is not h11.DONE:
+            return None
+        leftover, _ = http.trailing_data
+        return bytes(leftover)
 
     # ---- WebSocket -----------------------------------------------------
     async def _handshake(
         self, sock: trio.socket.SocketType, target: str, headers: dict[str, str], leftover: bytes
-    ) -> _Upgrade | None:
+    ) -> _Upgraded | None:
         """Check the upgrade request and answer 101 (RFC 6455 §4.2), or refuse it."""
         config = self.state.config
+        if not self.hosts.allows(headers.get("host")):
+            await _send_refusal(sock, 421, MISDIRECTED)
+            return None
         path = unquote(target.split("?", 1)[0])
         key = headers.get("sec-websocket-key", "")
         if path not in config.ws_paths:
@@ -154,24 +213,22 @@ class NativeHost:
         offered = parse_offer([headers.get("sec-websocket-protocol", "")])
         protocol, echo = choose_subprotocol(offered, config.subprotocols)
         await _send(sock, switching_protocols(key, echo))
-        return protocol, leftover, headers
-
-    async def _run_websocket(
-        self,
-        sock: trio.socket.SocketType,
-        protocol: str | None,
-        leftover: bytes,
-        headers: dict[str, str],
-    ) -> None:
-        state = self.state
-        config = state.config
         socket = NativeWebSocket(
             sock,
-            leftover=leftover,
+            leftover=leftover,  # bytes read past the head: the first frames
             max_message_size=config.max_message_size,
             max_backlog=config.write_buffer_size,
         )
-        if protocol is None:
+        context = (
+            make_context(headers, protocol, config.keep_headers) if protocol is not None else None
+        )
+        return _Upgraded(socket, protocol, context)
+
+    async def _run_websocket(self, upgraded: _Upgraded) -> None:
+        state = self.state
+        config = state.config
+        socket, protocol, context = upgraded.socket, upgraded.protocol, upgraded.context
+        if protocol is None or context is None:
             with trio.move_on_after(config.close_timeout):
                 await socket.close(
                     CloseCode.SUBPROTOCOL_NOT_ACCEPTABLE, "Subprotocol not acceptable"
@@ -179,16 +236,19 @@ class NativeHost:
             state.metrics.closes_by_code(str(CloseCode.SUBPROTOCOL_NOT_ACCEPTABLE)).inc()
             return
         machine = machine_for(protocol, max_operations=config.max_operations)
-        await state.run_connection(socket, machine, make_context(headers, protocol))
+        await state.run_connection(socket, machine, context)
 
     # ---- HTTP through the ASGI app ------------------------------------
     async def _http(
-        self,
-        stream: trio.SocketStream,
-        http: h11.Connection,
-        request: h11.Request,
-        headers: dict[str, str],
+        self, stream: trio.SocketStream, http: h11.Connection, request: h11.Request
     ) -> None:
+        """One plain request answered by the ASGI app; every write under ``write_timeout``.
+
+        The app reads the body (its deadline is the app's); a response that
+        starts while part of the body is still unread says ``connection:
+        close``, since that body is never read.
+        """
+        write_timeout = self.state.config.write_timeout
         target = request.target.decode("latin-1")
         path, _, query = target.partition("?")
         scope: dict[str, Any] = {
@@ -208,10 +268,19 @@ class NativeHost:
         body_done = False
         head_only = request.method == b"HEAD"
 
+        async def write(data: bytes) -> None:
+            with trio.move_on_after(write_timeout):
+                await stream.send_all(data)
+                return
+            raise _Closed()  # a peer that does not read its answer
+
         async def receive() -> dict[str, Any]:
             nonlocal body_done
             if body_done:
                 await trio.sleep_forever()
+            if http.they_are_waiting_for_100_continue:
+                # Asked for only once the request got past its checks (Host, auth).
+                await write(http.send(h11.InformationalResponse(status_code=100, headers=[])))
             event = await _next_event(http, stream)
             if isinstance(event, h11.Data):
                 return {"type": "http.request", "body": bytes(event.data), "more_body": True}
@@ -220,40 +289,55 @@ class NativeHost:
                 return {"type": "http.request", "body": b"", "more_body": False}
             return {"type": "http.disconnect"}
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: MutableMapping[str, Any]) -> None:
+            nonlocal body_done
             if message["type"] == "http.response.start":
-                response = h11.Response(
-                    status_code=message["status"], headers=message.get("headers", [])
-                )
-                await stream.send_all(http.send(response))
+                headers = list(message.get("headers", []))
+                if http.their_state is h11.SEND_BODY and not _body_buffered(http):
+                    headers.append((b"connection", b"close"))
+                body_done = True
+                response = h11.Response(status_code=message["status"], headers=headers)
+                await write(http.send(response))
             elif message["type"] == "http.response.body":
                 body = b"" if head_only else message.get("body", b"")
                 data = http.send(h11.Data(data=body)) if body else b""
                 if not message.get("more_body"):
                     data += http.send(h11.EndOfMessage())
-                await stream.send_all(data)
+                await write(data)
 
         await self.asgi(scope, receive, send)
-        # Drain whatever body the app did not read, so the next request parses.
-        while http.their_state is h11.SEND_BODY:
-            event = await _next_event(http, stream)
-            if event is None or isinstance(event, h11.ConnectionClosed):
-                break
 
 
-def _head_complete(data: bytes) -> bool:
-    """A whole head (or bare LF line ends, or too much: h11 answers those)."""
-    return HEAD_END in data or b"\n\n" in data or len(data) > _MAX_HEAD
+def _body_buffered(http: h11.Connection) -> bool:
+    """Consume (unread) body h11 already holds; whether that was all of it.
+
+    A response may start before the app read the body (it did not need it);
+    when the whole body arrived with the head, the connection stays usable.
+    """
+    try:
+        while True:
+            event = http.next_event()
+            if isinstance(event, h11.EndOfMessage):
+                return True
+            if not isinstance(event, h11.Data):
+                return False  # NEED_DATA: the rest is still on its way
+    except h11.RemoteProtocolError:
+        return False
 
 
-async def _read_head(fd: int, data: bytes) -> bytes:
-    """Read until the head is complete; what was read if the peer closed first."""
-    while not _head_complete(data):
-        chunk = await receive_some(fd, try_first=False)
-        if not chunk:
-            break
-        data += chunk
-    return data
+async def _linger(sock: trio.socket.SocketType, seconds: float) -> None:
+    """Close after an answer the peer may still be sending into, without losing the answer.
+
+    Closing with unread bytes makes the kernel reset the connection, which
+    can destroy the response before the peer reads it. So stop sending, and
+    read and drop what still comes for at most *seconds* (or until it closes).
+    """
+    with contextlib.suppress(OSError):
+        sock.shutdown(stdsocket.SHUT_WR)
+    fd = sock.fileno()
+    with trio.move_on_after(seconds):
+        while await receive_some(fd):
+            pass
 
 
 async def _next_event(http: h11.Connection, stream: trio.SocketStream) -> Any:

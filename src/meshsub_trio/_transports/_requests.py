@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Iterable
 from http.cookies import CookieError, SimpleCookie
 from urllib.parse import urlsplit
@@ -33,22 +35,34 @@ def parse_cookies(header: str | None) -> dict[str, str]:
     return {name: morsel.value for name, morsel in jar.items()}
 
 
-#: Handshake mechanics no application needs; not kept on an idle connection.
-_HANDSHAKE_HEADERS = frozenset(
+#: What a WebSocket's context keeps of its upgrade request, for the life of
+#: the socket: what auth hooks and resolvers read (cookies are kept parsed).
+#: The rest (handshake mechanics, whatever else a client sent, up to the head
+#: limit) is dropped once the socket is open: an idle socket costs its context.
+KEPT_ON_SOCKETS = frozenset(
     {
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "sec-websocket-extensions",
-        "upgrade",
-        "connection",
+        "authorization",
+        "host",
+        "origin",
+        "user-agent",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-real-ip",
     }
 )
 
 
-def make_context(headers: dict[str, str], protocol: str) -> Context:
+def make_context(
+    headers: dict[str, str], protocol: str, keep: Iterable[str] = ()
+) -> Context:
+    """The context of one HTTP request (all its headers) or one WebSocket (only
+    :data:`KEPT_ON_SOCKETS` and the names in *keep*, ``Config.keep_headers``)."""
+    cookies = parse_cookies(headers.get("cookie"))
     if protocol != "http":
-        headers = {k: v for k, v in headers.items() if k not in _HANDSHAKE_HEADERS}
-    return Context(headers=headers, cookies=parse_cookies(headers.get("cookie")), protocol=protocol)
+        kept = KEPT_ON_SOCKETS.union(keep) if keep else KEPT_ON_SOCKETS
+        headers = {k: v for k, v in headers.items() if k in kept}
+    return Context(headers=headers, cookies=cookies, protocol=protocol)
 
 
 def origin_allowed(headers: dict[str, str], config: Config) -> bool:
@@ -67,3 +81,12 @@ def origin_allowed(headers: dict[str, str], config: Config) -> bool:
     origin_host = urlsplit(origin).hostname or ""
     request_host = urlsplit(f"//{headers.get('host', '')}").hostname or ""
     return origin_host == request_host or origin_host in _LOOPBACK_HOSTS
+
+
+def bearer_matches(authorization: str | None, token: str) -> bool:
+    """Whether ``Authorization: Bearer <token>`` carries *token* (compared in constant time)."""
+    scheme, _, presented = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    digest = hashlib.sha256(presented.strip().encode("utf-8")).digest()
+    return hmac.compare_digest(digest, hashlib.sha256(token.encode("utf-8")).digest())

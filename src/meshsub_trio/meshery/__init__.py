@@ -9,6 +9,12 @@ events (``/api/system/events``, Meshery-style) and apply model changes
 Given a broker shared by several processes (``create_app(broker=nats)``),
 the model is replicated over it (:class:`ReplicatedBus`): every process
 serves the same state and events, and event cursors resume on any of them.
+
+``create_app(data_dir=DIR)`` keeps the model in an embedded SQLite database
+there (``default_data_dir()`` is where ``meshsub-trio serve`` keeps it): a
+restart serves the same designs, filters, contexts, profiles, results and
+events, and event cursors stay valid. A database that cannot be used raises
+a :class:`StoreError` at once.
 """
 
 from __future__ import annotations
@@ -16,11 +22,21 @@ from __future__ import annotations
 from . import _topics as topics
 from ._app import MesheryApp, create_app
 from ._auth import LOCAL_USER, LOCAL_USER_ID, Authenticator, User
+from ._datadir import default_data_dir
 from ._model import Model
 from ._paging import BadUserInput
+from ._quota import StorageLimitExceeded, StorageLimits
 from ._replication import BrokerUnavailable, ReplicatedBus
 from ._schema import schema_sdl
 from ._simulator import Simulator
+from ._store_errors import (
+    StoreCorrupt,
+    StoreError,
+    StoreLocked,
+    StoreTooNew,
+    StoreUnavailable,
+    StoreUnreadable,
+)
 
 __all__ = [
     "LOCAL_USER",
@@ -32,9 +48,18 @@ __all__ = [
     "Model",
     "ReplicatedBus",
     "Simulator",
+    "StorageLimitExceeded",
+    "StorageLimits",
+    "StoreCorrupt",
+    "StoreError",
+    "StoreLocked",
+    "StoreTooNew",
+    "StoreUnavailable",
+    "StoreUnreadable",
     "User",
     "app",
     "create_app",
+    "default_data_dir",
     "schema_sdl",
     "topics",
 ]

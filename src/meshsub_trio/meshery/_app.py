@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -13,13 +14,20 @@ import trio
 from .._app import App
 from .._broker import Broker, MemoryBroker
 from ._auth import LOCAL_USER, Authenticator, TokenSource, User
+from ._datadir import MEMORY
+from ._durable import attach, drain, open_store
 from ._model import Model
+from ._quota import StorageLimits
 from ._replication import ReplicatedBus
 from ._resolvers import make_resolvers
+from ._resume_log import ResumeLogBroker
 from ._routes import make_routes
 from ._schema import build_meshery_schema
 from ._simulator import Simulator
+from ._snapshots import snapshots_for
+from ._store import Store
 from ._streamers import make_streamers
+from ._tables import Retention
 
 
 class MesheryApp(App):
@@ -39,10 +47,17 @@ class MesheryApp(App):
     simulator: Simulator | None
     #: User ids that may publish events to other users (read per request).
     event_publishers: set[str]
+    #: The embedded database (``data_dir``), or None (``":memory:"``, or a shared bus).
+    store: Store | None
 
     @property
     def auth_mode(self) -> str:
         return self.authenticator.mode
+
+    def close(self) -> None:
+        """Write what is queued and close the database (releasing its lock)."""
+        if self.store is not None:
+            self.store.close()
 
 
 def shares_bus(broker: Any) -> bool:
@@ -53,8 +68,10 @@ def shares_bus(broker: Any) -> bool:
     return hasattr(broker, "subscribe_log") and hasattr(broker, "wait_state_change")
 
 
-def _seeded_ids(seed: int) -> Callable[[], str]:
-    rng = random.Random(f"meshery-ids:{seed}")
+def _seeded_ids(seed: int, starts: int = 0) -> Callable[[], str]:
+    # A server restarted on its database gets ids it never handed out before:
+    # the first run's ids again would overwrite what that run created.
+    rng = random.Random(f"meshery-ids:{seed}" + (f":{starts}" if starts else ""))
     return lambda: str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
@@ -66,8 +83,11 @@ def create_app(
     seed: int | None = None,
     tokens: TokenSource | None = None,
     local_user: User | str = LOCAL_USER,
+    data_dir: str | os.PathLike[str] = MEMORY,
+    durability: str = "full",
+    limits: StorageLimits | None = None,
 ) -> MesheryApp:
-    """Build Meshery's real-time API as an App. Cheap: nothing runs until lifespan.
+    """Build Meshery's real-time API as an App. Nothing runs until lifespan.
 
     * ``broker``: where model changes are published (default: a new MemoryBroker).
       A broker shared by several processes (a connected ``NatsBroker``) is
@@ -77,6 +97,17 @@ def create_app(
       up with the log before serving. Run the simulator on one process only.
     * ``simulator``/``rate``/``seed``: run the simulated cluster while served,
       ``rate`` times as fast; a seed makes its story (and generated ids) repeatable.
+    * ``data_dir``: a directory whose database (:mod:`._store`) keeps designs,
+      filters, K8s contexts, perf profiles and results, MeshModel entries and
+      events across restarts, read here (a :class:`StoreError` if it cannot
+      be used); ``":memory:"`` (the default) keeps nothing. ``durability``:
+      ``"full"`` (fsync every commit: survives power loss) or ``"normal"``
+      (survives a crash of the process). Unused with a shared broker, whose
+      log is the durable state. ``app.close()`` releases the database.
+    * ``limits``: storage bounds (:class:`StorageLimits`: bytes per stored
+      object, stored bytes and records per user, event history bytes per user);
+      a change over one is refused (413 on REST, ``STORAGE_LIMIT`` in GraphQL)
+      and stores nothing. The defaults are far above what Meshery users store.
     * ``tokens``: token -> user id (or ``{"id", "user_name"}``), as a dict or a
       JSON file path; turns on token mode. Without it every caller is
       ``local_user`` (Meshery's local provider), which is only safe on loopback.
@@ -88,14 +119,37 @@ def create_app(
     """
     user = local_user if isinstance(local_user, User) else User(local_user, "meshery", "Local")
     authenticator = Authenticator(tokens, local_user=user)
-    chosen_broker = broker if broker is not None else MemoryBroker()
-    bus = ReplicatedBus(chosen_broker) if shares_bus(chosen_broker) else None
+    limits = limits if limits is not None else StorageLimits()
+    # Our own in-memory broker bounds its resume log in bytes too (see _resume_log).
+    chosen_broker = (
+        broker if broker is not None else ResumeLogBroker(log_bytes=limits.resume_log_bytes)
+    )
+    shared = shares_bus(chosen_broker)
+    bus = ReplicatedBus(chosen_broker, snapshots=snapshots_for(chosen_broker)) if shared else None
+    retention = Retention()
+    store = (
+        open_store(data_dir, chosen_broker, durability=durability, retention=retention)
+        if bus is None
+        else None
+    )
     # Seeded ids repeat on every process with that seed: with several processes
     # only the one telling the (seeded) story uses them.
     seeded = seed is not None and (bus is None or simulator)
-    model = Model(bus or chosen_broker, **({"new_id": _seeded_ids(seed)} if seeded else {}))
+    starts = store.starts if store is not None else 0
+    model = Model(
+        bus or chosen_broker,
+        system_id=store.stored.meta.get("system_id") if store is not None else None,
+        event_history=retention.events_per_user,
+        results_per_profile=retention.results_per_profile,
+        limits=limits,
+        **({"new_id": _seeded_ids(seed, starts)} if seeded and seed is not None else {}),
+    )
     if bus is not None:
         bus.attach(model)
+    if store is not None:
+        attach(model, store)
+    if isinstance(chosen_broker, ResumeLogBroker):
+        chosen_broker.adopt()  # what a database restored into its log counts too
     for known in authenticator.users():
         model.add_user(known.id)
     sim = Simulator(model, owner=user.id, rate=rate, seed=seed) if simulator else None
@@ -111,6 +165,8 @@ def create_app(
         async with AsyncExitStack() as stack:
             if bus is not None:
                 await stack.enter_async_context(bus.running())
+            if store is not None:
+                stack.push_async_callback(drain, store)
             if sim is None or driving:
                 yield
                 return
@@ -127,13 +183,20 @@ def create_app(
 
     schema = build_meshery_schema()
     publishers: set[str] = set()
+
+    def may_feed_cluster(user_id: str) -> bool:
+        """Shared cluster state: any caller in local mode, service accounts in token mode."""
+        return authenticator.mode == "local" or user_id in publishers
+
     app = MesheryApp(
         schema,
-        resolvers=make_resolvers(model),
+        resolvers=make_resolvers(model, may_feed_cluster),
         streamers=make_streamers(model),
         authenticate=authenticator,
         lifespan=lifespan,
-        http_routes=make_routes(model, authenticator, schema, publishers=publishers),
+        http_routes=make_routes(
+            model, authenticator, schema, publishers=publishers, may_feed_cluster=may_feed_cluster
+        ),
     )
     app.model = model
     app.broker = model.broker
@@ -141,4 +204,5 @@ def create_app(
     app.authenticator = authenticator
     app.simulator = sim
     app.event_publishers = publishers
+    app.store = store
     return app

@@ -27,7 +27,10 @@ replica that falls further behind than it, or that starts after history was
 evicted, cannot see what is gone. That is logged and counted (``gaps``), and
 the replica continues from the oldest entry still retained. Size the
 retention (``LogStream.max_msgs``/``max_age``) above the history the state
-needs.
+needs, or give the bus a snapshot store (:mod:`._snapshots`, what
+``create_app`` does on NATS): a process then starts from the newest snapshot
+and replays only the log after it, and replicas snapshot the model well
+within the retention, so no history is needed beyond it.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from ._link import mirror_link
 from ._model import Model
 from ._pending import PendingChanges, applies_at_once
 from ._resume import ResumeFeed
+from ._snapshots import SnapshotStore, Snapshotter
 
 log = logging.getLogger("meshsub_trio.meshery.replication")
 
@@ -87,8 +91,14 @@ class ReplicatedBus:
         capacity: int = 1024,
         flush_timeout: float = 5.0,
         origin: str | None = None,
+        snapshots: SnapshotStore | None = None,
     ) -> None:
         self.shared = shared
+        #: Takes and restores snapshots of the model, when given a snapshot store.
+        self.snapshotter = Snapshotter(snapshots) if snapshots is not None else None
+        #: The log sequence this replica started from (a snapshot's): every
+        #: topic's history up to it is in the shared log, none of it is local.
+        self._floor = 0
         #: This process's identity in envelopes (new at every start).
         self.origin = origin or uuid.uuid4().hex[:16]
         self.subject = subject
@@ -227,7 +237,7 @@ class ReplicatedBus:
             open_live=lambda size: self._deliveries.subscribe(
                 topic, capacity=max(size, self.capacity), policy=Overflow.CLOSE
             ),
-            newest=lambda: self._topic_seq.get(topic, 0),
+            newest=lambda: max(self._topic_seq.get(topic, 0), self._floor),
             open_history=lambda start, size: self.shared.subscribe_log(
                 topic, after=start, capacity=size
             ),
@@ -257,6 +267,9 @@ class ReplicatedBus:
         self._running = True
         try:
             async with trio.open_nursery() as nursery:
+                if self.snapshotter is not None and self.model is not None:
+                    self.last_seq = self._floor = await self.snapshotter.restore(self.model)
+                    nursery.start_soon(self.snapshotter.run, self._capture)
                 nursery.start_soon(self._replicate)
                 if self.model is not None:
                     nursery.start_soon(mirror_link, self.shared, self.model, self._wake_controllers)
@@ -270,6 +283,13 @@ class ReplicatedBus:
                     nursery.cancel_scope.cancel()
         finally:
             self._running = False
+
+    def _capture(self) -> tuple[int, list[dict[str, Any]]] | None:
+        """This replica's state as "the log up to last_seq" (None while own
+        changes are pending: those are applied but not yet in the log)."""
+        if self.model is None or len(self._pending):
+            return None
+        return self.last_seq, self.model.state_messages()
 
     def _wake_controllers(self) -> None:
         self.notify_local(topics.CONTROLLERS, {"type": "controller", "op": "link"})
@@ -310,6 +330,8 @@ class ReplicatedBus:
                 "replica %s: log jumped from %d to %d", self.origin, self.last_seq, delivery.seq
             )
         self.last_seq = delivery.seq
+        if self.snapshotter is not None:
+            self.snapshotter.note(delivery.seq)  # a snapshot is taken after this entry, if due
         message = _message_of(envelope)
         topic = envelope.get("topic") if isinstance(envelope, dict) else None
         if message is None or not isinstance(topic, str):
@@ -367,4 +389,5 @@ class ReplicatedBus:
             "gaps": self.gaps,
             "reader_restarts": self.reader_restarts,
             "dropped": sum(self._plain.dropped.values()) + sum(self._deliveries.dropped.values()),
+            **(self.snapshotter.stats() if self.snapshotter is not None else {}),
         }

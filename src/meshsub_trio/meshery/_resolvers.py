@@ -2,9 +2,15 @@
 
 They are plain functions on purpose: nothing here needs to wait, and they
 also run under ``graphql_sync``. Model ``ValueError``s become
-``BAD_USER_INPUT`` GraphQL errors. A change the shared broker refuses (its
-bounded queue is full during an outage) becomes a ``BROKER_UNAVAILABLE``
-error, "broker unavailable, change not accepted", and nothing was applied.
+``BAD_USER_INPUT`` GraphQL errors; a storage limit becomes ``STORAGE_LIMIT``
+with the limit's name and value in ``extensions``. Everything owned is the
+caller's own: another user's id reads, updates and deletes exactly as an id
+that does not exist ("no design X"), so ids cannot be probed; shared cluster
+state (controllers, cluster objects, MeshModel) is everyone's.
+
+A change the shared broker refuses (its bounded queue is full during an
+outage) becomes a ``BROKER_UNAVAILABLE`` error, "broker unavailable, change
+not accepted", and nothing was applied.
 Only when the model is replicated does a mutation return an awaitable: it
 resolves once the change reached the shared bus (at once during an outage,
 when the change waits in the broker's bounded queue).
@@ -22,6 +28,7 @@ from . import _views as views
 from ._auth import current_user
 from ._model import Model
 from ._paging import BadUserInput, paginate, parse_page_filter
+from ._quota import StorageLimitExceeded
 from ._replication import BrokerUnavailable
 
 Resolver = Callable[..., Any]
@@ -44,6 +51,9 @@ def _user_errors(fn: Resolver) -> Resolver:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except StorageLimitExceeded as error:
+            extensions = {"code": "STORAGE_LIMIT", "limit": error.limit, "max": error.value}
+            raise GraphQLError(str(error), extensions=extensions) from None
         except ValueError as error:
             raise BadUserInput(str(error)) from None
         except BrokerUnavailable as error:
@@ -69,6 +79,14 @@ def _flushed(model: Model, fn: Resolver) -> Resolver:
 
 def _user_id(info: GraphQLResolveInfo) -> str:
     return current_user(info.context).id
+
+
+def _found(deleted: bool, what: str, item_id: str) -> bool:
+    """A delete that found nothing of the caller's is an error, whether the id
+    is another user's or nobody's (the same error: ids cannot be probed)."""
+    if not deleted:
+        raise BadUserInput(f"no {what} {item_id}")
+    return True
 
 
 def _empty_list(_root: Any, _info: GraphQLResolveInfo, **_args: Any) -> list[Any]:
@@ -107,17 +125,18 @@ def make_query_resolvers(model: Model) -> dict[str, Resolver]:
         items = model.controller_items({connectionID})
         return next((i for i in items if i["controller"] == "OPERATOR"), None)
 
-    def resync_cluster(_root: Any, _info: Any, k8scontextID: str, selector: Any = None) -> str:
-        if model.context(k8scontextID) is None:
+    def resync_cluster(_root: Any, info: Any, k8scontextID: str, selector: Any = None) -> str:
+        if model.context(k8scontextID, _user_id(info)) is None:
             raise BadUserInput(f"no Kubernetes context {k8scontextID}")
         return "PROCESSING"
 
-    def available_namespaces(_root: Any, _info: Any, k8sClusterIDs: Any = None) -> list[Any]:
-        clusters = model.resolve_clusters(k8sClusterIDs) if k8sClusterIDs else None
+    def available_namespaces(_root: Any, info: Any, k8sClusterIDs: Any = None) -> list[Any]:
+        owner = _user_id(info)
+        clusters = model.resolve_clusters(k8sClusterIDs, owner) if k8sClusterIDs else None
         return [{"namespace": name} for name in model.namespaces(clusters)]
 
-    def kubectl_describe(_root: Any, _info: Any, name: str, kind: str, namespace: str) -> Any:
-        for context in model.contexts():
+    def kubectl_describe(_root: Any, info: Any, name: str, kind: str, namespace: str) -> Any:
+        for context in model.contexts(_user_id(info)):
             for obj in model.objects(context["kubernetes_server_id"]):
                 if (obj["name"], obj["kind"], obj["namespace"]) == (name, kind, namespace):
                     text = (
@@ -146,15 +165,15 @@ def make_query_resolvers(model: Model) -> dict[str, Resolver]:
         ),
         "getNatsStatus": lambda _r, _i, connectionID: controller_status(connectionID, "BROKER"),
         "getAvailableNamespaces": available_namespaces,
-        "getPerfResult": lambda _r, _i, id: model.result(id),
-        "fetchResults": lambda _r, _i, selector, profileID: views.perf_results_page(
-            model, views.results_selector(selector), profileID
+        "getPerfResult": lambda _r, info, id: model.result(id, _user_id(info)),
+        "fetchResults": lambda _r, info, selector, profileID: views.perf_results_page(
+            model, _user_id(info), views.results_selector(selector), profileID
         ),
-        "getPerformanceProfiles": lambda _r, _i, selector: views.perf_profiles_page(
-            model, views.profiles_selector(selector)
+        "getPerformanceProfiles": lambda _r, info, selector: views.perf_profiles_page(
+            model, _user_id(info), views.profiles_selector(selector)
         ),
-        "fetchAllResults": lambda _r, _i, selector: views.perf_results_page(
-            model, views.results_selector(selector), None
+        "fetchAllResults": lambda _r, info, selector: views.perf_results_page(
+            model, _user_id(info), views.results_selector(selector), None
         ),
         "fetchPatterns": lambda _r, info, selector: views.patterns_page(
             model, _user_id(info), views.config_selector(selector)
@@ -170,10 +189,10 @@ def make_query_resolvers(model: Model) -> dict[str, Resolver]:
 
 
 def make_mutation_resolvers(model: Model) -> dict[str, Resolver]:
-    def change_operator_status(_root: Any, _info: Any, input: Any = None) -> str:
+    def change_operator_status(_root: Any, info: Any, input: Any = None) -> str:
         if not input:
             raise BadUserInput("input is required")
-        context = model.context(input["contextID"])
+        context = model.context(input["contextID"], _user_id(info))
         if context is None:
             raise BadUserInput(f"no Kubernetes context {input['contextID']}")
         target = {"ENABLED": "DEPLOYED", "DISABLED": "UNDEPLOYED"}.get(input["targetStatus"])
@@ -211,16 +230,24 @@ def make_mutation_resolvers(model: Model) -> dict[str, Resolver]:
         "changeAdapterStatus": change_adapter_status,
         "publishEvent": lambda _r, info, input: model.publish_event(_user_id(info), input),
         "savePerformanceProfile": lambda _r, info, input: model.save_profile(_user_id(info), input),
-        "deletePerformanceProfile": lambda _r, info, id: model.delete_profile(_user_id(info), id),
+        "deletePerformanceProfile": lambda _r, info, id: _found(
+            model.delete_profile(_user_id(info), id), "performance profile", id
+        ),
         "recordPerfResult": lambda _r, info, input: model.record_result(
             _user_id(info), input["profileID"], input
         ),
         "savePattern": lambda _r, info, input: model.save_pattern(_user_id(info), input),
-        "deletePattern": lambda _r, info, id: model.delete_pattern(_user_id(info), id),
+        "deletePattern": lambda _r, info, id: _found(
+            model.delete_pattern(_user_id(info), id), "design", id
+        ),
         "saveFilter": lambda _r, info, input: model.save_filter(_user_id(info), input),
-        "deleteFilter": lambda _r, info, id: model.delete_filter(_user_id(info), id),
+        "deleteFilter": lambda _r, info, id: _found(
+            model.delete_filter(_user_id(info), id), "filter", id
+        ),
         "addK8sContext": lambda _r, info, input: model.upsert_context(input, owner=_user_id(info)),
-        "deleteK8sContext": lambda _r, _i, id: model.delete_context(id),
+        "deleteK8sContext": lambda _r, info, id: _found(
+            model.delete_context(id, _user_id(info)), "Kubernetes context", id
+        ),
         "setControllerStatus": set_controller,
         "addClusterResource": cluster_object(model.add_object),
         "deleteClusterResource": cluster_object(model.delete_object),
@@ -229,11 +256,53 @@ def make_mutation_resolvers(model: Model) -> dict[str, Resolver]:
     }
 
 
-def make_resolvers(model: Model) -> dict[str, dict[str, Resolver]]:
-    """The ``resolvers=`` mapping for the App, bound to *model*."""
+#: Mutations that write the shared cluster state every user sees (in Meshery
+#: it comes from the cluster itself, through MeshSync), not a user's own objects.
+CLUSTER_FEEDS = frozenset(
+    {
+        "setControllerStatus",
+        "addClusterResource",
+        "deleteClusterResource",
+        "addMeshModelComponent",
+        "addMeshModelRelationship",
+    }
+)
+
+
+class ClusterFeedRefused(GraphQLError):
+    """An ordinary user tried to write shared cluster state (token mode)."""
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__(
+            f"user {user_id} may not change shared cluster state; only service accounts "
+            "(the app's event_publishers) may",
+            extensions={"code": "FORBIDDEN"},
+        )
+
+
+def _cluster_feed(may_feed: Callable[[str], bool], fn: Resolver) -> Resolver:
+    @functools.wraps(fn)
+    def wrapper(root: Any, info: GraphQLResolveInfo, **kwargs: Any) -> Any:
+        user_id = _user_id(info)
+        if not may_feed(user_id):
+            raise ClusterFeedRefused(user_id)
+        return fn(root, info, **kwargs)
+
+    return wrapper
+
+
+def make_resolvers(
+    model: Model, may_feed_cluster: Callable[[str], bool] = lambda _user_id: True
+) -> dict[str, dict[str, Resolver]]:
+    """The ``resolvers=`` mapping for the App, bound to *model*.
+
+    *may_feed_cluster(user_id)* says who may run the :data:`CLUSTER_FEEDS`
+    mutations (everyone in local mode; service accounts in token mode).
+    """
+    mutations = make_mutation_resolvers(model)
+    for name in CLUSTER_FEEDS:
+        mutations[name] = _cluster_feed(may_feed_cluster, mutations[name])
     return {
         "Query": {k: _user_errors(v) for k, v in make_query_resolvers(model).items()},
-        "Mutation": {
-            k: _flushed(model, _user_errors(v)) for k, v in make_mutation_resolvers(model).items()
-        },
+        "Mutation": {k: _flushed(model, _user_errors(v)) for k, v in mutations.items()},
     }

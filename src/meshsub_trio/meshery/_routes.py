@@ -13,7 +13,13 @@
   the matching GraphQL mutation input (``K8sContextInput``, ``PatternInput``,
   ...), checked by the same coercion and applied as the caller: no more than
   the mutations allow, without writing GraphQL. Server-owned fields (ids of
-  records' owners, timestamps) are never taken from the client.
+  records' owners, timestamps) are never taken from the client. As with the
+  mutations, ids name the caller's own records: deleting another user's is
+  "no design X" (400), exactly as deleting one that does not exist.
+
+A change over a storage limit (:mod:`._quota`: one object's size, a user's
+stored bytes or record count) answers 413 with the limit in the message, and
+stores nothing of that message.
 
 Requests are authenticated by the server first (401 in token mode without a
 valid token). POST bodies must be ``application/json``: a browser cannot send
@@ -40,6 +46,7 @@ from .._app import HttpHandler, HttpRequest, HttpResponse
 from .._encoding import JSONDecodeError, dumps, loads
 from ._auth import Authenticator, User, current_user
 from ._model import Model
+from ._quota import StorageLimitExceeded
 from ._records import SEVERITIES
 from ._replication import BrokerUnavailable
 
@@ -243,6 +250,7 @@ def make_routes(
     schema: GraphQLSchema,
     *,
     publishers: Collection[str] = (),
+    may_feed_cluster: Callable[[str], bool] = lambda _user_id: True,
 ) -> dict[str, HttpHandler]:
     """The ``http_routes=`` mapping for the Meshery app.
 
@@ -287,8 +295,14 @@ def make_routes(
             user, _coerce(schema, type_name, message.get(key), key)
         )
 
-    def delete(call: Callable[[str, str], Any]) -> Applier:
-        return lambda user, _key, message: call(user, _id_of(message))
+    def delete(call: Callable[[str, str], bool], what: str) -> Applier:
+        def run(user: str, _key: str, message: Mapping[str, Any]) -> bool:
+            item_id = _id_of(message)
+            if not call(user, item_id):  # another user's, or nobody's: the same answer
+                raise RouteError(400, f"no {what} {item_id}")
+            return True
+
+        return run
 
     def cluster_object(call: Callable[[str, str, str | None, str], bool]) -> Applier:
         def run(_user: str, key: str, message: Mapping[str, Any]) -> bool:
@@ -320,19 +334,22 @@ def make_routes(
             "context",
             upsert("K8sContextInput", lambda user, v: model.upsert_context(v, owner=user)),
         ),
-        ("k8s_context", "delete"): ("id", delete(lambda _user, i: model.delete_context(i))),
+        ("k8s_context", "delete"): (
+            "id",
+            delete(lambda user, i: model.delete_context(i, user), "Kubernetes context"),
+        ),
         ("controller", "upsert"): ("item", controller),
         ("cluster_object", "upsert"): ("object", cluster_object(model.add_object)),
         ("cluster_object", "delete"): ("object", cluster_object(model.delete_object)),
         ("pattern", "upsert"): ("pattern", upsert("PatternInput", model.save_pattern)),
-        ("pattern", "delete"): ("id", delete(model.delete_pattern)),
+        ("pattern", "delete"): ("id", delete(model.delete_pattern, "design")),
         ("filter", "upsert"): ("filter", upsert("FilterInput", model.save_filter)),
-        ("filter", "delete"): ("id", delete(model.delete_filter)),
+        ("filter", "delete"): ("id", delete(model.delete_filter, "filter")),
         ("perf_profile", "upsert"): (
             "profile",
             upsert("PerformanceProfileInput", model.save_profile),
         ),
-        ("perf_profile", "delete"): ("id", delete(model.delete_profile)),
+        ("perf_profile", "delete"): ("id", delete(model.delete_profile, "performance profile")),
         ("perf_result", "append"): (
             "result",
             upsert("PerfResultInput", lambda u, v: model.record_result(u, v["profileID"], v)),
@@ -353,6 +370,12 @@ def make_routes(
             known = ", ".join(f"{t}/{o}" for t, o in [("event", "append"), *appliers])
             raise RouteError(400, f"unsupported type/op {kind!r}/{op!r}; known: {known}")
         key, run = found
+        if kind in _CLUSTER_KINDS and not may_feed_cluster(caller.id):
+            raise RouteError(
+                403,
+                f"user {caller.id} may not change shared cluster state ({kind}); "
+                "only service accounts may",
+            )
         return run(caller.id, key, message)
 
     async def publish(request: HttpRequest) -> HttpResponse:
@@ -385,9 +408,15 @@ def make_routes(
     return {EVENTS_PATH: _guarded(events), PUBLISH_PATH: _guarded(publish)}
 
 
+#: Message types that write the shared cluster state (see ``CLUSTER_FEEDS``).
+_CLUSTER_KINDS = frozenset({"controller", "cluster_object", "meshmodel"})
+
+
 def _status_of(error: Exception) -> int:
     if isinstance(error, RouteError):
         return error.status
+    if isinstance(error, StorageLimitExceeded):
+        return 413
     return 503 if isinstance(error, BrokerUnavailable) else 400
 
 

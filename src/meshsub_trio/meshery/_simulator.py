@@ -7,10 +7,25 @@ yields the same changes in the same order (wall-clock timestamps aside),
 whatever else the Trio scheduler is doing. ``rate`` scales speed: at 2.0 the
 same story plays out twice as fast.
 
+A restarted simulator continues the story told before (the model loaded
+it from the database, or a replica caught up with the shared log): it
+recognises its clusters, profile, design and filter by name and owner and
+reuses them instead of creating them again; live state (controllers,
+cluster objects, pods) is reported afresh, as a real cluster would. It
+draws the same random numbers either way, so a seeded story stays the same.
+
 When the model is replicated, run the simulator on ONE process only: each
 run tells its own story. A step whose change the shared broker refuses (its
 bounded queue is full during an outage) is logged, counted and skipped; the
-story goes on with the next step.
+story goes on with the next step. So is a step over a storage limit (the
+owner's designs filled its quota, say).
+
+Whose objects: the clusters are discovered, so every known user gets its own
+K8s context for each (the same context id in each user's namespace, as
+Meshery registers a discovered cluster for each user); events go to every
+known user. Designs, filters, performance profiles and their results are
+personal artifacts in Meshery, so they are the owner's (the local user: in
+token mode, whoever's token maps to its id), never shared.
 """
 
 from __future__ import annotations
@@ -22,10 +37,12 @@ import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
 from ._model import Model
+from ._quota import StorageLimitExceeded
 from ._records import SEVERITIES
 from ._replication import BrokerUnavailable
 
@@ -199,7 +216,7 @@ class Simulator:
                 self.clock = due
                 try:
                     step()
-                except BrokerUnavailable as error:
+                except (BrokerUnavailable, StorageLimitExceeded) as error:
                     self.steps_refused += 1
                     log.warning("simulator step skipped: %s", error)
                 self.steps_run += 1
@@ -214,30 +231,45 @@ class Simulator:
     def _suffix(self, length: int) -> str:
         return "".join(self._rng.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(length))
 
+    def _known(self, records: list[dict[str, Any]], name: str, **fields: str) -> dict[str, Any]:
+        """The owner's record named *name* (and matching *fields*) from an earlier run, or {}."""
+        for record in records:
+            owner = record.get("user_id", record.get("owner"))
+            matches = all(record.get(key) == value for key, value in fields.items())
+            if record.get("name") == name and owner == self.owner and matches:
+                return record
+        return {}
+
     def _cluster_up(self, name: str, server: str, version: str, kind: str) -> None:
-        context_id = self._id()
+        context_id, cluster_id, connection_id = self._id(), self._id(), self._id()
+        known = self._known(self.model.contexts(), name, server=server)
+        if known:
+            context_id = known["id"]
+            cluster_id = known["kubernetes_server_id"]
+            connection_id = known["connection_id"]
         namespaces = ("default", "kube-system", "meshery", "istio-system")
         cluster = _Cluster(
             context_id=context_id,
-            cluster_id=self._id(),
-            connection_id=self._id(),
+            cluster_id=cluster_id,
+            connection_id=connection_id,
             name=name,
             namespaces=namespaces,
             nodes=tuple(f"{name}-node-{i}" for i in range(1 + len(self._clusters))),
         )
         self._clusters.append(cluster)
-        self.model.upsert_context(
-            {
-                "id": context_id,
-                "name": name,
-                "server": server,
-                "version": version,
-                "deployment_type": kind,
-                "kubernetes_server_id": cluster.cluster_id,
-                "connection_id": cluster.connection_id,
-            },
-            owner=self.owner,
-        )
+        for user in sorted(self.model.users | {self.owner}):  # see the module doc
+            self.model.upsert_context(
+                {
+                    "id": context_id,
+                    "name": name,
+                    "server": server,
+                    "version": version,
+                    "deployment_type": kind,
+                    "kubernetes_server_id": cluster.cluster_id,
+                    "connection_id": cluster.connection_id,
+                },
+                owner=user,
+            )
         self._event("informational", f"Kubernetes context {name} connected", "connection")
         for delay, controller, status, ctl_version in _ROLLOUT:
             self._at(
@@ -333,6 +365,11 @@ class Simulator:
 
     def _create_profile(self) -> None:
         self._profile_id = self._id()
+        known = self._known(self.model.profiles(), "bookinfo productpage soak")
+        if known:
+            self._profile_id = known["id"]
+            self._load_tests = known.get("total_results") or 0
+            return
         self.model.save_profile(
             self.owner,
             {
@@ -377,7 +414,9 @@ class Simulator:
 
     def _save_design(self) -> None:
         replicas = self._rng.randint(1, 4)
-        self._pattern_id = self._pattern_id or self._id()
+        fresh = self._id() if self._pattern_id is None else None
+        known = self._known(self.model.patterns_of(self.owner), "bookinfo")
+        self._pattern_id = self._pattern_id or known.get("id") or fresh
         self.model.save_pattern(
             self.owner,
             {
@@ -392,10 +431,13 @@ class Simulator:
         )
 
     def _save_filter(self) -> None:
+        filter_id = self._id()
+        if self._known(self.model.filters_of(self.owner), "http-auth"):
+            return
         self.model.save_filter(
             self.owner,
             {
-                "id": self._id(),
+                "id": filter_id,
                 "name": "http-auth",
                 "filter_file": "(module)",
                 "filter_resource": "wasm",

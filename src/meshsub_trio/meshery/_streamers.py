@@ -26,6 +26,14 @@ whole current state.
 Every streamer subscribes to the broker *before* reading its snapshot, so no
 change between the two is missed.
 
+Owned records are the caller's own (``ctx.auth``): configuration, K8s
+contexts, perf profiles and perf results render the caller's records only,
+and a perf result on a profile id the caller shares with another user (ids
+are per owner) is skipped unless it is the caller's, live or replayed from a
+cursor. Another user's change wakes a state streamer, which re-renders the
+same page and sends nothing. Context ids given to the cluster resources
+stream name the caller's contexts only; cluster ids are shared state.
+
 Sharing (cohorts keyed on document, variables, operation name and
 ``ctx.auth``, the frozen :class:`User`) is set only where a late joiner gets
 exactly what a fresh, unshared subscription would get:
@@ -33,8 +41,8 @@ exactly what a fresh, unshared subscription would get:
 * ``"state"`` for configuration, k8s contexts, cluster resources and the
   MeshModel summary: each emission is the complete current rendering and a
   fresh subscription starts with that rendering, which is the cohort's
-  latest value (its ``last``). Configuration reads ``ctx.auth``, and the
-  cohort key includes it, so one user's designs never reach another.
+  latest value (its ``last``). Those that read ``ctx.auth`` (everything
+  owned) share only within one user: the cohort key includes it.
 * ``"events"`` for events and perf results: no snapshot, each message one
   emission, and a late joiner gets the later ones, as a fresh run would.
 * ``"events"`` for perf profiles, although its values are states: Meshery
@@ -93,20 +101,23 @@ async def _stream_state(
 def make_streamers(model: Model) -> dict[str, Streamer]:
     """The ``streamers=`` mapping for the App, bound to *model*."""
 
-    async def perf_profiles(_ctx: Context, args: dict[str, Any], emit: Emit) -> None:
-        """Profiles page on every change; no initial snapshot (as in Meshery)."""
+    async def perf_profiles(ctx: Context, args: dict[str, Any], emit: Emit) -> None:
+        """The caller's profiles page on every change; no initial snapshot (as in Meshery)."""
+        user = current_user(ctx)
         request = views.profiles_selector(args["selector"])
         await _stream_state(
             model,
             topics.PERF_PROFILES,
-            lambda: views.perf_profiles_page(model, request),
+            lambda: views.perf_profiles_page(model, user.id, request),
             emit,
             snapshot=False,
         )
 
     async def perf_results(ctx: Context, args: dict[str, Any], emit: Emit) -> None:
-        """One results page per stored result, rendered as of that result, so a
-        burst of results yields one distinct page each; no initial snapshot."""
+        """One results page per stored result of the caller's profile, rendered as
+        of that result, so a burst of results yields one distinct page each; no
+        initial snapshot."""
+        user = current_user(ctx)
         request = views.results_selector(args["selector"])
         profile_id = args["profileID"]
         topic = topics.perf_results(profile_id)
@@ -118,8 +129,13 @@ def make_streamers(model: Model) -> dict[str, Streamer]:
             policy=Overflow.DROP_OLDEST,
         ) as results:
             async for cursor, message in results:
-                upto = message["result"]["meshery_id"]
-                emit(views.perf_results_page(model, request, profile_id, upto), cursor=cursor)
+                result = message["result"]
+                if result["user_id"] != user.id:
+                    continue  # another user's profile with the same id
+                page = views.perf_results_page(
+                    model, user.id, request, profile_id, result["meshery_id"]
+                )
+                emit(page, cursor=cursor)
 
     async def controllers_status(_ctx: Context, args: dict[str, Any], emit: Emit) -> None:
         """The full list (filtered by ``connectionIDs`` when given), then a
@@ -153,25 +169,29 @@ def make_streamers(model: Model) -> dict[str, Streamer]:
             snapshot=True,
         )
 
-    async def cluster_resources(_ctx: Context, args: dict[str, Any], emit: Emit) -> None:
-        """Per-kind counts for the clusters named by ``kubernetes_server_id``."""
+    async def cluster_resources(ctx: Context, args: dict[str, Any], emit: Emit) -> None:
+        """Per-kind counts for the clusters named by ``kubernetes_server_id`` (or
+        by the id of one of the caller's contexts)."""
+        user = current_user(ctx)
         ids = views.cluster_ids(args.get("k8scontextIDs"))
         namespace = args["namespace"]
         await _stream_state(
             model,
             topics.CLUSTER_RESOURCES,
-            lambda: views.cluster_resources(model, ids, namespace),
+            lambda: views.cluster_resources(model, user.id, ids, namespace),
             emit,
             snapshot=True,
         )
 
-    async def k8s_contexts(_ctx: Context, args: dict[str, Any], emit: Emit) -> None:
-        """Contexts page; null search/order mean none/default (Meshery crashes on them)."""
+    async def k8s_contexts(ctx: Context, args: dict[str, Any], emit: Emit) -> None:
+        """The caller's contexts page; null search/order mean none/default (Meshery
+        crashes on them)."""
+        user = current_user(ctx)
         request = views.contexts_selector(args["selector"])
         await _stream_state(
             model,
             topics.K8S_CONTEXTS,
-            lambda: views.k8s_contexts_page(model, request),
+            lambda: views.k8s_contexts_page(model, user.id, request),
             emit,
             snapshot=True,
         )

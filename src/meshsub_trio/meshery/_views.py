@@ -3,7 +3,8 @@
 Resolvers and streamers both render through these functions, so a query and
 a subscription with the same arguments always agree. Argument checks live in
 the ``parse_*`` helpers so a streamer can reject bad arguments before it
-subscribes to anything.
+subscribes to anything. Every view of owned records takes the caller's user
+id and shows that user's records only (see :mod:`._model`).
 """
 
 from __future__ import annotations
@@ -55,23 +56,31 @@ def cluster_ids(values: Sequence[str] | None) -> list[str]:
     return chosen
 
 
-def k8s_contexts_page(model: Model, request: PageRequest) -> dict[str, Any]:
-    """``K8sContextsPage``; search matches name or server."""
-    items, total = paginate(model.contexts(), request, search_fields=("name", "server"))
+def k8s_contexts_page(model: Model, user_id: str, request: PageRequest) -> dict[str, Any]:
+    """``K8sContextsPage`` of the user's contexts; search matches name or server."""
+    contexts = model.contexts(user_id)
+    items, total = paginate(contexts, request, search_fields=("name", "server"))
     return {"total_count": total, "contexts": items}
 
 
-def perf_profiles_page(model: Model, request: PageRequest) -> dict[str, Any]:
-    items, total = paginate(model.profiles(), request)
+def perf_profiles_page(model: Model, user_id: str, request: PageRequest) -> dict[str, Any]:
+    items, total = paginate(model.profiles(user_id), request)
     return {**page_envelope(request, total), "profiles": items}
 
 
 def perf_results_page(
-    model: Model, request: PageRequest, profile_id: str | None, upto_id: str | None = None
+    model: Model,
+    user_id: str,
+    request: PageRequest,
+    profile_id: str | None,
+    upto_id: str | None = None,
 ) -> dict[str, Any]:
-    """``PerfPageResult`` of one profile (all profiles when *profile_id* is None),
-    optionally as of one of its results (*upto_id*)."""
-    runs = model.all_results() if profile_id is None else model.results_of(profile_id, upto_id)
+    """``PerfPageResult`` of one of the user's profiles (all of them when
+    *profile_id* is None), optionally as of one of its results (*upto_id*)."""
+    if profile_id is None:
+        runs = model.all_results(user_id)
+    else:
+        runs = model.results_of(profile_id, upto_id, owner=user_id)
     items, total = paginate(runs, request, id_field="meshery_id")
     return {**page_envelope(request, total), "results": items}
 
@@ -98,8 +107,11 @@ def configuration_page(
     }
 
 
-def cluster_resources(model: Model, ids: Sequence[str], namespace: str) -> dict[str, Any]:
-    clusters = model.resolve_clusters(ids)
+def cluster_resources(
+    model: Model, user_id: str, ids: Sequence[str], namespace: str
+) -> dict[str, Any]:
+    """Counts for the named clusters (shared state); context ids name the user's own only."""
+    clusters = model.resolve_clusters(ids, user_id)
     return {"resources": model.count_resources(clusters, namespace)}
 
 
