@@ -12,31 +12,39 @@ import argparse
 import errno
 import gc
 import importlib
+import importlib.metadata
 import ipaddress
 import logging
-import math
 import os
 import signal
 import socket
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 import trio
 
 from ._app import App
+from ._cli_types import Parser
 from ._config import Config
+from ._serve_options import (
+    DEFAULT_APP,
+    MEMORY,
+    add_serve_options,
+)
 from ._server import Server, serve
+from ._settings import (
+    CONFIG_ENV,
+    Resolved,
+    SettingError,
+    collect_options,
+    parse_flags,
+    resolve,
+)
 from .client._command import add_subscribe_command, run_subscribe
 
 log = logging.getLogger("meshsub_trio")
 
-DEFAULT_APP = "meshsub_trio.meshery:create_app"
-BROKER_ENV = "MESHSUB_BROKER"
-DATA_DIR_ENV = "MESHSUB_DATA_DIR"
-DURABILITY_ENV = "MESHSUB_DURABILITY"
-METRICS_TOKEN_ENV = "MESHSUB_METRICS_TOKEN"
-MEMORY = "memory"
 
 
 def load_app(path: str, **factory_options: Any) -> App:
@@ -66,325 +74,74 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad option is one line on stderr (and exit 2), not usage + error."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _port(text: str) -> int:
-    value = _integer(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0-65535; 0 = any free port)")
-    return value
-
-
-def _integer(text: str) -> int:
-    try:
-        return int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-
-
-def _count(text: str) -> int:
-    """A whole number >= 0 (0 where a limit may be switched off)."""
-    value = _integer(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is negative")
-    return value
-
-
-def _positive_count(text: str) -> int:
-    value = _integer(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def _number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return value
-
-
-def _seconds(text: str) -> float:
-    """A duration >= 0 (0 where it switches something off)."""
-    value = _number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is a negative duration")
-    return value
-
-
-def _positive_seconds(text: str) -> float:
-    value = _number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a duration above 0")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = _number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
-    return value
-
-
-def _host_entry(text: str) -> str:
-    """An ``--allow-host`` entry: ``*``, ``name``, ``name:port`` or ``*.name``."""
-    from ._transports._hosts import split_host
-
-    if text.strip() != "*" and split_host(text) is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a host name or name:port")
-    return text.strip()
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="meshsub-trio", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog="meshsub-trio", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    parser.add_argument("--version", action="version", version=f"meshsub-trio {_version()}")
     serve_cmd = commands.add_parser("serve", help="serve a GraphQL app (default: Meshery's API)")
-    serve_cmd.add_argument(
-        "app",
-        nargs="?",
-        default=None,
-        help=f"import path module:attr of an App or App factory (default {DEFAULT_APP})",
-    )
-    serve_cmd.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)"
-    )
-    serve_cmd.add_argument(
-        "--port", type=_port, default=9081, help="port to bind (default 9081; 0 = any)"
-    )
-    serve_cmd.add_argument(
-        "--keepalive",
-        type=_seconds,
-        default=12.0,
-        metavar="SECONDS",
-        help="keep-alive interval; a peer silent this long + the pong deadline is dropped (0: off)",
-    )
-    serve_cmd.add_argument(
-        "--pong-timeout",
-        type=_positive_seconds,
-        default=None,
-        metavar="SECONDS",
-        help="pong deadline after each ping (default: the keep-alive interval)",
-    )
-    serve_cmd.add_argument(
-        "--init-timeout",
-        type=_positive_seconds,
-        default=Config.init_timeout,
-        metavar="SECONDS",
-        help="time a client has to send connection_init (4408 after; default %(default)s)",
-    )
-    serve_cmd.add_argument(
-        "--cohort-linger",
-        type=_seconds,
-        default=Config.cohort_linger,
-        metavar="SECONDS",
-        help="keep a shared streamer running this long after its last subscriber leaves",
-    )
-    serve_cmd.add_argument("--ws-path", action="append", dest="ws_paths", metavar="PATH")
-    serve_cmd.add_argument("--http-path", action="append", dest="http_paths", metavar="PATH")
-    serve_cmd.add_argument(
-        "--allow-origin",
-        action="append",
-        dest="origins",
-        metavar="ORIGIN",
-        help="browser Origin allowed to open sockets ('*' for any); default same host + loopback",
-    )
-    serve_cmd.add_argument(
-        "--max-operations",
-        type=_count,
-        default=100,
-        help="live operations per connection (0: no cap; default %(default)s)",
-    )
-    serve_cmd.add_argument(
-        "--max-message-size",
-        type=_positive_count,
-        default=Config.max_message_size,
-        metavar="BYTES",
-        help="largest inbound WebSocket message or HTTP body (default %(default)s)",
-    )
-    serve_cmd.add_argument(
-        "--write-timeout",
-        type=_positive_seconds,
-        default=Config.write_timeout,
-        metavar="SECONDS",
-        help="a socket write stalled this long drops the peer (default %(default)s)",
-    )
-    _add_security_options(serve_cmd)
-    serve_cmd.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-    )
-    meshery = serve_cmd.add_argument_group("the default Meshery application")
-    meshery.add_argument(
-        "--broker",
-        metavar="URL",
-        default=None,
-        help=(
-            f"'{MEMORY}' (one process; the default) or nats://HOST:PORT[,nats://...]: every "
-            "process on that NATS (JetStream on) serves the same state and events, and "
-            f"clients resume on any of them (default: ${BROKER_ENV}, else {MEMORY})"
+    add_serve_options(serve_cmd)
+    _add_config_file_option(serve_cmd)
+    config_cmd = commands.add_parser(
+        "config",
+        help="print the effective serve configuration and where each value came from",
+        description=(
+            "Takes the same options as serve (flags, MESHSUB_* environment variables, "
+            "--config FILE) and prints each setting with its source; serves nothing."
         ),
     )
-    meshery.add_argument(
-        "--simulator",
-        dest="simulator",
-        action="store_const",
-        const=True,
-        default=None,
-        help=(
-            "run the simulated cluster (the default with the memory broker; with NATS it "
-            "is off unless given: pass it to exactly ONE of the processes)"
-        ),
-    )
-    meshery.add_argument(
-        "--no-simulator",
-        dest="simulator",
-        action="store_const",
-        const=False,
-        help="start with an idle cluster",
-    )
-    meshery.add_argument(
-        "--rate", type=_positive, default=1.0, help="simulator speed factor (default 1.0)"
-    )
-    meshery.add_argument("--seed", type=_integer, default=None, help="simulator random seed")
-    meshery.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        default=None,
-        help=(
-            "where designs, filters, contexts, profiles, results and events are kept "
-            f"(':memory:' keeps nothing; default: ${DATA_DIR_ENV}, else the user's data "
-            "directory, $XDG_DATA_HOME/meshsub-trio or ~/.local/share/meshsub-trio)"
-        ),
-    )
-    meshery.add_argument(
-        "--durability",
-        choices=["full", "normal"],
-        default=None,
-        help=(
-            "when an acknowledged change is safe: 'full' syncs every commit to disk (survives "
-            "power loss; the default), 'normal' survives a crash of the process but maybe not "
-            f"of the machine (default: ${DURABILITY_ENV}, else full)"
-        ),
-    )
-    storage = serve_cmd.add_argument_group(
-        "storage limits of the Meshery application", "0: no limit (README: Security)"
-    )
-    storage.add_argument(
-        "--max-object-bytes", type=_count, default=1 << 20, metavar="BYTES",
-        help=(
-            "largest stored design, filter, profile, context, result or event, as JSON bytes "
-            "(413 above; default %(default)s)"
-        ),
-    )
-    storage.add_argument(
-        "--max-user-bytes", type=_count, default=64 << 20, metavar="BYTES",
-        help=(
-            "bytes of designs, filters, profiles, results and contexts each user may store "
-            "(default %(default)s)"
-        ),
-    )
-    storage.add_argument(
-        "--max-records", type=_count, default=1000, metavar="N",
-        help="designs, filters, profiles and K8s contexts each user may keep, per kind "
-        "(default %(default)s)",
-    )
-    storage.add_argument(
-        "--max-event-bytes", type=_count, default=8 << 20, metavar="BYTES",
-        help="each user's event history in bytes; the oldest are dropped (default %(default)s)",
-    )
-    storage.add_argument(
-        "--resume-log-bytes", type=_count, default=64 << 20, metavar="BYTES",
-        help=(
-            "recent changes kept for clients resuming from a cursor; older cursors expire "
-            "(default %(default)s)"
-        ),
-    )
-    meshery.add_argument(
-        "--tokens",
-        metavar="FILE",
-        help="token mode: a JSON file mapping bearer tokens to user ids",
-    )
-    meshery.add_argument(
-        "--allow-remote-local-mode",
-        action="store_true",
-        help="allow binding a non-loopback address without token mode (everyone is the local user)",
-    )
+    add_serve_options(config_cmd)
+    _add_config_file_option(config_cmd)
     add_subscribe_command(commands)
     return parser
 
 
-def _add_security_options(serve_cmd: argparse.ArgumentParser) -> None:
-    """The limits that keep one client from harming others (README: Security)."""
-    limits = serve_cmd.add_argument_group(
-        "limits", "what one request may cost before it is refused (0: no limit)"
-    )
-    limits.add_argument(
-        "--max-depth", type=_count, default=Config.max_depth, metavar="N",
-        help="deepest selection set (default %(default)s)",
-    )
-    limits.add_argument(
-        "--max-tokens", type=_count, default=Config.max_tokens, metavar="N",
-        help="lexical tokens in one document; the parser stops there (default %(default)s)",
-    )
-    limits.add_argument(
-        "--max-fields", type=_count, default=Config.max_fields, metavar="N",
-        help="fields one operation selects, aliases and fragments counted (default %(default)s)",
-    )
-    limits.add_argument(
-        "--max-cost", type=_count, default=Config.max_cost, metavar="N",
-        help="cost of one operation, list fields multiplying what they hold (default %(default)s)",
-    )
-    limits.add_argument(
-        "--head-timeout", type=_positive_seconds, default=Config.head_timeout,
-        metavar="SECONDS", help="time to send a whole HTTP request head (default %(default)s)",
-    )
-    limits.add_argument(
-        "--body-timeout", type=_positive_seconds, default=Config.body_timeout,
-        metavar="SECONDS", help="time to send a whole request body (default %(default)s)",
-    )
-    limits.add_argument(
-        "--max-head-size", type=_positive_count, default=Config.max_head_size,
-        metavar="BYTES", help="largest HTTP request head, 431 above (default %(default)s)",
-    )
-    exposure = serve_cmd.add_argument_group("exposure")
-    exposure.add_argument(
-        "--allow-host",
-        action="append",
-        type=_host_entry,
-        dest="hosts",
-        metavar="HOST",
-        help=(
-            "Host header value served (repeatable; '*' for any). Default: loopback names and "
-            "the bound address; other hosts get 421, which stops DNS rebinding"
-        ),
-    )
-    exposure.add_argument(
-        "--keep-header",
-        action="append",
-        dest="keep_headers",
-        metavar="NAME",
-        help=(
-            "an upgrade-request header a WebSocket's context keeps for auth hooks and "
-            "resolvers (repeatable; authorization, cookies, origin, user-agent and "
-            "forwarding headers are always kept)"
-        ),
-    )
-    exposure.add_argument(
-        "--metrics-token",
-        metavar="TOKEN",
+def _add_config_file_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--config",
+        metavar="FILE",
         default=None,
         help=(
-            f"bearer token /metrics asks for (default: ${METRICS_TOKEN_ENV}, else /metrics "
-            "is open to anyone who can reach the port)"
+            f"a TOML file of options (keys as the long option names, top level or under "
+            f"[serve]); precedence: flag > MESHSUB_* environment > file > default "
+            f"(default: ${CONFIG_ENV})"
         ),
     )
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("meshsub-trio")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def parse_serve_args(argv: Sequence[str]) -> tuple[argparse.Namespace, Resolved]:
+    """``serve``/``config`` arguments with every option filled from its source."""
+    parser = build_parser()
+    parser.parse_args(argv)  # errors and --help, exactly as the user typed them
+    command, rest = argv[0], list(argv[1:])
+    sub = Parser(prog=f"meshsub-trio {command}")
+    add_serve_options(sub)
+    _add_config_file_option(sub)
+    options = collect_options(sub)
+    args = parse_flags(sub, rest, options)
+    args.command = command
+    try:
+        resolved = resolve(args, options)
+    except SettingError as error:
+        raise SystemExit(f"meshsub-trio: {error}") from None
+    return args, resolved
+
+
+def print_config(resolved: Resolved) -> None:
+    """One line per setting: ``name = value  # source`` (secrets shown as ***)."""
+    for name, value, source in resolved:
+        shown = "***" if name in _SECRETS and value else value
+        print(f"{name} = {shown!r}  # {source}")
+
+
+#: Settings whose values ``config`` does not print.
+_SECRETS = frozenset({"metrics-token"})
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -402,10 +159,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
         max_tokens=args.max_tokens or None,
         max_fields=args.max_fields or None,
         max_cost=args.max_cost or None,
+        document_cache_bytes=args.document_cache_bytes,
         head_timeout=args.head_timeout,
         body_timeout=args.body_timeout,
         max_head_size=args.max_head_size,
-        metrics_token=args.metrics_token or os.environ.get(METRICS_TOKEN_ENV) or None,
+        metrics_token=args.metrics_token or None,
     )
     if args.hosts:
         config.allowed_hosts = tuple(args.hosts)
@@ -422,7 +180,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def broker_url(args: argparse.Namespace) -> str:
     """``--broker``, else ``$MESHSUB_BROKER``, else ``memory``."""
-    url = (args.broker or os.environ.get(BROKER_ENV) or MEMORY).strip()
+    url = (args.broker or MEMORY).strip()
     if url != MEMORY and not all(
         part.strip().startswith(("nats://", "tls://")) for part in url.split(",")
     ):
@@ -476,15 +234,12 @@ def storage_limits(args: argparse.Namespace) -> Any:
 
 def durability(args: argparse.Namespace) -> str:
     """``--durability``, else ``$MESHSUB_DURABILITY``, else ``full``."""
-    chosen = args.durability or os.environ.get(DURABILITY_ENV) or "full"
-    if chosen not in ("full", "normal"):
-        raise SystemExit(f"meshsub-trio: ${DURABILITY_ENV} must be full or normal, got {chosen!r}")
-    return chosen
+    return str(args.durability or "full")
 
 
 def data_dir(args: argparse.Namespace) -> str:
     """``--data-dir``, else ``$MESHSUB_DATA_DIR``, else the user's data directory."""
-    chosen = args.data_dir or os.environ.get(DATA_DIR_ENV)
+    chosen = args.data_dir
     if chosen:
         return str(chosen)
     from .meshery import default_data_dir
@@ -567,9 +322,14 @@ def _first_os_error(error: BaseException) -> OSError | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "subscribe":
-        return run_subscribe(args)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("serve", "config"):
+        args = build_parser().parse_args(argv)
+        return run_subscribe(args)  # the only other command
+    args, resolved = parse_serve_args(argv)
+    if args.command == "config":
+        print_config(resolved)
+        return 0
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
