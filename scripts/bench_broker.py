@@ -28,10 +28,9 @@ from typing import Any
 
 import trio
 
-from meshsub_trio._broker import MemoryBroker
-from meshsub_trio._buffer import Overflow
-from meshsub_trio._nats import NatsBroker
-from meshsub_trio.testing._nats_server import open_nats_server
+from meshsub_trio import Overflow
+from meshsub_trio.brokers import MemoryBroker, NatsBroker
+from meshsub_trio.testing import open_nats_server
 
 
 def server_cpu(pid: int | None) -> float:

@@ -3,7 +3,8 @@
 Public API (everything else lives in private modules):
 
 - :class:`App`, :class:`Context`, :class:`Streamer`, :func:`streamer`,
-  :class:`AuthError`: the application and what its code sees;
+  :class:`AuthError`, ``StreamerFn`` and ``Emit`` (a streamer's signature and
+  its ``emit``): the application and what its code sees;
 - :class:`Config`, :func:`serve`, :class:`Server`: the native Trio host;
 - :class:`ASGIApp`: the same application for hypercorn's Trio worker;
 - :class:`Overflow`, :class:`EventBuffer`, :class:`MemoryBroker`: bounded
@@ -12,21 +13,33 @@ Public API (everything else lives in private modules):
   interface over NATS with a JetStream log, for several processes (needs the
   ``nats`` extra; imported on first use), and what brokers share:
   :class:`ConnectionState`, :class:`Delivery`, :class:`CursorError`,
-  :class:`CursorExpired`, :class:`PublishQueueFull`, :class:`BrokerClosed`;
+  :class:`CursorExpired`, :class:`PublishQueueFull`, :class:`BrokerClosed`,
+  and the :class:`Broker` protocol (all of them also in :mod:`meshsub_trio.brokers`);
 - :class:`Metrics`: per-server counters (Prometheus and test invariants);
+- :class:`LocalProtocolError`: a protocol machine was driven out of order;
 - :func:`shielded_cleanup`: give a streamer's ``finally`` time to await.
 """
 
 from typing import TYPE_CHECKING, Any
 
-from ._app import App, AuthError, Context, HttpRequest, HttpResponse, Streamer, streamer
+from ._app import (
+    App,
+    AuthError,
+    Context,
+    Emit,
+    HttpRequest,
+    HttpResponse,
+    Streamer,
+    StreamerFn,
+    streamer,
+)
 from ._broker import Broker, ConnectionState, CursorError, CursorExpired, Delivery, MemoryBroker
 from ._buffer import BufferClosed, BufferOverflow, EventBuffer, Overflow
 from ._cleanup import shielded_cleanup
 from ._config import Config
 from ._metrics import Metrics
 from ._nats_outbox import BrokerClosed, PublishQueueFull
-from ._protocol import CloseCode
+from ._protocol import CloseCode, LocalProtocolError
 from ._server import Server, serve
 from ._transports._asgi import ASGIApp
 
@@ -65,9 +78,11 @@ __all__ = [
     "CursorError",
     "CursorExpired",
     "Delivery",
+    "Emit",
     "EventBuffer",
     "HttpRequest",
     "HttpResponse",
+    "LocalProtocolError",
     "LogStream",
     "MemoryBroker",
     "Metrics",
@@ -77,6 +92,7 @@ __all__ = [
     "PublishQueueFull",
     "Server",
     "Streamer",
+    "StreamerFn",
     "__version__",
     "serve",
     "shielded_cleanup",

@@ -160,7 +160,8 @@ CohortScope = Callable[[Context], Hashable]
 
 
 def _auth_scope(context: Context) -> Hashable:
-    return context.auth
+    scope: Hashable = context.auth  # whatever authenticate() returned: hashable by contract
+    return scope
 
 
 @asynccontextmanager

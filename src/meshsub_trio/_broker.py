@@ -12,7 +12,7 @@ import enum
 import math
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -31,8 +31,12 @@ class Broker(Protocol):
 
     def subscribe(
         self, topic: str, *, capacity: int = 256, policy: Overflow = Overflow.DROP_OLDEST
-    ) -> AsyncIterator[EventBuffer[Any]]:
-        """An async context manager yielding a buffer of the topic's messages."""
+    ) -> AbstractAsyncContextManager[EventBuffer[Any]]:
+        """A buffer of the topic's messages while the context is open.
+
+        A context manager, not an iterator: leaving it detaches the buffer,
+        so a subscriber can never outlive its scope.
+        """
 
 
 class ConnectionState(enum.Enum):
@@ -96,7 +100,7 @@ class LogBroker(Broker, Protocol):
         after: int | None = None,
         capacity: int = 256,
         policy: Overflow = Overflow.CLOSE,
-    ) -> AsyncIterator[EventBuffer[Delivery[Any]]]:
+    ) -> AbstractAsyncContextManager[EventBuffer[Delivery[Any]]]:
         """An async context manager yielding a buffer of :class:`Delivery` items.
 
         ``after=None``: only messages logged from now on. ``after=N``: every

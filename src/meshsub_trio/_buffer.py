@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import trio
 
 T = TypeVar("T")
 
-_EMPTY: deque = deque(maxlen=0)  # shared placeholder, never appended to
+_EMPTY: deque[Any] = deque(maxlen=0)  # shared placeholder, never appended to
 
 
 class Overflow(enum.Enum):

@@ -27,6 +27,7 @@ import trio
 from ._app import App
 from ._cli_types import Parser
 from ._config import Config
+from ._logging import configure_logging
 from ._serve_options import (
     DEFAULT_APP,
     MEMORY,
@@ -160,6 +161,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         max_fields=args.max_fields or None,
         max_cost=args.max_cost or None,
         document_cache_bytes=args.document_cache_bytes,
+        compiled_execution=args.compiled_execution,
         head_timeout=args.head_timeout,
         body_timeout=args.body_timeout,
         max_head_size=args.max_head_size,
@@ -330,11 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "config":
         print_config(resolved)
         return 0
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level, args.log_format)
     config = config_from_args(args)
     url = broker_url(args)
     if config.host in ("0.0.0.0", "::", "") and config.allowed_hosts is None:

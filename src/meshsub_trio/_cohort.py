@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
-from typing import Any
+from time import perf_counter as clock
+from typing import Any, Protocol
 
 import trio
 
@@ -28,6 +29,7 @@ from ._app import StreamerSource, emitter
 from ._buffer import BufferClosed, EventBuffer
 from ._encoding import dumps_canonical
 from ._execution import Engine, Prepared
+from ._metrics import Metrics
 
 log = logging.getLogger("meshsub_trio.cohort")
 
@@ -35,6 +37,24 @@ CohortKey = tuple[str, bytes, str | None, Hashable]
 
 #: Most values executed before fanning out, when a burst is already queued.
 _BURST = 64
+
+
+class CohortMember(Protocol):
+    """Where a cohort's encoded payloads land (an operation's ``Member``).
+
+    A protocol so the cohort depends on what it calls, not on the operation
+    that implements it (which imports this module).
+    """
+
+    def put(self, payload: bytes) -> None:
+        """One payload; never waits; raises ``BufferClosed`` once the member left."""
+
+    def put_many(self, payloads: list[bytes], since: float = 0.0) -> bool:
+        """Several payloads in order, like :meth:`put` each, the oldest emitted at
+        *since* (``perf_counter``); True when written to the socket at once."""
+
+    def close(self, error: BaseException | None = None) -> None:
+        """The cohort ended (with *error*, if it failed)."""
 
 
 class Cohort:
@@ -47,7 +67,7 @@ class Cohort:
         self.key = key
         self.prepared = prepared
         self.source = source
-        self.members: set[EventBuffer[bytes]] = set()
+        self.members: set[CohortMember] = set()
         self.latest: bytes | None = None
         self.events = 0
         self.cancel_scope = trio.CancelScope()
@@ -60,13 +80,13 @@ class Cohort:
         """Whether a member may still join (not ended, not past its linger)."""
         return not self._ended and not self.cancel_scope.cancel_called
 
-    def add(self, member: EventBuffer[bytes]) -> None:
+    def add(self, member: CohortMember) -> None:
         self.empty_since = None
         self.members.add(member)
         if self.latest is not None and self.source.streamer.share == "state":
             member.put(self.latest)
 
-    def remove(self, member: EventBuffer[bytes]) -> None:
+    def remove(self, member: CohortMember) -> None:
         self.members.discard(member)
         if self.members or self.empty_since is not None:
             return
@@ -97,51 +117,87 @@ class Cohort:
             self.members.clear()
 
     async def _pump(self, inbox: EventBuffer[Any]) -> BaseException | None:
-        """Run the streamer; execute, encode and fan out each value it emits."""
+        """Run the streamer; execute, encode and fan out each value it emits.
+
+        Each value is stamped when emitted (one clock read per value, not per
+        member); a burst's latency is observed once for all the members it was
+        written to at once, up to the end of the fan-out (an upper bound for
+        each), and by each member that buffered it when that member drains.
+        """
         spec = self.source.streamer
         failure: list[BaseException] = []
+        metrics = self.registry.metrics
+
+        def put(value: Any) -> None:
+            dropped = inbox.dropped
+            inbox.put((value, clock()))
+            if inbox.dropped != dropped:
+                self._overflowed(spec.policy.value, inbox.dropped - dropped, dropped == 0)
 
         async def run_streamer() -> None:
             try:
-                await spec.fn(self.source.context, self.source.args, emitter(inbox.put))
+                await spec.fn(self.source.context, self.source.args, emitter(put))
             except Exception as error:
                 failure.append(error)
             finally:
                 inbox.close()
 
         engine: Engine = self.registry.engine
+        execution = metrics.event_execution
+        latency = metrics.delivery_latency
         keep_latest = spec.share == "state"
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run_streamer)
-            async for value in inbox:
+            async for value, since in inbox:
                 if not self.members and not keep_latest:
                     continue  # lingering: no one to execute an event for
+                began = clock()
                 payloads = [await engine.event_payload(self.prepared, value)]
                 # Take the rest of a burst that is already waiting, so every
                 # member's socket gets one write for all of it.
                 while len(payloads) < _BURST:
                     try:
-                        value = inbox.get_nowait()
+                        value, _ = inbox.get_nowait()
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
                     payloads.append(await engine.event_payload(self.prepared, value))
-                self.events += len(payloads)
+                count = len(payloads)
+                execution.observe((clock() - began) / count, count)
+                self.events += count
                 if keep_latest:
                     self.latest = payloads[-1]
+                written = 0
                 for member in tuple(self.members):
                     try:
-                        member.put_many(payloads)
+                        written += member.put_many(payloads, since)
                     except BufferClosed:
                         self.members.discard(member)
+                if written:
+                    latency.observe(clock() - since, written * count)
             nursery.cancel_scope.cancel()
         return failure[0] if failure else None
+
+    def _overflowed(self, policy: str, count: int, first: bool) -> None:
+        """The shared streamer emits faster than its values are executed: count it;
+        warn the first time only."""
+        self.registry.metrics.dropped_by_policy(policy).inc(count)
+        if first and log.isEnabledFor(logging.WARNING):
+            log.warning(
+                "shared stream fell behind its streamer (%s)",
+                policy,
+                extra={"policy": policy, "capacity": self.source.streamer.capacity},
+            )
 
 
 class Cohorts:
     """The live cohorts of one server, and the nursery their tasks run in."""
 
-    def __init__(self, engine: Engine, *, linger: float = 0.0) -> None:
+    def __init__(
+        self, engine: Engine, *, linger: float = 0.0, metrics: Metrics | None = None
+    ) -> None:
         self.engine = engine
+        #: Where execution time, delivery latency and overflows are counted.
+        self.metrics = metrics if metrics is not None else Metrics()
         #: Seconds a cohort stays up with no members.
         self.linger = linger
         self._nursery: trio.Nursery | None = None
@@ -168,7 +224,7 @@ class Cohorts:
                 nursery.cancel_scope.cancel()
 
     def join(
-        self, key: CohortKey, prepared: Prepared, source: StreamerSource, member: EventBuffer[bytes]
+        self, key: CohortKey, prepared: Prepared, source: StreamerSource, member: CohortMember
     ) -> Cohort:
         """Add *member* to the cohort for *key*, starting the cohort if needed."""
         assert self._nursery is not None, "join() needs running()"

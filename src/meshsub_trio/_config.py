@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 
 from ._protocol import SUPPORTED
 
 MESHERY_ENDPOINT = "/api/system/graphql/query"
+
+
+def _env_flag(name: str) -> bool:
+    """An on-by-default switch that the environment variable *name* = 0 turns off."""
+    return os.environ.get(name, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 @dataclass
@@ -90,6 +96,10 @@ class Config:
     cohort_linger: float = 1.0
     #: Listen backlog: reconnect storms need more than the usual 100.
     backlog: int = 4096
+    #: Execute subscription events with compiled plans (graphql-core's results at
+    #: a tenth of its cost; see ``_execution/_compiler``); off: graphql-core for
+    #: every event. Default from ``MESHSUB_COMPILED`` (``0`` turns it off).
+    compiled_execution: bool = field(default_factory=lambda: _env_flag("MESHSUB_COMPILED"))
 
     @property
     def pong_deadline(self) -> float:

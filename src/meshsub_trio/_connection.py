@@ -19,7 +19,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from typing import TYPE_CHECKING
+from time import perf_counter as clock
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -36,7 +37,13 @@ from ._protocol import (
     ProtocolMachine,
     Send,
 )
-from ._transports._socket import DirectSocket, MessageSocket, MessageTooBig, SocketClosed
+from ._transports._socket import (
+    DirectSocket,
+    MessageSocket,
+    MessageTooBig,
+    SocketClosed,
+    is_direct,
+)
 
 if TYPE_CHECKING:
     from ._state import ServerState
@@ -58,6 +65,8 @@ class Connection:
         "_goodbye",
         "_messages_out",
         "_nursery",
+        "_opened",
+        "_peer",
         "_send_close_frame",
         "_writer_running",
         "app",
@@ -109,11 +118,14 @@ class Connection:
         socket.on_activity = self._on_activity
         #: Set when this host can write without waiting (the native host).
         self.direct: DirectSocket | None = None
-        if hasattr(socket, "write_frames"):
-            self.direct = socket  # type: ignore[assignment]
-            self.direct.on_backlog = self.outbox.wake
+        if is_direct(socket):
+            socket.on_backlog = self.outbox.wake
+            self.direct = socket
         self._backlog_limit = config.write_buffer_size
         self._messages_out = self.metrics.messages_out_by_protocol(self.protocol)
+        #: When it opened and who the peer is: read only when its lines are logged.
+        self._opened: float | None = None
+        self._peer: str | None = None
 
     # ---- lifecycle -----------------------------------------------------
     async def run(self) -> None:
@@ -129,6 +141,10 @@ class Connection:
         dead, or stalled) cancels the goodbye too.
         """
         self.metrics.connection_opened()
+        if log.isEnabledFor(logging.DEBUG):
+            self._opened = clock()
+            # log_fields keeps the peer: the socket is gone by the time it closes.
+            log.debug("connection opened", extra=self.log_fields())
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -165,17 +181,34 @@ class Connection:
             self.outbox.close()
             await self._finish()
             self.metrics.connection_closed(self.close_code or CloseCode.ABNORMAL)
+            if self._opened is not None and log.isEnabledFor(logging.DEBUG):
+                fields = self.log_fields()
+                fields["code"] = self.close_code or CloseCode.ABNORMAL
+                fields["duration_s"] = round(clock() - self._opened, 6)
+                log.debug("connection closed", extra=fields)
             self._release()
+
+    def log_fields(self) -> dict[str, Any]:
+        """Who this connection is, for a log line (the peer's address costs a system call)."""
+        if self._peer is None:
+            peer = getattr(self.socket, "peer", None)
+            self._peer = f"{peer[0]}:{peer[1]}" if peer else None
+        return {"peer": self._peer, "protocol": self.protocol}
 
     def init_timed_out(self) -> None:
         """The init deadline passed (the server's watchdog, or this connection's
         own scope): close 4408, even if ``connection_init`` came just as time ran out."""
         if self.close_code is not None:
             return
-        for event in self.machine.init_timed_out():
+        machine = self.machine
+        events = machine.init_timed_out()  # [] if connection_init came just in time
+        if not events and not machine.closed:
+            events = machine.close(CloseCode.INIT_TIMEOUT, "Connection initialisation timeout")
+        for event in events:
             if isinstance(event, Close):
                 self.close(event.code, event.reason)
         if self.close_code is None:
+            # The machine closed already (its Close is still on the reader's way).
             self.close(CloseCode.INIT_TIMEOUT, "Connection initialisation timeout")
 
     def _release(self) -> None:
@@ -201,6 +234,10 @@ class Connection:
             self._close_reason = reason
             self._send_close_frame = send_close_frame
             self._closing_since = trio.current_time()
+            if not self.machine.closed:
+                # The host's own reason: the machine frames nothing more either.
+                # Its one event is this very Close.
+                self.machine.close(code, reason)
         self._act_on_close()
 
     def _act_on_close(self) -> None:
@@ -338,19 +375,20 @@ class Connection:
         """Called exactly once per operation, from its ``finally``."""
         if self.operations.get(operation.id) is operation:
             del self.operations[operation.id]
-            if not operation.stopped_by_client:
-                # Ended by the server side (e.g. cancelled with the connection):
-                # the machine must forget the id too.
-                self.machine.operations.discard(operation.id)
+            # Only the id's current holder releases it: after a client complete
+            # the id may already belong to a new operation.
+            self.machine.release(operation.id)
         self.metrics.operation_finished(self.protocol)
 
     async def _authorise(self) -> None:
         context = self.context
         events: list[Event]
+        ack_payload: dict[str, Any] | None = None
+        refused: str | None = None  # the app's refusal, if it refused
+        failed = False  # a hook raised something else
         try:
             if self.app.authenticate is not None:
                 context.auth = await self.app.authenticate(context)
-            ack_payload = None
             if self.app.on_connect is not None:
                 verdict = await self.app.on_connect(context)
                 if verdict is False:
@@ -358,12 +396,25 @@ class Connection:
                 if isinstance(verdict, dict):
                     ack_payload = verdict
         except AuthError as refusal:
-            events = self.machine.reject(str(refusal) or "Forbidden")
+            self.metrics.auth_failures("ws").inc()
+            if log.isEnabledFor(logging.INFO):
+                # The app's reason, never the credentials (which stay in the context).
+                fields = self.log_fields()
+                fields.update(where="ws", reason=(str(refusal) or "Forbidden")[:200])
+                log.info("authentication refused", extra=fields)
+            refused = str(refusal) or "Forbidden"
         except Exception:
             log.exception("connection init hook failed")
-            events = [Close(CloseCode.INTERNAL_SERVER_ERROR, "Internal server error")]
+            failed = True
+        machine = self.machine
+        if machine.closed:
+            return  # the peer broke the protocol while the hooks ran: nothing to decide
+        if failed:
+            events = machine.close(CloseCode.INTERNAL_SERVER_ERROR, "Internal server error")
+        elif refused is not None:
+            events = machine.reject(refused)
         else:
-            events = self.machine.accept(ack_payload)
+            events = machine.accept(ack_payload)
         for event in events:
             await self._handle(event)
 
@@ -398,6 +449,8 @@ class Connection:
                 self.write_now([frame])
             await trio.lowlevel.checkpoint()
             return
+        if self.direct is not None:
+            self.metrics.fallbacks("outbox").inc()  # the socket is backed up
         await self.outbox.put(owner, frame)
 
     async def _write_loop(self) -> None:
@@ -428,7 +481,13 @@ class Connection:
                 self.close(CloseCode.ABNORMAL, "", send_close_frame=False)
                 return False
         if scope.cancelled_caught:
-            log.warning("write stalled %.1fs: dropping a slow consumer", self.config.write_timeout)
+            fields = self.log_fields()
+            fields["write_timeout_s"] = self.config.write_timeout
+            log.warning(
+                "write stalled %.1fs: dropping a slow consumer",
+                self.config.write_timeout,
+                extra=fields,
+            )
             self.close(CloseCode.POLICY_VIOLATION, "Write timeout", send_close_frame=False)
             return False
         if frames:
@@ -449,6 +508,8 @@ class Connection:
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 self.close(CloseCode.ABNORMAL, "", send_close_frame=False)
                 return
+            if self.machine.closed:
+                return  # closing: the reader is handling the machine's Close
             if self.machine.keepalive_is_probe:
                 # transport-ws ``ping`` asks for a ``pong``: the fallback probe
                 # where the host cannot send ping frames.
@@ -462,7 +523,11 @@ class Connection:
             with trio.move_on_after(self.config.pong_deadline):
                 await self._activity.wait()
                 continue
-            log.info("peer silent for %.3fs after a ping: closing", self.config.pong_deadline)
+            log.info(
+                "peer silent for %.3fs after a ping: closing",
+                self.config.pong_deadline,
+                extra=self.log_fields(),
+            )
             self.close(CloseCode.ABNORMAL, "", send_close_frame=False)
             return
 

@@ -3,18 +3,34 @@
 Each server gets its own registry, so several servers in one process (tests,
 embedding) never share numbers. The plain integer fields are the invariants
 tests assert on: after every client is gone they must all return to zero.
+
+Every labelled series whose label values are known in advance (protocols,
+overflow policies, where auth failed, fast-path fallbacks, operation types)
+exists from the start at zero, so a dashboard sees 0 rather than "no data".
+Histograms are fixed buckets of plain ints, like the counters: no lock, read
+when scraped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
 import trio
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE_LATEST", "Count", "Metrics"]
+from ._buffer import Overflow
+from ._protocol import SUPPORTED
+
+__all__ = ["CONTENT_TYPE_LATEST", "Count", "Histogram", "Metrics"]
 
 
 class Count:
@@ -38,12 +54,12 @@ class Count:
 
 
 class Labelled:
-    """Counts by one label's value, each made on first use."""
+    """Counts by one label's value: *known* ones from the start (at zero), others on first use."""
 
     __slots__ = ("_counts",)
 
-    def __init__(self) -> None:
-        self._counts: dict[str, Count] = {}
+    def __init__(self, known: Iterable[str] = ()) -> None:
+        self._counts: dict[str, Count] = {value: Count() for value in known}
 
     def __call__(self, value: str) -> Count:
         count = self._counts.get(value)
@@ -53,6 +69,60 @@ class Labelled:
 
     def items(self) -> list[tuple[str, int]]:
         return [(value, count.value) for value, count in self._counts.items()]
+
+
+class Histogram:
+    """Observations in fixed buckets: one list of ints, bumped without a lock.
+
+    ``observe`` is a bisection and two additions; *n* observes the same value
+    several times at once (a fan-out writing one burst to many members).
+    """
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: Iterable[float]) -> None:
+        self.bounds = tuple(sorted(bounds))
+        #: One count per bucket (``value <= bound``), then the +Inf overflow.
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float, n: int = 1) -> None:
+        self.counts[bisect_left(self.bounds, value)] += n
+        self.sum += value * n
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """Cumulative ``(le, count)`` pairs, as Prometheus wants them."""
+        total = 0
+        out: list[tuple[str, float]] = []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            total += count
+            out.append(("+Inf" if bound == float("inf") else repr(bound), total))
+        return out
+
+
+#: Seconds, from a streamer's ``emit`` to the socket write: sub-millisecond on
+#: an idle server, tens of milliseconds when a socket or the loop is busy.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+#: Seconds executing one document or one event (graphql-core: ~40 us an event).
+EXECUTION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5)
+#: Seconds an operation lived: a query's milliseconds to a subscription's hours.
+DURATION_BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 14400.0)
+
+#: Overflow policies, the default (drop_oldest) first.
+POLICIES = (Overflow.DROP_OLDEST.value, Overflow.COALESCE.value, Overflow.CLOSE.value)
+#: Where an authentication failed: a WebSocket's init, an HTTP request, /metrics.
+AUTH_PLACES = ("ws", "http", "metrics")
+#: Where a value left the fast path (written at once by its producer) to wait:
+#: a private stream's pump, a cohort member's buffer, a connection's outbox.
+FALLBACKS = ("pump", "member_buffer", "outbox")
+#: Where operations are delivered: the WebSocket subprotocols, and HTTP streams (SSE).
+TRANSPORTS = (*SUPPORTED, "sse")
+#: Operation types, as GraphQL names them (a subscription's events each count).
+OPERATION_TYPES = ("query", "mutation", "subscription")
 
 
 #: Close codes counted under their own label: the ones RFC 6455 registers and
@@ -74,17 +144,55 @@ def close_code_label(code: int) -> str:
     return "other"
 
 
+class CompiledCounts(Protocol):
+    """What compiled execution counts (``_execution._plans.Plans``), read when scraped."""
+
+    compiled_events: int
+    fallback_events: int
+    refused: int
+    bailed: int
+
+
+#: Compiled-execution counters on /metrics: (name, help, attribute).
+_COMPILED = (
+    ("meshsub_compiled_events", "Subscription events run by a compiled plan", "compiled_events"),
+    ("meshsub_compiled_fallbacks",
+     "Events graphql-core ran while compiled execution was on", "fallback_events"),
+    ("meshsub_compiled_plans_refused",
+     "Documents the compiler left to graphql-core (unsupported constructs)", "refused"),
+    ("meshsub_compiled_bailouts",
+     "Plans that met an async resolver mid-event and moved to graphql-core", "bailed"),
+)  # fmt: skip
+
+
 class Metrics:
     """One server's counters."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.active_by_protocol = Labelled()
-        self.messages_in_by_protocol = Labelled()
-        self.messages_out_by_protocol = Labelled()
+        self.active_by_protocol = Labelled(TRANSPORTS)
+        self.messages_in_by_protocol = Labelled(SUPPORTED)
+        self.messages_out_by_protocol = Labelled(TRANSPORTS)
+        # Close codes are made on first use: tests/security bounds how many
+        # series clients can create, and a zero for each of the ~25 known codes
+        # would be most of them.
         self.closes_by_code = Labelled()
-        self.dropped_by_policy = Labelled()
+        #: Overflow actions as they happen (a discarded or coalesced event, a
+        #: stream closed for falling behind), by the subscriber's policy.
+        self.dropped_by_policy = Labelled(POLICIES)
+        self.auth_failures = Labelled(AUTH_PLACES)
+        self.fallbacks = Labelled(FALLBACKS)
+        #: From a streamer's ``emit`` to the write of the frame (per subscriber).
+        self.delivery_latency = Histogram(LATENCY_BUCKETS)
+        #: Executing one query, mutation, or one subscription event.
+        self.execution_time = {kind: Histogram(EXECUTION_BUCKETS) for kind in OPERATION_TYPES}
+        #: The per-event one, without a dict lookup on the hot path.
+        self.event_execution = self.execution_time["subscription"]
+        #: An operation's whole life, from its request to its cleanup.
+        self.operation_duration = Histogram(DURATION_BUCKETS)
         #: Invariants, readable without parsing Prometheus text.
+        #: The engine's compiled-execution counters (set by the server state).
+        self.compiled: CompiledCounts | None = None
         self.live_connections = 0
         self.live_operations = 0
         self.cleanups_run = 0
@@ -153,6 +261,11 @@ class _Collector:
              "code", m.closes_by_code),
             (CounterMetricFamily, "meshsub_dropped_events",
              "Events discarded by a subscriber's overflow policy", "policy", m.dropped_by_policy),
+            (CounterMetricFamily, "meshsub_auth_failures",
+             "Refused authentications, by where", "where", m.auth_failures),
+            (CounterMetricFamily, "meshsub_fallbacks",
+             "Values that left the direct write path to wait (backpressure), by where",
+             "path", m.fallbacks),
         )  # fmt: skip
         for kind, name, documentation, label, counts in labelled:
             family = kind(name, documentation, labels=[label])
@@ -162,3 +275,25 @@ class _Collector:
         yield CounterMetricFamily(
             "meshsub_operation_cleanups", "Operation cleanups run", value=m.cleanups_run
         )
+        latency = HistogramMetricFamily(
+            "meshsub_delivery_latency_seconds",
+            "From a streamer's emit to the socket write of the frame, per subscriber",
+        )
+        latency.add_metric([], m.delivery_latency.buckets(), m.delivery_latency.sum)
+        yield latency
+        execution = HistogramMetricFamily(
+            "meshsub_execution_seconds",
+            "Executing a query or mutation, or one subscription event",
+            labels=["operation_type"],
+        )
+        for operation_type, histogram in m.execution_time.items():
+            execution.add_metric([operation_type], histogram.buckets(), histogram.sum)
+        yield execution
+        duration = HistogramMetricFamily(
+            "meshsub_operation_duration_seconds", "Operations' lives, from request to cleanup"
+        )
+        duration.add_metric([], m.operation_duration.buckets(), m.operation_duration.sum)
+        yield duration
+        for name, documentation, attribute in _COMPILED:
+            total: int = getattr(m.compiled, attribute) if m.compiled is not None else 0
+            yield CounterMetricFamily(name, documentation, value=total)

@@ -176,6 +176,8 @@ class NatsBroker:
     async def _connect_nats(self) -> None:
         """(asyncio) Connect, create the log stream, start the drain task."""
         opts = self.options
+        # The two arg-type ignores below: nats-py annotates these seconds as int
+        # but uses them as floats (asyncio timeouts), and fractions matter here.
         await self._nc.connect(
             self._servers,
             name=opts.name,

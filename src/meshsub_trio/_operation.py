@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterable, Coroutine
 from dataclasses import replace
+from time import perf_counter as clock
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -25,6 +26,7 @@ from ._stream import PrivateStream
 
 if TYPE_CHECKING:
     from ._connection import Connection
+    from ._transports._http_stream import HttpStream
 
 log = logging.getLogger("meshsub_trio.operation")
 
@@ -32,15 +34,31 @@ log = logging.getLogger("meshsub_trio.operation")
 class Operation:
     """A running operation of one connection."""
 
-    __slots__ = ("cancel_scope", "connection", "id", "request", "stopped_by_client")
+    __slots__ = (
+        "cancel_scope",
+        "connection",
+        "dropped",
+        "end",
+        "id",
+        "request",
+        "sent",
+        "started",
+        "stopped_by_client",
+    )
 
-    def __init__(self, connection: Connection, request: OperationRequested) -> None:
+    def __init__(self, connection: Connection | HttpStream, request: OperationRequested) -> None:
         self.connection = connection
         self.request = request
         self.id = request.id
         self.cancel_scope = trio.CancelScope()
         #: Set when the client stopped it: nothing more may be sent for it.
         self.stopped_by_client = False
+        #: For the duration histogram and the end line: when, how many frames, how many lost.
+        self.started = clock()
+        self.sent = 0
+        self.dropped = 0
+        #: How it ended, unless the client stopped it: complete, error, crashed, closed.
+        self.end = "complete"
 
     @property
     def label(self) -> str:
@@ -60,17 +78,58 @@ class Operation:
                 # in one read): nothing to set up or tear down, as when asyncio
                 # cancels a task that has not started. The cleanup still runs.
                 return
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("operation started", extra=self.log_fields())
             with self.cancel_scope:
                 try:
                     await self._run()
                 except Exception:
                     # A bug below us (a resolver's executor, an encoder) ends this
                     # operation with an error; its siblings and the socket live on.
-                    log.exception("operation %s crashed", self.id)
+                    self.end = "crashed"
+                    log.exception("operation %s crashed", self.id, extra=self.log_fields())
                     errors = [{"message": "Internal server error"}]
-                    await self._send(connection.machine.error(self.id, errors))
+                    await self._error(errors)
+        except trio.Cancelled:
+            self.end = "closed"  # with its connection, or the server
+            raise
         finally:
             connection.operation_finished(self)
+            self._ended()
+
+    def _ended(self) -> None:
+        """The duration histogram, and one line at DEBUG (operations are many)."""
+        duration = clock() - self.started
+        self.connection.metrics.operation_duration.observe(duration)
+        if log.isEnabledFor(logging.DEBUG):
+            fields = self.log_fields()
+            fields.update(
+                end="stopped" if self.stopped_by_client else self.end,
+                duration_s=round(duration, 6),
+                sent=self.sent,
+                dropped=self.dropped,
+            )
+            log.debug("operation ended", extra=fields)
+
+    def log_fields(self) -> dict[str, Any]:
+        """What names this operation in a log line (the id is the client's: kept short)."""
+        name = self.request.operation_name
+        return {
+            "operation_id": self.id[:64],
+            "operation_name": name[:100] if name else None,
+            "protocol": self.connection.protocol,
+        }
+
+    def overflowed(self, policy: Overflow, count: int, capacity: int) -> None:
+        """Its subscriber fell behind and the overflow policy acted *count* times:
+        counted at once; a warning the first time only (a slow consumer stays slow)."""
+        self.connection.metrics.dropped_by_policy(policy.value).inc(count)
+        first = self.dropped == 0
+        self.dropped += count
+        if first and log.isEnabledFor(logging.WARNING):
+            fields = self.log_fields()
+            fields.update(policy=policy.value, capacity=capacity)
+            log.warning("slow subscriber: its buffer overflowed (%s)", policy.value, extra=fields)
 
     async def _run(self) -> None:
         connection = self.connection
@@ -90,19 +149,24 @@ class Operation:
             request.query, request.variables, request.operation_name, context, label
         )
         if not isinstance(prepared, Prepared):
-            await self._send(connection.machine.error(self.id, format_errors(prepared, label)))
+            self.end = "error"
+            await self._error(format_errors(prepared, label))
             return
         key: CohortKey | None = None
         try:
             if prepared.kind is not OperationType.SUBSCRIPTION:
+                began = clock()
                 result = await engine.execute(prepared)
+                execution = connection.metrics.execution_time[prepared.kind.value]
+                execution.observe(clock() - began)
                 await self._send_result(result)
-                await self._send(connection.machine.complete(self.id))
+                await self._complete()
                 return
             source = await engine.open_source(prepared)
             if isinstance(source, ExecutionResult):
+                self.end = "error"
                 errors = format_errors(source.errors or [], label)
-                await self._send(connection.machine.error(self.id, errors))
+                await self._error(errors)
                 return
             if not isinstance(source, StreamerSource):
                 await self._run_source(self._iterate(prepared, source))
@@ -127,22 +191,26 @@ class Operation:
 
     async def _run_source(self, stream: Coroutine[Any, Any, None]) -> None:
         """Stream to the end, then ``complete``; a failed source is an ``error`` instead."""
-        connection = self.connection
         try:
             await stream
         except Exception as error:
             # The source failed: an ``error`` for this operation only, no ``complete``.
-            log.info("operation %s failed: %r", self.id, error)
-            await self._send(connection.machine.error(self.id, [public_error(error, self.label)]))
+            self.end = "error"
+            log.info("operation %s failed: %r", self.id, error, extra=self.log_fields())
+            await self._error([public_error(error, self.label)])
             return
-        await self._send(connection.machine.complete(self.id))
+        await self._complete()
 
     async def _iterate(self, prepared: Prepared, source: AsyncIterable[Any]) -> None:
         iterator = aiter(source)
         try:
             engine = self.connection.engine
+            execution = self.connection.metrics.event_execution
             async for event in iterator:
-                await self.send_payload(await engine.event_payload(prepared, event))
+                began = clock()
+                payload = await engine.event_payload(prepared, event)
+                execution.observe(clock() - began)
+                await self.send_payload(payload)
         finally:
             aclose = getattr(iterator, "aclose", None)
             if aclose is not None:
@@ -155,12 +223,7 @@ class Operation:
         """This subscription's own streamer, awaited by this task (see ``_stream``)."""
         spec = source.streamer
         stream = PrivateStream(self, prepared, spec)
-        try:
-            await stream.run(source.context, source.args)
-        finally:
-            if stream.buffer.dropped:
-                metrics = self.connection.metrics
-                metrics.dropped_by_policy(spec.policy.value).inc(stream.buffer.dropped)
+        await stream.run(source.context, source.args)  # overflows are counted as they happen
 
     def _cohort_key(self, source: StreamerSource) -> CohortKey | None:
         """The key of the cohort this operation may join, if its streamer is shared."""
@@ -208,9 +271,7 @@ class Operation:
                 raise member.error
         finally:
             cohort.remove(member)
-            member.detach()
-            if member.dropped:
-                self.connection.metrics.dropped_by_policy(spec.policy.value).inc(member.dropped)
+            member.detach()  # overflows were counted as they happened
 
     async def _send_result(self, result: ExecutionResult) -> None:
         await self.send_payload(dumps(format_result(result, self.label)))
@@ -218,8 +279,20 @@ class Operation:
     async def send_payload(self, payload: bytes) -> None:
         await self._send(self.connection.machine.next(self.id, payload))
 
+    async def _complete(self) -> None:
+        """End it with ``complete``, unless the client ended it first: then its id
+        may already be a new operation's, which this must not end."""
+        if not self.stopped_by_client:
+            await self._send(self.connection.machine.complete(self.id))
+
+    async def _error(self, errors: list[dict[str, Any]]) -> None:
+        """End it with ``error`` (same rule as :meth:`_complete`)."""
+        if not self.stopped_by_client:
+            await self._send(self.connection.machine.error(self.id, errors))
+
     async def _send(self, frame: bytes | None) -> None:
         if frame is not None:
+            self.sent += 1
             await self.connection.send(self, frame)
 
 
@@ -232,7 +305,7 @@ class Member:
     policy applies, counted) and the connection's writer drains it.
     """
 
-    __slots__ = ("_buffer", "_done", "_waiter", "connection", "error", "operation")
+    __slots__ = ("_buffer", "_done", "_since", "_waiter", "connection", "error", "operation")
 
     def __init__(self, operation: Operation, capacity: int, policy: Overflow) -> None:
         self.operation = operation
@@ -244,6 +317,8 @@ class Member:
         # every idle subscription.
         self._done = False
         self._waiter: trio.lowlevel.Task | None = None
+        #: When the oldest value now buffered was emitted (0: unknown or nothing buffered).
+        self._since = 0.0
 
     @property
     def dropped(self) -> int:
@@ -252,22 +327,35 @@ class Member:
     def put(self, payload: bytes) -> None:
         self.put_many([payload])
 
-    def put_many(self, payloads: list[bytes]) -> None:
-        """The cohort's next values, in order; never waits."""
-        if self._buffer.consumer_closed:
+    def put_many(self, payloads: list[bytes], since: float = 0.0) -> bool:
+        """The cohort's next values, in order (the oldest emitted at *since*); never waits.
+
+        True when they were written at once: the cohort then measures their
+        latency for the whole burst; buffered ones are measured when drained.
+        """
+        buffer = self._buffer
+        if buffer.consumer_closed:
             raise BufferClosed()
         connection = self.connection
-        if not len(self._buffer) and connection.can_write_now():
+        if not len(buffer) and connection.can_write_now():
             operation = self.operation
             if not operation.stopped_by_client:
                 next_frame = connection.machine.next
                 frames = [f for p in payloads if (f := next_frame(operation.id, p)) is not None]
                 if frames:
                     connection.write_now(frames)
-            return
+                    operation.sent += len(frames)
+            return True
+        if not len(buffer):
+            self._since = since
+        dropped = buffer.dropped
         for payload in payloads:
-            self._buffer.put(payload)
+            buffer.put(payload)
+        connection.metrics.fallbacks("member_buffer").inc(len(payloads))
+        if buffer.dropped != dropped:
+            self.operation.overflowed(buffer.policy, buffer.dropped - dropped, buffer.capacity)
         connection.outbox.mark_ready(self)
+        return False
 
     def close(self, error: BaseException | None = None) -> None:
         """The cohort ended: finish after whatever is still buffered."""
@@ -278,22 +366,33 @@ class Member:
         """Called by the writer: turn buffered payloads into frames."""
         operation = self.operation
         machine = self.connection.machine
-        while True:
-            try:
-                payload = self._buffer.get_nowait()
-            except trio.WouldBlock:
-                return
-            except trio.EndOfChannel:
-                self._finish()
-                return
-            except Exception as error:  # the cohort failed, or this member overflowed
-                self.error = error
-                self._finish()
-                return
-            if not operation.stopped_by_client:
-                frame = machine.next(operation.id, payload)
-                if frame is not None:
-                    frames.append(frame)
+        before = len(frames)
+        try:
+            while True:
+                try:
+                    payload = self._buffer.get_nowait()
+                except trio.WouldBlock:
+                    return
+                except trio.EndOfChannel:
+                    self._finish()
+                    return
+                except Exception as error:  # the cohort failed, or this member overflowed
+                    self.error = error
+                    self._finish()
+                    return
+                if not operation.stopped_by_client:
+                    frame = machine.next(operation.id, payload)
+                    if frame is not None:
+                        frames.append(frame)
+        finally:
+            drained = len(frames) - before
+            if drained:
+                operation.sent += drained
+                if self._since:
+                    # Written by the caller right after this: latency up to now.
+                    latency = clock() - self._since
+                    self.connection.metrics.delivery_latency.observe(latency, drained)
+            self._since = 0.0
 
     def detach(self) -> None:
         self._buffer.detach()

@@ -101,9 +101,31 @@ def add_serve_options(serve_cmd: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="a socket write stalled this long drops the peer (default %(default)s)",
     )
+    serve_cmd.add_argument(
+        "--no-compiled-execution",
+        dest="compiled_execution",
+        action="store_false",
+        default=True,
+        help=(
+            "execute subscription events with graphql-core instead of compiled plans "
+            "(identical results, about a tenth of the speed; default: compiled)"
+        ),
+    )
     _add_security_options(serve_cmd)
     serve_cmd.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help=(
+            "info: HTTP access lines, refused upgrades and auth, slow consumers; debug adds "
+            "a line per connection and per operation (default %(default)s)"
+        ),
+    )
+    serve_cmd.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="log lines as readable text or one JSON object per line (default %(default)s)",
     )
     meshery = serve_cmd.add_argument_group("the default Meshery application")
     meshery.add_argument(

@@ -17,6 +17,7 @@ from ._metrics import Metrics
 
 if TYPE_CHECKING:
     from ._protocol import ProtocolMachine
+    from ._transports._http_stream import HttpStream
     from ._transports._socket import MessageSocket
 
 
@@ -33,10 +34,14 @@ class ServerState:
             max_cost=config.max_cost,
             max_tokens=config.max_tokens,
             cache_bytes=config.document_cache_bytes,
+            compiled=config.compiled_execution,
         )
         self.metrics = metrics or Metrics()
-        self.cohorts = Cohorts(self.engine, linger=config.cohort_linger)
+        self.metrics.compiled = self.engine.plans
+        self.cohorts = Cohorts(self.engine, linger=config.cohort_linger, metrics=self.metrics)
         self.connections: set[Connection] = set()
+        #: Operations streamed over HTTP (SSE): ended by shutdown like connections.
+        self.http_streams: set[HttpStream] = set()
         #: Connections still waiting for ``connection_init``, when a watchdog
         #: task enforces ``init_timeout`` for all of them (None: each its own).
         self.awaiting_init: set[Connection] | None = None
@@ -91,3 +96,5 @@ class ServerState:
         self.shutting_down = True
         for connection in tuple(self.connections):
             connection.shutdown()
+        for stream in tuple(self.http_streams):
+            stream.shutdown()

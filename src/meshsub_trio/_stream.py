@@ -13,6 +13,7 @@ and stops when it has caught up.
 from __future__ import annotations
 
 from collections.abc import Coroutine
+from time import perf_counter as clock
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -77,16 +78,17 @@ class PrivateStream:
         if self.failure is not None:
             return
         if self._pumping:
-            buffer.put(item)  # behind what is queued
+            self._queue(item)  # behind what is queued
             return
         operation = self.operation
         if operation.stopped_by_client:
             return  # completed: nothing more is executed or sent for it
         connection = operation.connection
         if not connection.can_write_now():
-            buffer.put(item)
+            self._queue(item)
             self._start_pump()
             return
+        began = clock()
         try:
             payload = connection.engine.event_payload_now(self.prepared, item)
         except Exception as error:
@@ -96,9 +98,25 @@ class PrivateStream:
             self._awaiting = payload
             self._start_pump()
             return
+        metrics = connection.metrics
+        executed = clock()
         frame = connection.machine.next(operation.id, payload)
         if frame is not None:
             connection.write_now([frame])
+            operation.sent += 1
+            metrics.delivery_latency.observe(clock() - began)
+        metrics.event_execution.observe(executed - began)
+
+    def _queue(self, item: Any) -> None:
+        """Off the direct path: wait in the buffer, stamped for the latency histogram;
+        an overflow is counted (and reported) as it happens."""
+        buffer = self.buffer
+        dropped = buffer.dropped
+        buffer.put((item, clock()))
+        operation = self.operation
+        operation.connection.metrics.fallbacks("pump").inc()
+        if buffer.dropped != dropped:
+            operation.overflowed(buffer.policy, buffer.dropped - dropped, buffer.capacity)
 
     def _start_pump(self) -> None:
         if self._nursery is None:
@@ -110,16 +128,21 @@ class PrivateStream:
         """Execute and send, in order, until nothing is queued."""
         operation = self.operation
         engine = operation.connection.engine
+        metrics = operation.connection.metrics
         try:
             awaiting, self._awaiting = self._awaiting, None
             if awaiting is not None:
                 await operation.send_payload(await awaiting)
             while True:
                 try:
-                    item = self.buffer.get_nowait()
+                    item, since = self.buffer.get_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel):
                     return  # caught up: later values take the direct path again
-                await operation.send_payload(await engine.event_payload(self.prepared, item))
+                began = clock()
+                payload = await engine.event_payload(self.prepared, item)
+                metrics.event_execution.observe(clock() - began)
+                await operation.send_payload(payload)
+                metrics.delivery_latency.observe(clock() - since)
         except Exception as error:  # includes BufferOverflow
             self._fail(error)
         finally:

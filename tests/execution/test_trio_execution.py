@@ -9,10 +9,12 @@ import pytest
 import trio
 import trio.testing
 from graphql import graphql
+from graphql.execution import executor as graphql_executor
+from graphql.pyutils import gather_with_cancel
 
 from meshsub_trio import App, Context
-from meshsub_trio._execution import Engine, Prepared
-from meshsub_trio._execution._trio_gather import trio_gather
+from meshsub_trio._execution import Engine, Prepared, _trio_gather
+from meshsub_trio._execution._trio_gather import GraphQLCoreIncompatible, trio_gather
 
 SCHEMA = """
 type Query {
@@ -122,6 +124,34 @@ async def test_trio_gather_raises_the_bare_first_exception() -> None:
 
     with pytest.raises(KeyError):
         await trio_gather(fail(), trio.sleep_forever())
+
+
+def test_building_an_engine_installs_the_trio_gather() -> None:
+    Engine(make_app([]))
+    assert _trio_gather.installed()
+    Engine(make_app([]))  # idempotent
+    assert _trio_gather.installed()
+
+
+def test_graphql_core_gather_has_the_shape_we_replace() -> None:
+    assert _trio_gather.check(gather_with_cancel) is gather_with_cancel
+
+
+def test_a_missing_gather_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(graphql_executor, _trio_gather.PATCHED)
+    with pytest.raises(GraphQLCoreIncompatible, match="gather_with_cancel is missing"):
+        _trio_gather.install()
+
+
+def test_a_gather_with_another_signature_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def gather(awaitables: list[Any], *, cancel: bool = True) -> list[Any]:
+        return []
+
+    monkeypatch.setattr(graphql_executor, _trio_gather.PATCHED, gather)
+    with pytest.raises(GraphQLCoreIncompatible, match="unexpected signature"):
+        Engine(make_app([]))
 
 
 def test_asyncio_users_of_graphql_core_still_work() -> None:

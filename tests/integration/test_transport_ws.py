@@ -68,6 +68,8 @@ class Probe:
         self.gates: defaultdict[str, trio.Event] = defaultdict(trio.Event)
         self.entered: defaultdict[str, trio.Event] = defaultdict(trio.Event)
         self.cleaned: list[str] = []
+        #: The last value each ``forever`` source emitted, by key.
+        self.emitted: dict[str, int] = {}
         self.bumps = 0
         self._changed = trio.Event()
 
@@ -137,6 +139,7 @@ def build_app(
         try:
             while True:
                 emit(n)
+                probe.emitted[args["key"]] = n
                 n += 1
                 await trio.sleep(0.005)
         finally:
@@ -1398,14 +1401,21 @@ async def test_tws_36_complete_stops_only_its_own_operation(tws: Any, probe: Pro
         await client.send({"id": "a", "type": "complete"})
         await probe.wait_cleaned("a")
         assert "b" not in probe.cleaned
+        # Frames of both already in flight may still arrive, interleaved in any
+        # proportion; what follows is judged by each operation's own values.
+        last_a = probe.emitted["a"]
+        b_at_stop = probe.emitted["b"]
         later: list[dict[str, Any]] = []
         with trio.fail_after(5):
-            while len([m for m in later if m["id"] == "b"]) < 3:
-                message = await client.receive()
-                later.append(message)
-        # Only frames queued before the stop may still name "a"; none after b's third event.
-        tail = later[-3:]
-        assert all(m["id"] == "b" for m in tail)
+            while len([v for v in nexts(later, "b") if v["forever"] > b_at_stop]) < 3:
+                later.append(await client.receive())
+        # b kept running: three events emitted after a stopped.
+        first_b_after = next(
+            i for i, m in enumerate(later) if m["id"] == "b" and m["payload"]["data"]["forever"] > b_at_stop
+        )
+        # a sent nothing it emitted after its stop, and nothing after b's later events.
+        assert all(v["forever"] <= last_a for v in nexts(later, "a"))
+        assert all(m["id"] == "b" for m in later[first_b_after:])
 
 
 async def test_tws_37_complete_during_query_suppresses_result(

@@ -11,8 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from meshsub_trio import Context, MemoryBroker
-from meshsub_trio._app import Streamer
+from meshsub_trio import Context, MemoryBroker, Streamer
 from meshsub_trio.meshery import LOCAL_USER, Model, User
 from meshsub_trio.meshery._streamers import make_streamers
 from meshsub_trio.meshery._timefmt import format_time

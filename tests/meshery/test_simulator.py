@@ -125,9 +125,10 @@ async def test_second_cluster_perf_results_and_meshmodel(autojump_clock: Any) ->
         summary = open_stream(
             nursery, app, "subscribeMeshModelSummary", {"selector": {"type": "components"}}
         )
-        profiles = open_stream(nursery, app, "subscribePerfProfiles", {"selector": PAGE})
-        await wait_until(profiles, bool, timeout=3)
-        profile_id = profiles.items[0]["profiles"][0]["id"]
+        # The first profile is seeded before the app serves its first request.
+        seeded = app.model.profiles()
+        assert len(seeded) == 1, seeded
+        profile_id = seeded[0]["id"]
         results = open_stream(
             nursery, app, "subscribePerfResults", {"selector": PAGE, "profileID": profile_id}
         )

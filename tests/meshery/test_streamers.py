@@ -216,7 +216,19 @@ async def test_cluster_resources_spans_several_clusters_and_context_ids(
     assert counts["Namespace"] == 3
 
 
-@pytest.mark.parametrize("ids", [[], None, [""]])
+async def test_cluster_resources_with_ids_omitted_follow_the_callers_contexts(
+    model: Model, start: Any
+) -> None:
+    """``k8scontextIDs`` is optional in the schema: omitted, it means the caller's clusters."""
+    run = await start("subscribeClusterResources", {"namespace": "default"})
+    assert (await run.wait_for(1))[0] == {"resources": []}  # no context yet
+    add_cluster(model, "kind")
+    model.add_object("cluster-1", "Pod", "default", "web")
+    frames = await run.wait_for(2)
+    assert {"kind": "Pod", "count": 1} in frames[-1]["resources"], frames
+
+
+@pytest.mark.parametrize("ids", [[], [""]])
 async def test_cluster_resources_without_clusters_is_an_error(
     model: Model, broker: RecordingBroker, start: Any, ids: Any
 ) -> None:
@@ -363,8 +375,9 @@ VALID_ARGS: dict[str, dict[str, Any]] = {
 
 @pytest.mark.parametrize("field", sorted(VALID_ARGS))
 async def test_cancelling_a_streamer_unsubscribes_it(
-    broker: RecordingBroker, start: Any, field: str
+    model: Model, broker: RecordingBroker, start: Any, field: str
 ) -> None:
+    model.save_profile(LOCAL_USER.id, {"id": "p", "name": "the profile results need"})
     run = await start(field, VALID_ARGS[field])
     assert run.error is None
     assert sum(len(s) for s in broker._subscribers.values()) + broker.log_reader_count() == 1

@@ -12,9 +12,8 @@ from typing import Any
 
 import trio
 
-from meshsub_trio._broker import ConnectionState
-from meshsub_trio._nats import LogStream, NatsBroker
-from meshsub_trio.testing._nats_server import NatsServer
+from meshsub_trio.brokers import ConnectionState, LogStream, NatsBroker
+from meshsub_trio.testing import NatsServer
 
 #: Generous bound for "arrives"; every wait in these tests is bounded.
 SOON = 10.0

@@ -13,16 +13,17 @@ from typing import Any
 import pytest
 import trio
 
-from meshsub_trio._broker import (
+from meshsub_trio import BufferOverflow, Overflow
+from meshsub_trio.brokers import (
     ConnectionState,
     CursorError,
     CursorExpired,
     Delivery,
+    LogStream,
     MemoryBroker,
 )
-from meshsub_trio._buffer import BufferOverflow, Overflow
-from meshsub_trio._nats import LogStream
-from meshsub_trio.testing._nats_server import NatsServer, nats_server, open_nats_server
+from meshsub_trio.testing import NatsServer, open_nats_server
+from meshsub_trio.testing.pytest_plugin import nats_server
 
 from . import SOON, connect, take
 

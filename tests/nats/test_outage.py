@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import trio
 
-from meshsub_trio._broker import ConnectionState
-from meshsub_trio._nats import PublishQueueFull
-from meshsub_trio.testing._nats_server import NatsServer, nats_server
+from meshsub_trio.brokers import ConnectionState, PublishQueueFull
+from meshsub_trio.testing import NatsServer
+from meshsub_trio.testing.pytest_plugin import nats_server
 
 from . import SOON, connect, take, wait_for_state
 

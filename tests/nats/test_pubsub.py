@@ -20,10 +20,10 @@ import pytest
 import trio
 import trio_asyncio
 
-from meshsub_trio._broker import ConnectionState
-from meshsub_trio._buffer import Overflow
-from meshsub_trio._nats import BrokerClosed, NatsBroker, PublishQueueFull
-from meshsub_trio.testing._nats_server import NatsServer, nats_server
+from meshsub_trio import Overflow
+from meshsub_trio.brokers import BrokerClosed, ConnectionState, NatsBroker, PublishQueueFull
+from meshsub_trio.testing import NatsServer
+from meshsub_trio.testing.pytest_plugin import nats_server
 
 from . import SOON, connect, take
 
@@ -238,7 +238,7 @@ async def test_connect_to_nothing_fails_clearly() -> None:
 _CHILD = textwrap.dedent(
     """
     import json, sys, trio
-    from meshsub_trio._nats import NatsBroker
+    from meshsub_trio.brokers import NatsBroker
 
     async def main(url, count):
         async with NatsBroker.connect(url) as broker:

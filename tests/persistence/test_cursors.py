@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import trio
 
-from meshsub_trio._broker import CursorExpired, Delivery, MemoryBroker
+from meshsub_trio.brokers import CursorExpired, Delivery, MemoryBroker
 from meshsub_trio.meshery import MesheryApp, create_app, default_data_dir, topics
 from meshsub_trio.meshery._tables import Retention
 

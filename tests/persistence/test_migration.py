@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from meshsub_trio import MemoryBroker
-from meshsub_trio._broker import Broker
+from meshsub_trio.brokers import Broker
 from meshsub_trio.meshery import Model, StoreCorrupt, topics
 from meshsub_trio.meshery._store import DB_NAME, Store
 from meshsub_trio.meshery._tables import Retention

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 import trio
 
-from meshsub_trio.meshery import create_app
-from meshsub_trio.meshery._store import DB_NAME, Store
-from meshsub_trio.meshery._store_errors import (
+from meshsub_trio.meshery import (
     StoreCorrupt,
     StoreError,
     StoreLocked,
     StoreTooNew,
     StoreUnreadable,
+    create_app,
 )
+from meshsub_trio.meshery._store import DB_NAME, Store
 
 from ._kit import refused, serving
 

@@ -14,9 +14,8 @@ import pytest
 import trio
 import trio.testing
 
-from meshsub_trio.meshery import topics
+from meshsub_trio.meshery import StoreUnavailable, topics
 from meshsub_trio.meshery._store import DB_NAME, Store
-from meshsub_trio.meshery._store_errors import StoreUnavailable
 from meshsub_trio.meshery._tables import Retention
 
 SOON = 10.0

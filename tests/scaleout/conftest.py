@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from meshsub_trio.testing._nats_server import nats_server
+from meshsub_trio.testing.pytest_plugin import nats_server
 
 __all__ = ["nats_server"]

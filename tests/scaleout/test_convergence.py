@@ -19,10 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meshsub_trio._broker import ConnectionState, Delivery
-from meshsub_trio._nats_outbox import BrokerClosed, PublishQueueFull
-from meshsub_trio.meshery import Model, topics
-from meshsub_trio.meshery._replication import BrokerUnavailable, ReplicatedBus
+from meshsub_trio.brokers import BrokerClosed, ConnectionState, Delivery, PublishQueueFull
+from meshsub_trio.meshery import BrokerUnavailable, Model, ReplicatedBus, topics
 
 from ..meshery.conftest import counting_ids, ticking_clock
 

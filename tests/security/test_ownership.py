@@ -34,7 +34,7 @@ import trio
 from meshsub_trio import Config, LogStream, NatsBroker, Server, serve
 from meshsub_trio.meshery import LOCAL_USER_ID, create_app
 from meshsub_trio.testing import NatsServer
-from meshsub_trio.testing._nats_server import nats_server
+from meshsub_trio.testing.pytest_plugin import nats_server
 
 from ..interop.conftest import wait_idle
 from ..meshery.test_e2e_documents import when_live
@@ -362,11 +362,13 @@ async def s_profiles(w: World, t: Target) -> Any:
 
 
 async def _results_after_own_run(w: World, t: Target, cursor: str | None) -> Any:
+    # A results subscription names one of the caller's profiles (else it is an
+    # error, the same for another user's id as for a missing one).
+    await ok(w, USER2, SAVE_PROFILE, i={"id": t.profile, "name": "mine"})
     async with subscription(w, USER2, RESULTS_SUB, {"s": ALL, "p": t.profile},
                             cursor=cursor) as client:  # fmt: skip
         await ok(w, USER1, RECORD, i={"profileID": "prof-u1", "name": f"{SECRET}-run-2"})
         await w.rebaseline()
-        await ok(w, USER2, SAVE_PROFILE, i={"id": t.profile, "name": "mine"})
         await ok(w, USER2, RECORD, i={"profileID": t.profile, "name": "mine"})
         return await next_data(client)
 

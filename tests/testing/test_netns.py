@@ -13,8 +13,7 @@ import sys
 import pytest
 import trio
 
-from meshsub_trio.testing import _netns
-from meshsub_trio.testing._netns import DropMethod, Namespace, NetnsError, NetnsPair
+from meshsub_trio.testing import DropMethod, Namespace, NetnsError, NetnsPair, _netns
 
 QUIET = 0.5  # how long a stall is watched for
 RECOVER = 15.0  # bound for TCP retransmission to get data through after a heal

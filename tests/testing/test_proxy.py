@@ -15,12 +15,7 @@ import pytest
 import trio
 import trio.testing
 
-from meshsub_trio.testing._proxy import (
-    Direction,
-    DirectionFaults,
-    FaultProxy,
-    open_fault_proxy,
-)
+from meshsub_trio.testing import Direction, DirectionFaults, FaultProxy, open_fault_proxy
 
 C2S = Direction.CLIENT_TO_SERVER
 S2C = Direction.SERVER_TO_CLIENT

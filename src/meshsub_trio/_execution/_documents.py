@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from graphql import (
     DocumentNode,
@@ -33,6 +33,7 @@ from graphql import (
 from graphql.validation import ASTValidationRule, OverlappingFieldsCanBeMergedRule
 
 from ._limits import Limits, check_limits
+from ._plan import Plan
 from ._turns import Turns
 
 #: Characters allowed per token of ``max_tokens``: real documents use about
@@ -75,6 +76,11 @@ class Document:
     errors: tuple[GraphQLError, ...]
     #: Estimated bytes this entry keeps alive.
     size: int = 0
+    #: Compiled plans by (operation name, variables), None where graphql-core
+    #: runs the operation (see ``_plans``); they live and go with the entry.
+    plans: dict[tuple[str | None, bytes], Plan | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
 
 class DocumentCache:

@@ -22,11 +22,14 @@ from .._encoding import dumps
 from ._documents import Document, DocumentCache
 from ._errors import public_errors
 from ._limits import Limits
+from ._plan import Bail, Plan
+from ._plans import Plans
 from ._trio_gather import install as install_trio_gather
 
-install_trio_gather()
-
 Errors = list[dict[str, Any]]
+
+#: ``Prepared.plan`` before the first event has looked for one.
+UNCOMPILED: Any = object()
 
 
 @dataclass(slots=True)
@@ -37,6 +40,13 @@ class Prepared:
     kind: OperationType
     #: Who runs it, as error messages and logs name it ("operation 3").
     label: str = "request"
+    #: The compiled plan of its events: UNCOMPILED until the first, None
+    #: when graphql-core executes them (see ``_plans``).
+    plan: Plan | None = UNCOMPILED
+    #: What the plan is found by: the cache entry, the operation, the variables.
+    document: Document | None = None
+    operation_name: str | None = None
+    variables: dict[str, Any] | None = None
 
     def release(self) -> None:
         """Break the executor's reference cycle (it holds helpers bound to itself)
@@ -76,8 +86,14 @@ class Engine:
         max_tokens: int | None = 2_000,
         cache_size: int = 1024,
         cache_bytes: int = 32 * 1024 * 1024,
+        compiled: bool = True,
     ) -> None:
+        # Process-wide and idempotent: the first engine checks graphql-core's
+        # internals and patches its gather (a clear error if they moved).
+        install_trio_gather()
         self.app = app
+        #: Compiled execution of subscription events, and its counters.
+        self.plans = Plans(compiled)
         self.documents = DocumentCache(
             app.schema,
             limits=Limits(max_depth, max_fields, max_cost),
@@ -131,7 +147,10 @@ class Engine:
         if isinstance(executor, list):
             return executor
         assert isinstance(executor, ExecutorThrowingOnIncremental)
-        return Prepared(executor, executor.operation.operation, label)
+        kind = executor.operation.operation
+        if kind is not OperationType.SUBSCRIPTION or not self.plans.enabled:
+            return Prepared(executor, kind, label, None)
+        return Prepared(executor, kind, label, UNCOMPILED, document, operation_name, variables)
 
     async def execute(self, prepared: Prepared) -> ExecutionResult:
         """Run a query or mutation to its single result."""
@@ -152,7 +171,7 @@ class Engine:
 
     async def execute_event(self, prepared: Prepared, event: Any) -> ExecutionResult:
         """Execute the subscription's selection set with *event* as root value."""
-        result = _execute_now(prepared, event)
+        result = self._execute_now(prepared, event)
         if is_awaitable(result):
             result = await result
         assert isinstance(result, ExecutionResult)
@@ -170,16 +189,34 @@ class Engine:
         cursor = None
         if type(item) is Cursored:
             cursor, item = item.cursor, item.value
-        result = _execute_now(prepared, item)
+        result = self._execute_now(prepared, item)
         if is_awaitable(result):
             return _encode_later(result, cursor, prepared.label)
         assert isinstance(result, ExecutionResult)
         return _encode(result, cursor, prepared.label)
 
-
-def _execute_now(prepared: Prepared, event: Any) -> Any:
-    """The event's result, or an awaitable of it when a resolver needs awaiting."""
-    return prepared.executor.build_per_event_executor(event).execute_operation(False)
+    def _execute_now(self, prepared: Prepared, event: Any) -> Any:
+        """The event's result, or an awaitable of it when a resolver needs awaiting:
+        from the compiled plan when there is one, else from graphql-core."""
+        plan = prepared.plan
+        if plan is UNCOMPILED:
+            plan = prepared.plan = self.plans.find(
+                prepared.document, prepared.operation_name, prepared.variables, prepared.executor
+            )
+            prepared.document = prepared.variables = None  # found: no longer needed
+        executor = prepared.executor
+        if plan is not None:
+            try:
+                result = plan.run(event, executor.context_value, executor.async_helpers)
+            except Bail:  # an async resolver: graphql-core from now on
+                prepared.plan = None
+                self.plans.bailed += 1
+            else:
+                self.plans.compiled_events += 1
+                return result
+        if self.plans.enabled:
+            self.plans.fallback_events += 1
+        return executor.build_per_event_executor(event).execute_operation(False)
 
 
 def _encode(result: ExecutionResult, cursor: str | None, label: str) -> bytes:

@@ -243,8 +243,8 @@ def _spreads(selection_set: SelectionSetNode | None) -> list[str]:
         for selection in stack.pop().selections:
             if isinstance(selection, FragmentSpreadNode):
                 names.append(selection.name.value)
-            else:
-                nested = selection.selection_set  # type: ignore[attr-defined]
+            elif isinstance(selection, FieldNode | InlineFragmentNode):
+                nested = selection.selection_set
                 if nested is not None:
                     stack.append(nested)
     return names

@@ -5,7 +5,8 @@ client sends ``connection_init`` and its queued ``start`` messages without
 waiting for the ack, so starts that arrive while the connection is being
 authorised are held and released by :meth:`accept`; malformed messages get a
 reply (``connection_error`` or ``error``) and the socket stays open; ``error``
-carries a single error object; the server sends ``ka`` keep-alives.
+carries a single error object; the server sends ``ka`` keep-alives. States
+and their transitions: ``_states`` (held starts are not operations yet).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ._events import (
     clip_reason,
 )
 from ._machine import MachineBase, complete_frame
+from ._states import MachineState, OperationState, OpTrigger, Trigger
 
 SUBPROTOCOL = "graphql-ws"
 _KA = b'{"type":"ka"}'
@@ -45,10 +47,10 @@ class LegacyWSMachine(MachineBase):
 
     # ---- inbound -------------------------------------------------------
     def receive(self, data: str | bytes, *, binary: bool = False) -> list[Event]:
-        if self.closed:
-            return []
+        if self.state is MachineState.CLOSED:
+            return []  # sent before the peer saw our close: not the driver's doing
         if binary:
-            return self._close(CloseCode.UNSUPPORTED_DATA, "Binary frames are not supported")
+            return self._violation(CloseCode.UNSUPPORTED_DATA, "Binary frames are not supported")
         try:
             message = loads(data)
         except JSONDecodeError as problem:
@@ -63,26 +65,26 @@ class LegacyWSMachine(MachineBase):
         if kind == "stop":
             return self._on_stop(message)
         if kind == "connection_terminate":
-            return self._close(CloseCode.NORMAL, "")
+            self._apply(Trigger.TERMINATE)
+            return [Close(CloseCode.NORMAL, "")]
         return [Send(_error_message(_reply_id(message), "Invalid message type!"))]
 
     def _on_init(self, message: dict[str, Any]) -> list[Event]:
         payload = message.get("payload")
-        if self.init_received:
-            return self._close(CloseCode.TOO_MANY_INIT, "Too many initialisation requests")
+        if self.state is not MachineState.AWAITING_INIT:
+            return self._violation(CloseCode.TOO_MANY_INIT, "Too many initialisation requests")
         if payload is not None and not isinstance(payload, dict):
-            self.closed = True
             return [
                 Send(_connection_error("connection_init payload must be an object")),
-                Close(CloseCode.PROTOCOL_ERROR, "Invalid connection_init payload"),
+                *self._violation(CloseCode.PROTOCOL_ERROR, "Invalid connection_init payload"),
             ]
-        self.init_received = True
+        self._apply(Trigger.INIT)
         return [InitRequested(payload)]
 
     def _on_start(self, message: dict[str, Any]) -> list[Event]:
-        if not self.init_received:
-            return self._close(CloseCode.UNAUTHORIZED, "Unauthorized")
-        if not self.acknowledged:
+        if self.state is MachineState.AWAITING_INIT:
+            return self._violation(CloseCode.UNAUTHORIZED, "Unauthorized")
+        if self.state is MachineState.INIT_RECEIVED:
             self._held.append(message)
             return []
         return self._start(message)
@@ -104,12 +106,13 @@ class LegacyWSMachine(MachineBase):
         if extensions is not None and not isinstance(extensions, dict):
             extensions = None
         events: list[Event] = []
-        if self.operations.discard(op_id):
+        if self._operations.get(op_id) is OperationState.LIVE:
             # A start that reuses a live id replaces the old operation.
+            self._apply_op(op_id, OpTrigger.CLIENT_COMPLETE)
             events.append(OperationCancelled(op_id))
-        if not self.operations.has_room():
+        if not self._has_room():
             return [*events, Send(_error_message(op_id, "Subscription limit reached"))]
-        self.operations.add(op_id)
+        self._apply_op(op_id, OpTrigger.SUBSCRIBE)
         events.append(
             OperationRequested(op_id, payload["query"], variables, operation_name, extensions)
         )
@@ -119,19 +122,18 @@ class LegacyWSMachine(MachineBase):
         op_id = message.get("id")
         if not isinstance(op_id, str):
             return []
-        if self.operations.discard(op_id):
+        if self._operations.get(op_id) is OperationState.LIVE:
+            self._apply_op(op_id, OpTrigger.CLIENT_COMPLETE)
             return [OperationCancelled(op_id), Send(complete_frame(op_id))]
         # Stopped before the ack released it: it never starts, and nothing is
         # sent for it (nothing may precede the ack).
         self._held = [start for start in self._held if start.get("id") != op_id]
         return []
 
-    # ---- driver decisions ---------------------------------------------
+    # ---- driver decisions (inputs: they return events) ----------------
     def accept(self, payload: dict[str, Any] | None = None) -> list[Event]:
         """Acknowledge, send the first ``ka``, then release the held starts."""
-        if self.closed or self.acknowledged:
-            return []
-        self.acknowledged = True
+        self._apply(Trigger.ACCEPT)
         ack = (
             {"type": "connection_ack"}
             if payload is None
@@ -144,31 +146,30 @@ class LegacyWSMachine(MachineBase):
         return events
 
     def reject(self, reason: str = "Forbidden") -> list[Event]:
-        if self.closed:
-            return []
-        self.closed = True
-        self._held.clear()
+        """``connection_error``, then close 1011 (once, after ``InitRequested``)."""
+        self._apply(Trigger.REJECT)
         return [
             Send(_connection_error(reason)),
             Close(CloseCode.INTERNAL_ERROR, clip_reason(reason)),
         ]
 
-    # ---- outbound ------------------------------------------------------
-    def error(self, op_id: str, errors: list[dict[str, Any]]) -> bytes | None:
-        if not self.operations.discard(op_id):
-            return None
+    def _on_closed(self) -> None:
+        self._held.clear()  # starts held for an ack that will never come
+
+    # ---- frames (they return bytes) -----------------------------------
+    def _error_frame(self, op_id: str, errors: list[dict[str, Any]]) -> bytes:
         first = errors[0] if errors else {"message": "Unknown error"}
         return dumps({"id": op_id, "type": "error", "payload": first})
 
     def keepalive(self) -> bytes | None:
-        """``ka``, sent only once the connection is acknowledged."""
-        return _KA if self.acknowledged and not self.closed else None
+        """``ka``, sent only once the connection is acknowledged (None before)."""
+        self._check_open("keepalive")
+        return _KA if self.state is MachineState.READY else None
 
 
 def _reply_id(message: Any) -> str | None:
-    if isinstance(message, dict) and isinstance(message.get("id"), str):
-        return message["id"]
-    return None
+    op_id = message.get("id") if isinstance(message, dict) else None
+    return op_id if isinstance(op_id, str) else None
 
 
 def _connection_error(message: str) -> bytes:

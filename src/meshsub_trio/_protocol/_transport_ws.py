@@ -3,7 +3,8 @@
 Frames in (:meth:`TransportWSMachine.receive`), events out; the driver
 answers ``InitRequested`` with :meth:`accept` or :meth:`reject` and turns
 results into frames with :meth:`next`, :meth:`error` and :meth:`complete`.
-No sockets, no Trio: everything here is tested without a network.
+States and their transitions: ``_states``. No sockets, no Trio: everything
+here is tested without a network.
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ from typing import Any
 
 from .._encoding import JSONDecodeError, dumps, loads
 from ._events import (
+    Close,
     CloseCode,
     Event,
     InitRequested,
     OperationCancelled,
     OperationRequested,
     Send,
+    clip_reason,
 )
 from ._machine import MachineBase
+from ._states import MachineState, OperationState, OpTrigger, Trigger
 
 SUBPROTOCOL = "graphql-transport-ws"
 _SERVER_ONLY = frozenset({"connection_ack", "next", "error"})
@@ -56,18 +60,18 @@ class TransportWSMachine(MachineBase):
     # ---- inbound -------------------------------------------------------
     def receive(self, data: str | bytes, *, binary: bool = False) -> list[Event]:
         """Feed one complete WebSocket message; return what to do about it."""
-        if self.closed:
-            return []
+        if self.state is MachineState.CLOSED:
+            return []  # sent before the peer saw our close: not the driver's doing
         if binary:
-            return self._close(CloseCode.BAD_REQUEST, "Binary frames are not supported")
+            return self._violation(CloseCode.BAD_REQUEST, "Binary frames are not supported")
         try:
             message = loads(data)
         except JSONDecodeError:
-            return self._close(CloseCode.BAD_REQUEST, "Invalid message received: not JSON")
+            return self._violation(CloseCode.BAD_REQUEST, "Invalid message received: not JSON")
         try:
             return self._dispatch(message)
         except _Invalid as problem:
-            return self._close(CloseCode.BAD_REQUEST, f"Invalid message received: {problem}")
+            return self._violation(CloseCode.BAD_REQUEST, f"Invalid message received: {problem}")
 
     def _dispatch(self, message: Any) -> list[Event]:
         if not isinstance(message, dict):
@@ -87,18 +91,19 @@ class TransportWSMachine(MachineBase):
             return self._on_subscribe(message)
         if kind == "complete":
             op_id = _operation_id(message)
-            if self.operations.discard(op_id):
+            if self._operations.get(op_id) is OperationState.LIVE:
+                self._apply_op(op_id, OpTrigger.CLIENT_COMPLETE)
                 return [OperationCancelled(op_id)]
-            return []
+            return []  # already ended: its complete and the client's crossed
         if kind in _SERVER_ONLY:
             raise _Invalid(f"{kind} is sent by servers only")
         raise _Invalid(f"unknown message type {kind[:40]!r}")
 
     def _on_init(self, message: dict[str, Any]) -> list[Event]:
         payload = _optional_object(message, "payload")
-        if self.init_received:
-            return self._close(CloseCode.TOO_MANY_INIT, "Too many initialisation requests")
-        self.init_received = True
+        if self.state is not MachineState.AWAITING_INIT:
+            return self._violation(CloseCode.TOO_MANY_INIT, "Too many initialisation requests")
+        self._apply(Trigger.INIT)
         return [InitRequested(payload)]
 
     def _on_subscribe(self, message: dict[str, Any]) -> list[Event]:
@@ -114,41 +119,36 @@ class TransportWSMachine(MachineBase):
         operation_name = payload.get("operationName")
         if operation_name is not None and not isinstance(operation_name, str):
             raise _Invalid('"payload.operationName" must be a string or null')
-        if not self.acknowledged:
-            return self._close(CloseCode.UNAUTHORIZED, "Unauthorized")
-        if op_id in self.operations:
-            return self._close(
+        if self.state is not MachineState.READY:
+            return self._violation(CloseCode.UNAUTHORIZED, "Unauthorized")
+        if self._operations.get(op_id) is OperationState.LIVE:
+            return self._violation(
                 CloseCode.SUBSCRIBER_EXISTS, f"Subscriber for {op_id} already exists"[:123]
             )
-        if not self.operations.has_room():
+        if not self._has_room():
             return [Send(self._error_frame(op_id, [{"message": "Subscription limit reached"}]))]
-        self.operations.add(op_id)
+        self._apply_op(op_id, OpTrigger.SUBSCRIBE)
         return [OperationRequested(op_id, query, variables, operation_name, extensions)]
 
-    # ---- driver decisions ---------------------------------------------
+    # ---- driver decisions (inputs: they return events) ----------------
     def accept(self, payload: dict[str, Any] | None = None) -> list[Event]:
-        """The connection is authorised: acknowledge it."""
-        if self.closed or self.acknowledged:
-            return []
-        self.acknowledged = True
+        """The connection is authorised: acknowledge it (once, after ``InitRequested``)."""
+        self._apply(Trigger.ACCEPT)
         return [Send(_control("connection_ack", payload))]
 
     def reject(self, reason: str = "Forbidden") -> list[Event]:
-        return self._close(CloseCode.FORBIDDEN, reason)
+        """The connection is refused: close 4403 (once, after ``InitRequested``)."""
+        self._apply(Trigger.REJECT)
+        return [Close(CloseCode.FORBIDDEN, clip_reason(reason))]
 
-    # ---- outbound ------------------------------------------------------
-    def error(self, op_id: str, errors: list[dict[str, Any]]) -> bytes | None:
-        if not self.operations.discard(op_id):
-            return None
-        return self._error_frame(op_id, errors)
-
-    @staticmethod
-    def _error_frame(op_id: str, errors: list[dict[str, Any]]) -> bytes:
+    # ---- frames (they return bytes) -----------------------------------
+    def _error_frame(self, op_id: str, errors: list[dict[str, Any]]) -> bytes:
         return dumps({"id": op_id, "type": "error", "payload": errors})
 
     def keepalive(self) -> bytes | None:
         """A protocol ``ping``; clients answer with ``pong``."""
-        return None if self.closed else b'{"type":"ping"}'
+        self._check_open("keepalive")
+        return b'{"type":"ping"}'
 
 
 def _control(kind: str, payload: dict[str, Any] | None) -> bytes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
+from time import perf_counter as clock
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -26,11 +27,15 @@ from .._protocol import CloseCode, choose_subprotocol, machine_for
 from .._state import ServerState
 from ._graphql_http import authenticate, handle_graphql_http
 from ._hosts import MISDIRECTED, HostPolicy
+from ._http_stream import serve_graphql_sse
 from ._requests import bearer_matches, header_map, make_context, origin_allowed
 from ._socket import Message, MessageTooBig, SocketClosed
+from ._sse import wants_event_stream
 from ._static import static_response
 
 log = logging.getLogger("meshsub_trio.asgi")
+#: One line per plain HTTP request, at INFO (both hosts answer HTTP here).
+access_log = logging.getLogger("meshsub_trio.access")
 
 JSON = "application/json; charset=utf-8"
 #: A refusal after which the connection closes (the request's body may be unread).
@@ -44,7 +49,16 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 class ASGIWebSocket:
     """The :class:`MessageSocket` over an ASGI websocket scope."""
 
-    def __init__(self, receive: Receive, send: Send, *, max_message_size: int) -> None:
+    def __init__(
+        self,
+        receive: Receive,
+        send: Send,
+        *,
+        max_message_size: int,
+        peer: tuple[str, int] | None = None,
+    ) -> None:
+        #: The client's address as the server reported it (for log lines).
+        self.peer = peer
         self._receive = receive
         self._send = send
         self._max_size = max_message_size
@@ -107,7 +121,10 @@ class ASGIApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            if access_log.isEnabledFor(logging.INFO):
+                await self._http_logged(scope, receive, send)
+            else:
+                await self._http(scope, receive, send)
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "lifespan":
@@ -127,6 +144,32 @@ class ASGIApp:
         await send({"type": "lifespan.shutdown.complete"})
 
     # ---- HTTP ----------------------------------------------------------
+    async def _http_logged(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """:meth:`_http`, then one access line: method, path (never the query
+        string, where a token may travel), status, duration, peer."""
+        began = clock()
+        status = 0
+
+        async def sending(message: MutableMapping[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._http(scope, receive, sending)
+        finally:
+            access_log.info(
+                "request",
+                extra={
+                    "method": scope.get("method"),
+                    "path": scope.get("path", "")[:200],
+                    "status": status or None,  # None: no answer (the peer left)
+                    "duration_s": round(clock() - began, 6),
+                    "peer": _peer(scope),
+                },
+            )
+
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         """One request: Host first, then auth on the headers, and only then the body."""
         config = self.state.config
@@ -137,7 +180,7 @@ class ASGIApp:
         elif path == "/healthz":
             await _respond(send, 200, b'{"status":"ok"}', JSON)
         elif path == "/metrics":
-            await self._metrics(send, headers)
+            await self._metrics(send, headers, _peer(scope))
         elif path in config.http_paths or path in self.state.app.http_routes:
             await self._authenticated(scope, receive, send, headers)
         elif path in config.ws_paths:
@@ -148,10 +191,11 @@ class ASGIApp:
         else:
             await _respond(send, 404, b'{"errors":[{"message":"Not found"}]}', JSON)
 
-    async def _metrics(self, send: Send, headers: dict[str, str]) -> None:
+    async def _metrics(self, send: Send, headers: dict[str, str], peer: str | None) -> None:
         """Prometheus metrics; behind a bearer token when ``metrics_token`` is set."""
         token = self.state.config.metrics_token
         if token is not None and not bearer_matches(headers.get("authorization"), token):
+            _auth_refused(self.state.metrics, "metrics", "no valid bearer token", peer)
             challenge = ("www-authenticate", 'Bearer realm="metrics"')
             await _respond(send, 401, _error("Unauthorized"), JSON, [challenge])
             return
@@ -170,6 +214,7 @@ class ASGIApp:
             await _respond(send, 500, _error("Internal server error"), JSON, _CLOSE)
             return
         if refused is not None:
+            _auth_refused(state.metrics, "http", refused, _peer(scope))
             challenge = ("www-authenticate", "Bearer")
             await _respond(send, 401, _error(refused), JSON, [challenge, *_CLOSE])
             return
@@ -181,7 +226,10 @@ class ASGIApp:
             await _respond(send, problem.status, _error(problem.message), JSON, _CLOSE)
             return
         if scope["path"] in state.config.http_paths:
-            await self._graphql(scope, send, headers, body, context)
+            if wants_event_stream(headers.get("accept")):
+                await self._graphql_sse(scope, receive, send, headers, body, context)
+            else:
+                await self._graphql(scope, send, headers, body, context)
         else:
             await self._app_route(scope, send, body, context)
 
@@ -198,6 +246,22 @@ class ASGIApp:
             await _respond(send, 500, b'{"errors":[{"message":"Internal server error"}]}', JSON)
             return
         await _respond(send, response.status, response.body, None, response.headers)
+
+    async def _graphql_sse(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[str, str],
+        body: bytes,
+        context: Context,
+    ) -> None:
+        """GraphQL over SSE (``Accept: text/event-stream``): an HTTP stream per operation."""
+        method = scope["method"]
+        query_string = scope.get("query_string", b"")
+        await serve_graphql_sse(
+            self.state, method, headers, query_string, body, context, receive, send
+        )
 
     async def _app_route(self, scope: Scope, send: Send, body: bytes, context: Context) -> None:
         """One of the application's own plain HTTP endpoints (already authenticated)."""
@@ -231,7 +295,9 @@ class ASGIApp:
         if echo is not None:
             accept["subprotocol"] = echo
         await send(accept)
-        socket = ASGIWebSocket(receive, send, max_message_size=config.max_message_size)
+        socket = ASGIWebSocket(
+            receive, send, max_message_size=config.max_message_size, peer=scope.get("client")
+        )
         if protocol is None:
             await socket.close(CloseCode.SUBPROTOCOL_NOT_ACCEPTABLE, "Subprotocol not acceptable")
             state.metrics.closes_by_code(str(CloseCode.SUBPROTOCOL_NOT_ACCEPTABLE)).inc()
@@ -251,6 +317,19 @@ async def _refuse_upgrade(scope: Scope, send: Send, status: int, message: str) -
     headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
     await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
     await send({"type": "websocket.http.response.body", "body": body})
+
+
+def _peer(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else None
+
+
+def _auth_refused(metrics: Metrics, where: str, reason: str, peer: str | None) -> None:
+    """Count a refused authentication and log it at INFO: the reason, never the credentials."""
+    metrics.auth_failures(where).inc()
+    if log.isEnabledFor(logging.INFO):
+        fields = {"where": where, "reason": reason[:200], "peer": peer}
+        log.info("authentication refused", extra=fields)
 
 
 def _host_policy(config: Config) -> HostPolicy:

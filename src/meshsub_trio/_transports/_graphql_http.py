@@ -196,3 +196,18 @@ async def handle_graphql_http(
         return reply(200, format_result(result, label))
     finally:
         prepared.release()
+
+
+#: A request that cannot be read as GraphQL parameters (status 400, 415).
+BadRequest = _BadRequest
+#: The checks every GraphQL request's parameters pass, for the other HTTP paths (SSE).
+check_params = _check_params
+
+
+def read_params(
+    method: str, headers: dict[str, str], query_string: bytes, body: bytes
+) -> dict[str, Any]:
+    """A GET's (URL) or POST's (JSON body) GraphQL parameters; raises :class:`BadRequest`."""
+    if method == "GET":
+        return _params_from_query_string(query_string)
+    return _params_from_body(headers, body)

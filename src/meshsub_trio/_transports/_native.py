@@ -36,6 +36,7 @@ from ._requests import header_map, make_context, origin_allowed
 from ._upgrade import HEAD_END, parse_upgrade, refusal, switching_protocols
 
 log = logging.getLogger("meshsub_trio.native")
+access_log = logging.getLogger("meshsub_trio.access")
 
 _RECEIVE_SIZE = 65536
 
@@ -193,22 +194,22 @@ class NativeHost:
         """Check the upgrade request and answer 101 (RFC 6455 §4.2), or refuse it."""
         config = self.state.config
         if not self.hosts.allows(headers.get("host")):
-            await _send_refusal(sock, 421, MISDIRECTED)
+            await _send_refusal(sock, 421, MISDIRECTED, unquote(target.split("?", 1)[0]))
             return None
         path = unquote(target.split("?", 1)[0])
         key = headers.get("sec-websocket-key", "")
         if path not in config.ws_paths:
-            await _send_refusal(sock, 404, "No WebSocket endpoint at this path")
+            await _send_refusal(sock, 404, "No WebSocket endpoint at this path", path)
             return None
         if (
             not key
             or headers.get("sec-websocket-version") != "13"
             or ("upgrade" not in headers.get("connection", "").lower())
         ):
-            await _send_refusal(sock, 400, "Not a valid WebSocket upgrade request")
+            await _send_refusal(sock, 400, "Not a valid WebSocket upgrade request", path)
             return None
         if not origin_allowed(headers, config):
-            await _send_refusal(sock, 403, "Origin not allowed")
+            await _send_refusal(sock, 403, "Origin not allowed", path)
             return None
         offered = parse_offer([headers.get("sec-websocket-protocol", "")])
         protocol, echo = choose_subprotocol(offered, config.subprotocols)
@@ -277,7 +278,9 @@ class NativeHost:
         async def receive() -> dict[str, Any]:
             nonlocal body_done
             if body_done:
-                await trio.sleep_forever()
+                # A streamed response (SSE) learns here that its client left.
+                await _until_closed(http, stream, self.state.config.max_head_size)
+                return {"type": "http.disconnect"}
             if http.they_are_waiting_for_100_continue:
                 # Asked for only once the request got past its checks (Host, auth).
                 await write(http.send(h11.InformationalResponse(status_code=100, headers=[])))
@@ -325,6 +328,20 @@ def _body_buffered(http: h11.Connection) -> bool:
         return False
 
 
+async def _until_closed(http: h11.Connection, stream: trio.SocketStream, limit: int) -> None:
+    """Return when the peer closes its side (or resets). What it sends meanwhile (a
+    pipelined request) is kept for h11, up to *limit* bytes; past that, stop reading."""
+    while len(http.trailing_data[0]) < limit:
+        try:
+            data = await stream.receive_some(_RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return
+        if not data:
+            return
+        http.receive_data(data)
+    await trio.sleep_forever()
+
+
 async def _linger(sock: trio.socket.SocketType, seconds: float) -> None:
     """Close after an answer the peer may still be sending into, without losing the answer.
 
@@ -366,8 +383,20 @@ async def _send(sock: trio.socket.SocketType, data: bytes) -> None:
         await trio.lowlevel.wait_writable(fd)
 
 
-async def _send_refusal(sock: trio.socket.SocketType, status: int, message: str) -> None:
-    """Refuse an upgrade; the connection closes after it."""
+async def _send_refusal(
+    sock: trio.socket.SocketType, status: int, message: str, path: str | None = None
+) -> None:
+    """Refuse an upgrade (or a bad head); the connection closes after it. One access
+    line at INFO: a refused upgrade (a wrong Origin, Host or path) is a question an
+    operator gets asked."""
+    if access_log.isEnabledFor(logging.INFO):
+        try:
+            name = sock.getpeername()
+            peer: str | None = f"{name[0]}:{name[1]}"
+        except OSError:
+            peer = None
+        fields = {"path": path[:200] if path else None, "status": status, "reason": message}
+        access_log.info("refused", extra={**fields, "peer": peer})
     with trio.move_on_after(1):
         await _send(sock, refusal(status, message))
 

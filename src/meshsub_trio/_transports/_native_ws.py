@@ -126,6 +126,15 @@ class NativeWebSocket:
         self.on_backlog: Callable[[], None] = lambda: None
 
     @property
+    def peer(self) -> tuple[str, int] | None:
+        """The peer's address, for log lines (a system call: asked only when logging)."""
+        try:
+            name = self._socket.getpeername()
+        except OSError:
+            return None
+        return (str(name[0]), int(name[1]))
+
+    @property
     def backlog(self) -> int:
         """Bytes accepted but not yet taken by the kernel."""
         return len(self._backlog)

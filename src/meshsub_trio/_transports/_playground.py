@@ -44,6 +44,7 @@ _PAGE = """<!doctype html>
   <meta charset="utf-8">
   <meta name="viewport" content="width=device-width, initial-scale=1">
   <title>GraphiQL: meshsub-trio playground</title>
+  <link rel="icon" href="data:,">
   <link rel="stylesheet" href="__STYLE__">
   <style>body { margin: 0; height: 100vh; } #graphiql { height: 100vh; }</style>
 </head>
@@ -215,13 +216,14 @@ def _landing(links: Links) -> bytes:
         quoted = html.escape(path)
         return f'<li><a href="{quoted}">{html.escape(text)}</a> <code>{quoted}</code></li>'
 
-    def ws_item(path: str) -> str:
+    def endpoint(path: str, kind: str, text: str) -> str:
+        # Not a link: a GET without a query is a 400. The script shows the full URL.
         quoted = html.escape(path)
-        return f'<li>WebSocket <code class="ws" data-path="{quoted}">{quoted}</code></li>'
+        return f'<li>{text} <code class="{kind}" data-path="{quoted}">{quoted}</code></li>'
 
     rows = [item(p, "GraphiQL playground") for p in links.playground]
-    rows += [item(p, "GraphQL over HTTP (GET, POST)") for p in links.http]
-    rows += [ws_item(p) for p in links.ws]
+    rows += [endpoint(p, "http", "GraphQL over HTTP (GET, POST)") for p in links.http]
+    rows += [endpoint(p, "ws", "GraphQL over WebSocket") for p in links.ws]
     rows.append(item("/healthz", "Health check"))
     metrics = "Prometheus metrics" + (" (bearer token)" if links.metrics_protected else "")
     rows.append(item("/metrics", metrics))
@@ -236,6 +238,7 @@ _LANDING = """<!doctype html>
   <meta charset="utf-8">
   <meta name="viewport" content="width=device-width, initial-scale=1">
   <title>meshsub-trio</title>
+  <link rel="icon" href="data:,">
   <style>
     body { font: 16px/1.5 system-ui, sans-serif; max-width: 44rem; margin: 3rem auto;
            padding: 0 1rem; color: #1b1f24; }
@@ -250,10 +253,13 @@ _LANDING = """<!doctype html>
     __ROWS__
   </ul>
   <script>
-    // WebSocket URLs as this page was reached (any host, port, ws:// or wss://).
+    // Endpoint URLs as this page was reached (any host, port, ws:// or wss://).
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     for (const el of document.querySelectorAll("code.ws")) {
       el.textContent = scheme + "//" + location.host + el.dataset.path;
+    }
+    for (const el of document.querySelectorAll("code.http")) {
+      el.textContent = location.origin + el.dataset.path;
     }
   </script>
 </body>

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeGuard
 
 
 class SocketClosed(Exception):
@@ -70,3 +70,12 @@ class DirectSocket(MessageSocket, Protocol):
         """Write the close frame without waiting; ``close`` finishes it."""
 
     async def flush(self) -> None: ...
+
+
+def is_direct(socket: MessageSocket) -> TypeGuard[DirectSocket]:
+    """Whether *socket* can write without waiting (a :class:`DirectSocket`).
+
+    One attribute test, cheaper per connection than a runtime-checkable
+    Protocol's ``isinstance``.
+    """
+    return hasattr(socket, "write_frames")

@@ -7,12 +7,12 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import Any, TypeGuard
 
 import trio
 
 from .._app import App
-from .._broker import Broker, MemoryBroker
+from .._broker import Broker, LogBroker, MemoryBroker
 from ._auth import LOCAL_USER, Authenticator, TokenSource, User
 from ._datadir import MEMORY
 from ._durable import attach, drain, open_store
@@ -60,7 +60,7 @@ class MesheryApp(App):
             self.store.close()
 
 
-def shares_bus(broker: Any) -> bool:
+def shares_bus(broker: Any) -> TypeGuard[LogBroker]:
     """Whether *broker* is shared by several processes (a log broker that is not
     in-process), so that the model must be replicated over it."""
     if isinstance(broker, MemoryBroker | ReplicatedBus):
@@ -124,8 +124,11 @@ def create_app(
     chosen_broker = (
         broker if broker is not None else ResumeLogBroker(log_bytes=limits.resume_log_bytes)
     )
-    shared = shares_bus(chosen_broker)
-    bus = ReplicatedBus(chosen_broker, snapshots=snapshots_for(chosen_broker)) if shared else None
+    bus = (
+        ReplicatedBus(chosen_broker, snapshots=snapshots_for(chosen_broker))
+        if shares_bus(chosen_broker)
+        else None
+    )
     retention = Retention()
     store = (
         open_store(data_dir, chosen_broker, durability=durability, retention=retention)
@@ -173,7 +176,7 @@ def create_app(
             driving = True
             try:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(sim.run)
+                    await nursery.start(sim.run)  # its first steps are in before we serve
                     try:
                         yield
                     finally:

@@ -106,5 +106,6 @@ def _instance_of(message: Any) -> str | None:
     if not isinstance(message, dict):
         return None
     if message.get("type") == "k8s_context" and message.get("op") == "upsert":
-        return message["context"].get("meshery_instance_id")  # type: ignore[no-any-return]
+        instance: str | None = message["context"].get("meshery_instance_id")
+        return instance
     return None

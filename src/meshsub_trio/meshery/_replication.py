@@ -37,13 +37,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
 
-from .._broker import ConnectionState, CursorExpired, Delivery, MemoryBroker
+from .._broker import ConnectionState, CursorExpired, Delivery, LogBroker, MemoryBroker
 from .._buffer import BufferOverflow, EventBuffer, Overflow
 from .._nats_outbox import BrokerClosed, PublishQueueFull
 from . import _topics as topics
@@ -85,7 +85,7 @@ class ReplicatedBus:
 
     def __init__(
         self,
-        shared: Any,
+        shared: LogBroker,
         *,
         subject: str = "meshery.>",
         capacity: int = 1024,
@@ -191,10 +191,10 @@ class ReplicatedBus:
 
     @property
     def state(self) -> ConnectionState:
-        return self.shared.state  # type: ignore[no-any-return]
+        return self.shared.state
 
     async def wait_state_change(self, seen: ConnectionState) -> ConnectionState:
-        return await self.shared.wait_state_change(seen)  # type: ignore[no-any-return]
+        return await self.shared.wait_state_change(seen)
 
     @asynccontextmanager
     async def subscribe(
@@ -366,7 +366,7 @@ class ReplicatedBus:
             for change in pending:
                 self._apply(change)
 
-    def _apply(self, message: dict[str, Any]) -> None:
+    def _apply(self, message: Mapping[str, Any]) -> None:
         if self.model is None:
             return
         try:

@@ -77,7 +77,7 @@ def _flushed(model: Model, fn: Resolver) -> Resolver:
     return wrapper
 
 
-def _user_id(info: GraphQLResolveInfo) -> str:
+def _user_id(info: GraphQLResolveInfo[Any]) -> str:
     return current_user(info.context).id
 
 
@@ -89,7 +89,7 @@ def _found(deleted: bool, what: str, item_id: str) -> bool:
     return True
 
 
-def _empty_list(_root: Any, _info: GraphQLResolveInfo, **_args: Any) -> list[Any]:
+def _empty_list(_root: Any, _info: GraphQLResolveInfo[Any], **_args: Any) -> list[Any]:
     return []
 
 
@@ -282,7 +282,7 @@ class ClusterFeedRefused(GraphQLError):
 
 def _cluster_feed(may_feed: Callable[[str], bool], fn: Resolver) -> Resolver:
     @functools.wraps(fn)
-    def wrapper(root: Any, info: GraphQLResolveInfo, **kwargs: Any) -> Any:
+    def wrapper(root: Any, info: GraphQLResolveInfo[Any], **kwargs: Any) -> Any:
         user_id = _user_id(info)
         if not may_feed(user_id):
             raise ClusterFeedRefused(user_id)

@@ -36,7 +36,7 @@ accepted" (with ``Retry-After``) and nothing of that message was applied.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 from graphql import GraphQLError, GraphQLInputObjectType, GraphQLNonNull, GraphQLSchema
@@ -314,7 +314,7 @@ def make_routes(
     def meshmodel(_user: str, key: str, message: Mapping[str, Any]) -> bool:
         entry = message.get(key)
         entity = entry.get("entity") if isinstance(entry, dict) else None
-        if entity not in ("components", "relationships"):
+        if not isinstance(entry, dict) or entity not in ("components", "relationships"):
             raise RouteError(400, 'entry.entity must be "components" or "relationships"')
         rest = {k: v for k, v in entry.items() if k != "entity"}
         fields = _coerce(schema, "MeshModelEntityInput", rest, key)
@@ -424,7 +424,7 @@ def _retry_after(status: int) -> list[tuple[str, str]]:
     return [("retry-after", "1")] if status == 503 else []
 
 
-def _guarded(handler: Callable[[HttpRequest], Any]) -> HttpHandler:
+def _guarded(handler: Callable[[HttpRequest], Awaitable[HttpResponse]]) -> HttpHandler:
     """Turn RouteError/ValueError/BrokerUnavailable into JSON error responses
     (405 gets ``Allow``, 503 ``Retry-After``)."""
 

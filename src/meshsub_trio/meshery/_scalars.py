@@ -63,7 +63,8 @@ def _check_json(value: Any, where: str) -> Any:
 def _map(value: Any) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise GraphQLError(f"Map cannot represent {value!r}: expected a JSON object")
-    return _check_json(value, "Map")
+    checked: dict[str, Any] = _check_json(value, "Map")  # a Mapping comes back a dict
+    return checked
 
 
 def _map_literal(node: ConstValueNode) -> dict[str, Any]:

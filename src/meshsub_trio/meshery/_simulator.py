@@ -30,6 +30,7 @@ token mode, whoever's token maps to its id), never shared.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -48,7 +49,7 @@ from ._replication import BrokerUnavailable
 
 log = logging.getLogger("meshsub_trio.meshery.simulator")
 
-Step = Callable[[], None]
+Step = Callable[[], object]  # what a step returns is ignored
 
 #: Controller rollout: (delay after the cluster appears, controller, status, version).
 _ROLLOUT = (
@@ -166,9 +167,10 @@ class Simulator:
         model.add_user(self.owner)
         for name, server, version, kind, delay in _CLUSTERS:
             spec = (name, server, version, kind)
-            self._at(delay, lambda spec=spec: self._cluster_up(*spec))
+            self._at(delay, functools.partial(self._cluster_up, *spec))
         self._at(0.1, lambda: self._register_meshmodels(5))
-        self._at(0.5, self._create_profile)
+        # At once: a client asking right after start finds a profile to use.
+        self._at(0.0, self._create_profile)
         self._at(0.7, self._save_design)
         self._at(1.5, self._save_filter)
         self._every(1.0, 1.5, self._emit_event)
@@ -198,11 +200,14 @@ class Simulator:
     def running(self) -> bool:
         return self._running
 
-    async def run(self) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the schedule in real (or Trio-mocked) time until cancelled.
 
-        Running again later resumes where the story stopped; running twice at
-        once is refused, since both runs would consume one schedule.
+        Steps due at once (the first cluster, the first profile) run before
+        ``task_status.started()``, so a server that awaits ``nursery.start``
+        serves them from its first request. Running again later resumes where
+        the story stopped; running twice at once is refused, since both runs
+        would consume one schedule.
         """
         if self._running:
             raise RuntimeError("this simulator is already running")
@@ -210,18 +215,25 @@ class Simulator:
         try:
             self._start()
             origin = trio.current_time() - self.clock / self.rate
+            while self._queue and self._queue[0][0] <= self.clock:
+                _, _, step = heapq.heappop(self._queue)
+                self._step(step)
+            task_status.started()
             while self._queue:
                 due, _, step = heapq.heappop(self._queue)
                 await trio.sleep_until(origin + due / self.rate)
                 self.clock = due
-                try:
-                    step()
-                except (BrokerUnavailable, StorageLimitExceeded) as error:
-                    self.steps_refused += 1
-                    log.warning("simulator step skipped: %s", error)
-                self.steps_run += 1
+                self._step(step)
         finally:
             self._running = False
+
+    def _step(self, step: Callable[[], object]) -> None:
+        try:
+            step()
+        except (BrokerUnavailable, StorageLimitExceeded) as error:
+            self.steps_refused += 1
+            log.warning("simulator step skipped: %s", error)
+        self.steps_run += 1
 
     # ------------------------------------------------------------------ steps
 
@@ -274,8 +286,12 @@ class Simulator:
         for delay, controller, status, ctl_version in _ROLLOUT:
             self._at(
                 delay,
-                lambda c=controller, s=status, v=ctl_version: self.model.set_controller_status(
-                    cluster.connection_id, c, s, v
+                functools.partial(
+                    self.model.set_controller_status,
+                    cluster.connection_id,
+                    controller,
+                    status,
+                    ctl_version,
                 ),
             )
         self._at(2.3, lambda: self._discover(cluster))
@@ -293,9 +309,8 @@ class Simulator:
             for name in names:
                 add(cluster.cluster_id, kind, "", name)
         for index, (namespace, app, replicas) in enumerate(_APPS):
-            self._at(0.3 * (index + 1), lambda n=namespace, a=app, r=replicas: self._deploy(
-                cluster, n, a, r
-            ))  # fmt: skip
+            deploy = functools.partial(self._deploy, cluster, namespace, app, replicas)
+            self._at(0.3 * (index + 1), deploy)
 
     def _deploy(self, cluster: _Cluster, namespace: str, app: str, replicas: int) -> None:
         add = self.model.add_object

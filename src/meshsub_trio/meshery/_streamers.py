@@ -70,6 +70,7 @@ from . import _views as views
 from ._auth import current_user
 from ._cursors import open_feed
 from ._model import Model
+from ._paging import BadUserInput
 
 #: Outbox sizes. State outboxes hold one value: the latest.
 STATE_CAPACITY = 1
@@ -120,6 +121,13 @@ def make_streamers(model: Model) -> dict[str, Streamer]:
         user = current_user(ctx)
         request = views.results_selector(args["selector"])
         profile_id = args["profileID"]
+        if model.profile(profile_id, user.id) is None:
+            # Meshery sends nothing, forever; say why instead (another user's
+            # profile reads exactly like a missing one).
+            raise BadUserInput(
+                f"no performance profile {profile_id!r}: profileID must name one of your "
+                "profiles (see getPerformanceProfiles)"
+            )
         topic = topics.perf_results(profile_id)
         async with open_feed(
             model.broker,

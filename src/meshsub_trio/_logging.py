@@ -1,0 +1,96 @@
+"""Log output for ``meshsub-trio serve``: readable text, or one JSON object per line.
+
+The server's log lines carry their facts as structured fields (``extra=``:
+peer, protocol, close code, durations, operation ids...). The text format
+appends them as ``key=value``; the JSON format writes them as keys beside
+``time``, ``level``, ``logger`` and ``message``, for a log pipeline to index.
+Hot paths check ``isEnabledFor`` before building any field, so a level that
+is off costs one cached check.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+__all__ = ["FORMATS", "JsonFormatter", "TextFormatter", "configure_logging"]
+
+FORMATS = ("text", "json")
+
+#: What every LogRecord has: anything else on a record came from ``extra=``.
+_STANDARD = frozenset(
+    vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None)).keys()
+) | {"message", "asctime", "taskName"}
+
+
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The structured fields passed to the log call with ``extra=``, in order."""
+    return {key: value for key, value in vars(record).items() if key not in _STANDARD}
+
+
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger: message key=value ...``, one line (tracebacks follow)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = record_fields(record)
+        if not fields:
+            return line
+        head, newline, rest = line.partition("\n")  # fields before any traceback
+        pairs = " ".join(f"{key}={_text(value)}" for key, value in fields.items())
+        return f"{head} {pairs}{newline}{rest}"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record_fields(record).items():
+            entry.setdefault(key, value)  # a field never hides the four above
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def _text(value: Any) -> str:
+    """A field's value in a text line: quoted when it has spaces, so lines stay parseable."""
+    text = "-" if value is None else str(value)
+    if not text or any(c.isspace() or c in "\"=" for c in text):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> logging.Handler:
+    """Send every log line (the root logger's) to *stream* (stderr) at *level*, as *fmt*.
+
+    *level* is a name (``debug``, ``info``, ``warning``, ``error``); *fmt*
+    ``text`` or ``json``. Replaces the root logger's handlers, so calling it
+    again reconfigures rather than doubling lines. Returns the handler.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise ValueError(f"unknown log level {level!r}")
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric)
+    return handler

@@ -1,0 +1,307 @@
+"""One HTTP response as an operation's delivery sink: GraphQL over SSE.
+
+The same shape as a WebSocket connection, for exactly one operation. The
+stream is one Trio nursery; its children are the operation (the very
+:class:`~meshsub_trio._operation.Operation` a WebSocket runs: the same
+engine, streamers, cohorts, bounded buffers and overflow policies, and a
+``finally`` that runs exactly once), the writer (the only task that sends),
+the keep-alive and a watcher for the client going away. Whatever ends it
+(the operation completing or failing, ``http.disconnect``, a write past
+``write_timeout``, server shutdown) cancels the nursery or closes the outbox.
+
+Everything is written through the outbox, never inline: an ASGI ``send``
+is an await, so there is no non-blocking write to take a fast path with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+import trio
+from graphql import OperationType
+
+from .._app import Context
+from .._encoding import dumps
+from .._execution import Prepared
+from .._operation import Operation
+from .._outbox import Outbox
+from .._protocol import OperationRequested
+from ._graphql_http import BadRequest, check_params, read_params
+from ._sse import KEEPALIVE, STREAM_HEADERS, SseMachine
+
+if TYPE_CHECKING:
+    from .._state import ServerState
+
+log = logging.getLogger("meshsub_trio.http_stream")
+
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+#: The ``protocol`` label of SSE operations on /metrics.
+SSE = "sse"
+
+
+class HttpStream:
+    """The driver between one HTTP response and one operation."""
+
+    def __init__(
+        self,
+        state: ServerState,
+        context: Context,
+        request: OperationRequested,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        self.state = state
+        self.app = state.app
+        self.engine = state.engine
+        self.config = state.config
+        self.metrics = state.metrics
+        self.context = context
+        self.protocol = SSE
+        self.machine = SseMachine()
+        self.outbox = Outbox(state.config.outbox_size)
+        self.outbox.on_work = self._on_work
+        self.request = request
+        self._receive = receive
+        self._send = send
+        self._work = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self.operation: Operation | None = None
+        #: How the stream ended: complete, disconnect, stalled, shutdown.
+        self.end = "complete"
+        #: Errors to stream instead of running an operation (a request-level problem).
+        self._refusal: list[dict[str, Any]] | None = None
+        self._messages_out = self.metrics.messages_out_by_protocol(SSE)
+
+    # ---- what the operation core calls ----------------------------------
+    def can_write_now(self) -> bool:
+        """Never: every frame goes through the outbox and the writer."""
+        return False
+
+    def write_now(self, frames: list[bytes]) -> None:
+        raise AssertionError("an HTTP stream has no direct write path")
+
+    async def send(self, owner: Operation | None, frame: bytes) -> None:
+        """Queue a frame; waits while the outbox is full (backpressure on this stream)."""
+        with contextlib.suppress(trio.ClosedResourceError):  # ending: nothing more goes out
+            await self.outbox.put(owner, frame)
+
+    def operation_finished(self, operation: Operation) -> None:
+        """Called exactly once, from the operation's ``finally``."""
+        self.metrics.operation_finished(SSE)
+
+    # ---- lifecycle -----------------------------------------------------
+    async def run(self) -> None:
+        """Answer with the stream and serve the operation until it ends.
+
+        The headers and a first ``:`` go out at once (SSE-01, flushes proxies);
+        then the operation runs. Its cleanup has run when this returns.
+        """
+        await self._send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(k.encode(), v.encode()) for k, v in STREAM_HEADERS],
+            }
+        )
+        streams = self.state.http_streams
+        streams.add(self)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await self.outbox.put(None, KEEPALIVE)
+                nursery.start_soon(self._write_loop)
+                nursery.start_soon(self._watch_disconnect)
+                if self._refusal is not None:
+                    await self.send(None, self.machine.error(self.request.id, self._refusal) or b"")
+                    self.outbox.close()
+                    return
+                operation = Operation(self, self.request)
+                self.operation = operation
+                self.metrics.operation_started(SSE)
+                if self.state.shutting_down:
+                    self.shutdown()
+                if self.config.keepalive > 0:
+                    nursery.start_soon(self._keepalive_loop)
+                nursery.start_soon(self._run_operation, operation)
+        finally:
+            self._nursery = None
+            streams.discard(self)
+            self.outbox.on_work = _ignore
+
+    def refuse(self, errors: list[dict[str, Any]]) -> None:
+        """Stream *errors* then ``complete`` instead of running the request."""
+        self._refusal = errors
+
+    async def _run_operation(self, operation: Operation) -> None:
+        """The operation, then no more output: the writer ends the response."""
+        try:
+            await operation.run()
+        finally:
+            self.outbox.close()
+
+    def shutdown(self) -> None:
+        """Server shutdown: end the operation; the response ends after what is queued."""
+        if self.end == "complete":
+            self.end = "shutdown"
+        if self.operation is not None:
+            self.operation.cancel_scope.cancel()
+
+    def _abort(self, end: str) -> None:
+        """The client cannot hear us (gone, or not reading): stop everything now."""
+        if self.end in ("complete", "shutdown"):
+            self.end = end
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    async def _watch_disconnect(self) -> None:
+        """``http.disconnect`` ends the operation at once (SSE-06)."""
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self._abort("disconnect")
+                return
+
+    async def _keepalive_loop(self) -> None:
+        """A ``:`` comment every ``keepalive`` seconds (SSE-03), under the write deadline."""
+        while True:
+            await trio.sleep(self.config.keepalive)
+            if self.outbox.closed or (frame := self.machine.keepalive()) is None:
+                return
+            await self.send(None, frame)
+
+    # ---- writing -------------------------------------------------------
+    def _on_work(self) -> None:
+        self._work.set()
+
+    async def _write_loop(self) -> None:
+        """Drain the outbox into body chunks; once it is closed and empty, end the body."""
+        outbox = self.outbox
+        while True:
+            while not outbox.has_work and not outbox.closed:
+                self._work = trio.Event()
+                await self._work.wait()
+            frames = [frame for owner, frame in outbox.take_frames() if _live(owner)]
+            for member in outbox.take_ready():
+                member.drain_into(frames)
+            if frames and not await self._write(b"".join(frames), more=True, count=len(frames)):
+                return
+            if outbox.closed and not outbox.has_work:
+                await self._write(b"", more=False, count=0)
+                assert self._nursery is not None
+                self._nursery.cancel_scope.cancel()  # the watcher and the keep-alive
+                return
+            await trio.lowlevel.checkpoint()
+
+    async def _write(self, data: bytes, *, more: bool, count: int) -> bool:
+        """One body chunk under ``write_timeout``: a reader that stops reading is dropped."""
+        with trio.move_on_after(self.config.write_timeout) as scope:
+            try:
+                await self._send({"type": "http.response.body", "body": data, "more_body": more})
+            except Exception:  # the host's own "peer gone" (OSError, a closed stream, ...)
+                self._abort("disconnect")
+                return False
+            # hypercorn's send() after a disconnect returns without a checkpoint.
+            await trio.lowlevel.checkpoint()
+        if scope.cancelled_caught:
+            log.warning(
+                "write stalled %.1fs: dropping a slow SSE consumer",
+                self.config.write_timeout,
+                extra={"protocol": SSE, "write_timeout_s": self.config.write_timeout},
+            )
+            self._abort("stalled")
+            return False
+        self._messages_out.inc(count)
+        return True
+
+
+def _ignore() -> None:
+    pass
+
+
+def _live(owner: Operation | None) -> bool:
+    return owner is None or not owner.stopped_by_client
+
+
+async def serve_graphql_sse(
+    state: ServerState,
+    method: str,
+    headers: dict[str, str],
+    query_string: bytes,
+    body: bytes,
+    context: Context,
+    receive: Receive,
+    send: Send,
+) -> None:
+    """graphql-sse distinct connections mode: one request, one operation, one stream.
+
+    Only what makes the request unreadable is an HTTP error (405, 415, 400
+    for malformed JSON or wrongly typed parameters), and a mutation over GET
+    (405, ``Allow: POST``: GET must not change anything). Everything GraphQL
+    says about the request (a missing query, syntax, validation) is streamed
+    as ``next`` with the errors, then ``complete`` (protocols §6), because
+    EventSource hides the body of an HTTP error.
+    """
+    if method not in ("GET", "POST"):
+        await _respond(send, 405, "Use GET or POST", [("allow", "GET, POST")])
+        return
+    try:
+        params = read_params(method, headers, query_string, body)
+        missing = "query" not in params
+        if missing:
+            params = {**params, "query": ""}
+        query, variables, operation_name = check_params(params)
+    except BadRequest as problem:
+        await _respond(send, problem.status, str(problem))
+        return
+    if method == "GET" and not missing and await _is_mutation(
+        state, query, variables, operation_name, context
+    ):
+        await _respond(send, 405, "Mutations need POST", [("allow", "POST")])
+        return
+    extensions = params.get("extensions")
+    request = OperationRequested("sse", query, variables, operation_name, extensions)
+    stream = HttpStream(state, context, request, receive, send)
+    if missing:
+        stream.refuse([{"message": "Missing query"}])
+    await stream.run()
+
+
+async def _is_mutation(
+    state: ServerState,
+    query: str,
+    variables: dict[str, Any] | None,
+    operation_name: str | None,
+    context: Context,
+) -> bool:
+    """Whether a GET asks for a mutation (refused before the stream starts).
+
+    A document that does not prepare is left to the operation, which streams
+    its errors; the document cache makes the operation's own preparation cheap.
+    """
+    prepared = await state.engine.prepare_async(
+        query, variables, operation_name, context, "HTTP stream"
+    )
+    if not isinstance(prepared, Prepared):
+        return False
+    try:
+        return prepared.kind is OperationType.MUTATION
+    finally:
+        prepared.release()
+
+
+async def _respond(
+    send: Send, status: int, message: str, extra: list[tuple[str, str]] | None = None
+) -> None:
+    body = dumps({"errors": [{"message": message}]})
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra or []]
+    headers += [
+        (b"content-type", b"application/json; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
