@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from typing import Any, TextIO
 
 import trio
 
+from .._cli_types import positive_count, seconds
 from .._encoding import dumps
 from ._client import open_client
 from ._errors import (
@@ -46,24 +46,9 @@ _EPILOG = """exit status: 0 completed (or --count reached), 1 other failure, 2 u
 policy, 6 resume cursor lost, 130 interrupted"""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration >= 0")
-    return value
+# The server's own option types: one wording for a bad number everywhere.
+_positive_int = positive_count
+_seconds = seconds
 
 
 def _json_object(text: str) -> dict[str, Any]:

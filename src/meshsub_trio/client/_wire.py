@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .._encoding import JSONDecodeError, dumps, loads
+from .._protocol import LocalProtocolError as _ServerLocalProtocolError
 
 TRANSPORT_WS = "graphql-transport-ws"
 LEGACY_WS = "graphql-ws"
 
 
-class LocalProtocolError(Exception):
-    """The caller used the machine out of order (a bug in the driver)."""
+# One class for driver misuse, on the server's machines and the client's.
+LocalProtocolError = _ServerLocalProtocolError
 
 
 class ProtocolViolation(Exception):
