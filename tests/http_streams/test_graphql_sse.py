@@ -44,16 +44,22 @@ async def test_subscription_over_post_and_get_on_both_paths(sse_server: Server) 
     async with httpx.AsyncClient() as client:
         for path in PATHS:
             for method in ("POST", "GET"):
-                request = (
-                    {"json": {"query": query}} if method == "POST" else {"params": {"query": query}}
+                body = {"query": query}
+                request = client.build_request(
+                    method,
+                    url(sse_server, path),
+                    headers=EVENT_STREAM,
+                    json=body if method == "POST" else None,
+                    params=body if method == "GET" else None,
                 )
-                async with client.stream(
-                    method, url(sse_server, path), headers=EVENT_STREAM, **request
-                ) as response:
+                response = await client.send(request, stream=True)
+                try:
                     assert response.status_code == 200
                     assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
                     assert response.headers["cache-control"] == "no-cache, no-transform"
                     events, parser = await read_stream(response)
+                finally:
+                    await response.aclose()
                 assert payloads(events) == [{"data": {"countdown": n}} for n in (2, 1, 0)]
                 assert parser.comments == 1  # the first chunk, flushing the headers
                 assert parser.last_event_id is None  # SSE-04: no ids
@@ -130,20 +136,19 @@ async def test_accept_variants_and_plain_json_unchanged(sse_server: Server) -> N
 
 
 async def test_disconnect_runs_cleanup_once(sse_server: Server, tracker: Tracker) -> None:
-    async with httpx.AsyncClient() as client:
-        async with client.stream(
-            "POST",
-            url(sse_server),
-            json={"query": "subscription { ticks }"},
-            headers=EVENT_STREAM,
-        ) as response:
-            parser = SseParser()
-            seen: list[SseEvent] = []
-            async for chunk in response.aiter_raw():
-                seen += parser.receive_data(chunk)
-                if len(seen) >= 3:
-                    break
-            assert sse_server.metrics.active_by_protocol("sse").value == 1
+    async with httpx.AsyncClient() as client, client.stream(
+        "POST",
+        url(sse_server),
+        json={"query": "subscription { ticks }"},
+        headers=EVENT_STREAM,
+    ) as response:
+        parser = SseParser()
+        seen: list[SseEvent] = []
+        async for chunk in response.aiter_raw():
+            seen += parser.receive_data(chunk)
+            if len(seen) >= 3:
+                break
+        assert sse_server.metrics.active_by_protocol("sse").value == 1
     await all_cleaned_up(sse_server)
     assert sse_server.metrics.operations_started == 1
     assert tracker.cleanups == ["ticks"]
@@ -155,34 +160,32 @@ async def test_keepalive_comments_while_idle(start_server: Any, tracker: Tracker
     from .conftest import make_app
 
     server = await start_server(app=make_app(tracker), keepalive=0.05)
-    async with httpx.AsyncClient() as client:
-        async with client.stream(
-            "GET", url(server), params={"query": "subscription { silent }"}, headers=EVENT_STREAM
-        ) as response:
-            parser = SseParser()
-            async for chunk in response.aiter_raw():
-                assert parser.receive_data(chunk) == []  # comments only
-                if parser.comments >= 3:
-                    break
+    async with httpx.AsyncClient() as client, client.stream(
+        "GET", url(server), params={"query": "subscription { silent }"}, headers=EVENT_STREAM
+    ) as response:
+        parser = SseParser()
+        async for chunk in response.aiter_raw():
+            assert parser.receive_data(chunk) == []  # comments only
+            if parser.comments >= 3:
+                break
     await all_cleaned_up(server)
     assert tracker.cleanups == ["silent"]
 
 
 async def test_shutdown_ends_the_stream(sse_server: Server, tracker: Tracker) -> None:
-    async with httpx.AsyncClient() as client:
-        async with client.stream(
-            "POST", url(sse_server), json={"query": "subscription { ticks }"}, headers=EVENT_STREAM
-        ) as response:
-            parser = SseParser()
-            events: list[SseEvent] = []
-            with trio.fail_after(5):
-                async for chunk in response.aiter_raw():
-                    events += parser.receive_data(chunk)
-                    if len(events) == 2:
-                        sse_server.shutdown()
-            # The response ended cleanly (the chunked body finished), without ``complete``.
-            assert len(events) >= 2
-            assert all(e.event == "next" for e in events)
+    async with httpx.AsyncClient() as client, client.stream(
+        "POST", url(sse_server), json={"query": "subscription { ticks }"}, headers=EVENT_STREAM
+    ) as response:
+        parser = SseParser()
+        events: list[SseEvent] = []
+        with trio.fail_after(5):
+            async for chunk in response.aiter_raw():
+                events += parser.receive_data(chunk)
+                if len(events) == 2:
+                    sse_server.shutdown()
+        # The response ended cleanly (the chunked body finished), without ``complete``.
+        assert len(events) >= 2
+        assert all(e.event == "next" for e in events)
     await all_cleaned_up(sse_server)
     assert tracker.cleanups == ["ticks"]
 
@@ -206,3 +209,16 @@ async def test_slow_reader_is_dropped(start_server: Any, tracker: Tracker) -> No
     await all_cleaned_up(server, timeout=10)
     assert tracker.cleanups == ["blobs"]
     await stream.aclose()
+
+
+async def test_disconnect_of_an_idle_stream_is_noticed(sse_server: Server, tracker: Tracker) -> None:
+    """Nothing is written (no events, keep-alive off): only ``http.disconnect`` can end it."""
+    async with httpx.AsyncClient() as client, client.stream(
+        "GET", url(sse_server), params={"query": "subscription { silent }"}, headers=EVENT_STREAM
+    ) as response:
+        async for chunk in response.aiter_raw():
+            assert chunk == b":\n\n"
+            break
+        assert sse_server.metrics.live_operations == 1
+    await all_cleaned_up(sse_server)
+    assert tracker.cleanups == ["silent"]
