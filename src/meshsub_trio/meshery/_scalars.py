@@ -7,6 +7,7 @@ surfaces as a field error rather than as a malformed payload.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -19,16 +20,29 @@ from graphql.utilities import value_from_ast_untyped
 from ._timefmt import format_time, parse_time
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_timestamp(text: str) -> bool:
+    """Whether *text* is an RFC 3339 timestamp. Remembered: an event's times are
+    serialised once per subscriber, and parsing is most of what that costs."""
+    if len(text) <= 10:  # a bare date is not a timestamp
+        return False
+    try:
+        parse_time(text)
+    except ValueError:
+        return False
+    return True
+
+
+#: An event is serialised once per subscriber that runs its own execution:
+#: its datetimes are formatted once.
+_formatted = functools.lru_cache(maxsize=4096)(format_time)
+
+
 def _time_out(value: Any) -> str:
     if isinstance(value, datetime):
-        return format_time(value)
-    if isinstance(value, str) and len(value) > 10:  # a bare date is not a timestamp
-        try:
-            parse_time(value)
-        except ValueError:
-            pass
-        else:
-            return value
+        return _formatted(value)
+    if isinstance(value, str) and _is_timestamp(value):
+        return value
     raise GraphQLError(f"Time cannot represent {value!r}: expected an RFC 3339 timestamp")
 
 

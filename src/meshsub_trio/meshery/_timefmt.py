@@ -13,7 +13,13 @@ def format_time(moment: datetime) -> str:
     """``2024-05-01T12:00:00.000000Z``: RFC 3339 in UTC (naive means UTC)."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    m = moment.astimezone(UTC)
+    # What strftime("%Y-%m-%dT%H:%M:%S.%fZ") writes (the year unpadded, as
+    # glibc does), at a third of its cost: events carry three of these.
+    return (
+        f"{m.year}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
+        f".{m.microsecond:06d}Z"
+    )
 
 
 def utc_now() -> str:
