@@ -92,15 +92,17 @@ class EventBuffer(Generic[T]):
             self._items = deque()
         if len(self._items) >= self.capacity:
             kept = False
-            self.dropped += 1
             if self.policy is Overflow.CLOSE:
+                self.dropped += 1
                 self._overflowed = True
                 self._items = _EMPTY
                 self._wake()
                 return False
             if self.policy is Overflow.COALESCE:
+                self.dropped += len(self._items)  # every value the newest supersedes
                 self._items.clear()
             else:
+                self.dropped += 1
                 self._items.popleft()
         self._items.append(item)
         self._wake()
