@@ -78,7 +78,7 @@ def test_status_and_disconnect_verdicts() -> None:
 def test_transports_and_the_planned_seam() -> None:
     assert transport_for("auto") is not None
     with pytest.raises(NotImplementedError, match="planned"):
-        transport_for("sse")
+        transport_for("poll")
     with pytest.raises(ValueError):
         transport_for("carrier-pigeon")
 

@@ -11,6 +11,11 @@
 - One WebSocket carries every operation (``graphql-transport-ws`` or legacy
   ``graphql-ws``), opened on the first one and closed with 1000 after an
   idle grace; leaving ``subscribe``'s block sends ``complete``/``stop``.
+- ``transport="sse"``: one HTTP stream per operation (graphql-sse's distinct
+  connections mode, over httpx), with the same resumption and heartbeat;
+  ``"auto"`` falls back to it for a URL whose WebSocket upgrade is refused
+  or stripped (a :class:`TransportChanged` notice), and tries WebSocket
+  again on a reconnect after ``websocket_retry_after`` seconds.
 - A lost connection is retried with capped exponential backoff and full
   jitter (:class:`RetryPolicy`), on the next of several URLs; which close
   codes are final is :data:`CLOSE_CODES`. Credentials callbacks run before
@@ -28,7 +33,7 @@
   :class:`TooManySubscriptions`, :class:`ClientClosed`; all are
   :class:`ClientError`.
 
-Needs the ``client`` extra (trio-websocket): ``pip install 'meshsub-trio[client]'``.
+Needs the ``client`` extra (trio-websocket, httpx): ``pip install 'meshsub-trio[client]'``.
 """
 
 from .. import Overflow
@@ -47,7 +52,16 @@ from ._errors import (
     SubscriptionOverflow,
     TooManySubscriptions,
 )
-from ._notices import Connected, Connecting, Disconnected, GaveUp, Notice, Restarted, describe
+from ._notices import (
+    Connected,
+    Connecting,
+    Disconnected,
+    GaveUp,
+    Notice,
+    Restarted,
+    TransportChanged,
+    describe,
+)
 from ._retry import RetryPolicy
 from ._transport import AVAILABLE as TRANSPORTS
 from ._transport import Disconnect
@@ -77,6 +91,7 @@ __all__ = [
     "Subscription",
     "SubscriptionOverflow",
     "TooManySubscriptions",
+    "TransportChanged",
     "Verdict",
     "close_verdict",
     "describe",

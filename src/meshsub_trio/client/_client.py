@@ -219,6 +219,7 @@ async def open_client(
     on_notice: Callable[[Notice], None] | None = None,
     ssl_context: ssl.SSLContext | None = None,
     max_message_size: int = 4 * 1024 * 1024,
+    websocket_retry_after: float = 300.0,
     rng: random.Random | None = None,
 ) -> AsyncIterator[Client]:
     """A :class:`Client` for the block; leaving it ends every operation and closes with 1000.
@@ -227,7 +228,10 @@ async def open_client(
       ``wss://``, or ``http(s)://`` which means the same). Each failed attempt
       moves to the next URL.
     * ``transport``: ``"auto"`` (offer graphql-transport-ws, then legacy
-      graphql-ws), ``"ws"`` or ``"legacy"``.
+      graphql-ws; fall back to SSE for a URL whose upgrade is refused or
+      stripped, and try WebSocket again on a reconnect ``websocket_retry_after``
+      seconds later), ``"ws"``, ``"legacy"`` or ``"sse"`` (graphql-sse, one
+      HTTP stream per operation; ws(s):// URLs mean http(s)://).
     * ``connection_params``, ``token``, ``headers``: a value, or a function
       (plain or async) called before every attempt, so expiring tokens are
       fetched afresh. A token goes out as ``Authorization: Bearer`` in both the
@@ -236,6 +240,8 @@ async def open_client(
       table in :data:`CLOSE_CODES`.
     * ``ping_interval``/``pong_timeout``: a dead server or a partition is
       detected within their sum, even when no data flows (0 turns pings off).
+      On SSE there is no ping: a stream silent that long (no event, no ``:``
+      keep-alive) is dead, so the server's keep-alive must be shorter.
     * ``connect_timeout``: TCP, upgrade and ``connection_ack`` together.
     * ``idle_timeout``: the grace before an unused connection is closed.
     * ``max_subscriptions``, ``capacity``, ``overflow``, ``on_cursor_lost``:
@@ -247,7 +253,8 @@ async def open_client(
         urls: tuple[str, ...] = (url_or_urls,)
     else:
         urls = tuple(url_or_urls)
-    for number, name in ((ping_interval, "ping_interval"), (idle_timeout, "idle_timeout")):
+    for number, name in ((ping_interval, "ping_interval"), (idle_timeout, "idle_timeout"),
+                         (websocket_retry_after, "websocket_retry_after")):  # fmt: skip
         if number < 0:
             raise ValueError(f"{name} must be >= 0")
     for number, name in ((pong_timeout, "pong_timeout"), (connect_timeout, "connect_timeout"),
@@ -268,6 +275,7 @@ async def open_client(
         close_timeout=close_timeout,
         max_message_size=max_message_size,
         ssl_context=ssl_context,
+        websocket_retry_after=websocket_retry_after,
     )
     session = Session(
         urls,

@@ -27,7 +27,15 @@ from ._errors import (
     NetworkGone,
     OperationError,
 )
-from ._notices import Connected, Connecting, Disconnected, GaveUp, Notice, describe
+from ._notices import (
+    Connected,
+    Connecting,
+    Disconnected,
+    GaveUp,
+    Notice,
+    TransportChanged,
+    describe,
+)
 from ._retry import RetryPolicy
 
 PROG = "meshsub-trio subscribe"
@@ -65,7 +73,7 @@ def add_subscribe_command(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``subscribe`` to a parser's subcommands (``parser.add_subparsers()``)."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "subscribe",
-        help="subscribe over WebSocket and print one JSON object per payload",
+        help="subscribe over WebSocket or SSE and print one JSON object per payload",
         description=(
             "Subscribe (or run a query) and print each payload as one JSON line on stdout, "
             "exactly as the server sent it; reconnect and resume through outages, saying so "
@@ -89,7 +97,12 @@ def add_subscribe_command(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--token", help=f"bearer token, sent as Authorization (default: ${TOKEN_ENV})"
     )
-    parser.add_argument("--transport", choices=["auto", "ws", "legacy"], default="auto")
+    parser.add_argument(
+        "--transport",
+        choices=["auto", "ws", "legacy", "sse"],
+        default="auto",
+        help="auto: WebSocket, falling back to SSE where the upgrade is refused (default)",
+    )
     parser.add_argument(
         "--count", type=_positive_int, metavar="N", help="stop after N payloads (exit 0)"
     )
@@ -147,6 +160,9 @@ async def subscribe_command(
         nonlocal troubled
         if args.quiet or isinstance(notice, Connecting | GaveUp):
             return  # GaveUp: the error itself is printed on the way out
+        if isinstance(notice, TransportChanged):
+            say(describe(notice))  # always: the user should know the wire changed
+            return
         if isinstance(notice, Disconnected):
             if notice.disconnect.by_client:
                 return

@@ -53,13 +53,24 @@ class Restarted:
 
 
 @dataclass(frozen=True)
+class TransportChanged:
+    """``transport="auto"`` moved *url* down the ladder (to ``sse``, because the
+    WebSocket upgrade was refused or stripped) or back up (to a WebSocket
+    subprotocol, once the upgrade passes again)."""
+
+    url: str
+    transport: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class GaveUp:
     """The client stopped trying; every running operation got *error*."""
 
     error: BaseException
 
 
-Notice = Connecting | Connected | Disconnected | Restarted | GaveUp
+Notice = Connecting | Connected | Disconnected | Restarted | TransportChanged | GaveUp
 
 
 def describe(notice: Notice) -> str:
@@ -83,4 +94,6 @@ def describe(notice: Notice) -> str:
             f"({notice.errors[0].get('message') if notice.errors else 'lost'}); "
             "restarted without it: events in between are not replayed"
         )
+    if isinstance(notice, TransportChanged):
+        return f"{notice.url}: now over {notice.transport} ({notice.reason})"
     return f"gave up: {notice.error}"

@@ -39,7 +39,16 @@ from ._errors import (
     SubscriptionOverflow,
     TooManySubscriptions,
 )
-from ._notices import Connected, Connecting, Disconnected, GaveUp, Notice, Restarted, describe
+from ._notices import (
+    Connected,
+    Connecting,
+    Disconnected,
+    GaveUp,
+    Notice,
+    Restarted,
+    TransportChanged,
+    describe,
+)
 from ._operations import Kind, Operation, Phase, cursor_code, cursor_of, is_after
 from ._retry import RetryPolicy
 from ._transport import (
@@ -204,6 +213,9 @@ class Session:
             return
         op.wire_id = None
         self._finish(op.key)
+
+    def on_transport_changed(self, url: str, transport: str, reason: str) -> None:
+        self._notify(TransportChanged(url, transport, reason))
 
     # ---- the connection's life -------------------------------------------
     async def run(self) -> None:

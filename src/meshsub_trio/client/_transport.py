@@ -7,12 +7,14 @@ failing over, resuming with cursors, buffers, limits) is shared by every
 transport; everything below it is the wire's business (framing, keep-alive,
 the handshake).
 
-Today: ``"ws"`` (graphql-transport-ws), ``"legacy"`` (Apollo's graphql-ws)
-and ``"auto"`` (offer both, transport-ws first) over one multiplexed
-WebSocket. Planned: ``"sse"`` and ``"poll"`` (HTTP streams, one request per
-operation); such a link's ``subscribe`` opens a request in the link's own
-nursery, its events reach the same :class:`LinkHandler`, and a failed
-request ends the link, so the session resumes every operation as it does now.
+Today: ``"ws"`` (graphql-transport-ws) and ``"legacy"`` (Apollo's
+graphql-ws) over one multiplexed WebSocket; ``"sse"`` (graphql-sse's
+distinct connections mode, one HTTP stream per operation: a link's
+``subscribe`` opens a request in the link's own nursery, and a failed
+request ends the link, so the session resumes every operation as it does
+for a WebSocket); ``"auto"``, the ladder (:mod:`._ladder`): WebSocket
+offering both protocols, down to SSE for a URL whose upgrade is refused.
+Planned: ``"poll"`` (long polling).
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from ._closecodes import Verdict, close_verdict, status_verdict
 
 TransportName = Literal["auto", "ws", "legacy", "sse", "poll"]
 #: Transports this client speaks today, and those planned behind the same seam.
-AVAILABLE: tuple[str, ...] = ("auto", "ws", "legacy")
-PLANNED: tuple[str, ...] = ("sse", "poll")
+AVAILABLE: tuple[str, ...] = ("auto", "ws", "legacy", "sse")
+PLANNED: tuple[str, ...] = ("poll",)
 
 #: A value, or a function (plain or async) returning it, called before each attempt.
 Provider = Any
@@ -88,14 +90,21 @@ class LinkHandler(Protocol):
 
     def on_complete(self, op_id: str) -> None: ...
 
+    def on_transport_changed(self, url: str, transport: str, reason: str) -> None:
+        """The ladder moved *url* to another transport (down to SSE, or back up)."""
+        ...
+
 
 class Link(Protocol):
     """One attempt at one URL, carrying operations until it ends."""
 
     #: Set once operations may be sent (after ``connection_ack``).
     ready: trio.Event
-    #: The protocol spoken, once known.
-    subprotocol: str | None
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The protocol spoken, once known (``sse`` for an SSE link)."""
+        ...
 
     async def run(self) -> Disconnect:
         """Connect, serve until the link ends, and return why. Never raises for
@@ -128,6 +137,8 @@ class LinkSettings:
     close_timeout: float = 2.0
     max_message_size: int = 4 * 1024 * 1024
     ssl_context: ssl.SSLContext | None = None
+    #: ``auto``: seconds a URL stays on SSE after its upgrade was refused.
+    websocket_retry_after: float = 300.0
 
 
 class Transport(Protocol):
@@ -137,7 +148,15 @@ class Transport(Protocol):
 
 
 def transport_for(name: str) -> Transport:
-    """The transport called *name* (``auto``, ``ws``, ``legacy``)."""
+    """The transport called *name* (``auto``, ``ws``, ``legacy``, ``sse``)."""
+    if name == "auto":
+        from ._ladder import LadderTransport
+
+        return LadderTransport()
+    if name == "sse":
+        from ._sse import SseTransport
+
+        return SseTransport()
     if name in AVAILABLE:
         from ._websocket import WebSocketTransport
 
