@@ -45,6 +45,11 @@ class Context:
     #: The operation's request ``extensions`` (e.g. a resume ``cursor``); empty
     #: on the connection-wide context, set on an operation's own copy.
     extensions: dict[str, Any] = field(default_factory=dict)
+    #: Over TLS with client certificates (``Config.ca_certs``): the verified
+    #: certificate as ``ssl.SSLSocket.getpeercert()`` gives it (``subject``,
+    #: ``issuer``, ``serialNumber``, ``notAfter``, ...); None without one.
+    #: Set on WebSocket contexts before ``authenticate`` runs.
+    tls_peer: dict[str, Any] | None = None
 
     @property
     def resume_cursor(self) -> str | None:
@@ -152,7 +157,49 @@ class HttpResponse:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
-HttpHandler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+@dataclass(frozen=True, slots=True)
+class ServerSentEvent:
+    """One SSE message a streaming route sends: ``data`` (one line per line),
+    an optional ``event`` name (None: an unnamed ``message``) and ``id``."""
+
+    data: bytes
+    id: str | None = None
+    event: str | None = None
+
+
+#: ``open()`` of an :class:`EventStream`: entered before the response starts
+#: (raise :class:`StreamRefused` there to answer with a plain response instead),
+#: its iterator drained while the stream lasts, and exited exactly once.
+OpenEvents = Callable[[], AbstractAsyncContextManager[AsyncIterator[ServerSentEvent]]]
+
+
+@dataclass(frozen=True)
+class EventStream:
+    """What a streaming route returns instead of an :class:`HttpResponse`.
+
+    The host answers ``200 text/event-stream``, sends ``retry: <retry_ms>``
+    once, then each event of ``open()``'s iterator, and a ``: keepalive``
+    comment every ``keepalive`` seconds (0: none). The iterator ending, the
+    client leaving, a stalled reader (``write_timeout``) or shutdown ends it;
+    ``open()``'s context manager is exited once, whichever it was.
+    """
+
+    open: OpenEvents
+    keepalive: float = 15.0
+    retry_ms: int | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+class StreamRefused(Exception):
+    """Raised by an :class:`EventStream`'s ``open()``: answer *response* instead
+    (nothing was streamed yet; e.g. 410 for an expired ``Last-Event-ID``)."""
+
+    def __init__(self, response: HttpResponse) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+HttpHandler = Callable[[HttpRequest], Awaitable[HttpResponse | EventStream]]
 Authenticate = Callable[[Context], Awaitable[Any]]
 OnConnect = Callable[[Context], Awaitable[Any]]
 Lifespan = Callable[[], AbstractAsyncContextManager[Any]]
@@ -188,7 +235,9 @@ class App:
     (default: ``ctx.auth``; an unhashable scope means no sharing).
     ``http_routes`` maps a path to ``async handler(HttpRequest) -> HttpResponse``
     for plain HTTP endpoints beside GraphQL (e.g. publishing events from a
-    script); requests are authenticated first, like GraphQL over HTTP.
+    script); requests are authenticated first, like GraphQL over HTTP. A
+    handler may return an :class:`EventStream` instead: a Server-Sent Events
+    response the host drives until it ends.
     """
 
     def __init__(

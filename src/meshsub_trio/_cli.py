@@ -166,6 +166,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
         body_timeout=args.body_timeout,
         max_head_size=args.max_head_size,
         metrics_token=args.metrics_token or None,
+        certfile=args.certfile or None,
+        keyfile=args.keyfile or None,
+        ca_certs=args.ca_certs or None,
+        client_cert=args.client_cert or None,
     )
     if args.hosts:
         config.allowed_hosts = tuple(args.hosts)
@@ -264,11 +268,14 @@ def _read_tokens(path: str) -> dict[str, str]:
 
 async def run(app: App, config: Config) -> None:
     """Serve until SIGINT or SIGTERM, then shut down gracefully."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             server: Server = await nursery.start(serve, app, config)
             print(f"meshsub-trio serving on {server.url}", flush=True)
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    server.reload_tls()  # new handshakes get the new pair; nobody drops
+                    continue
                 log.info("%s received: shutting down", signal.Signals(signum).name)
                 server.shutdown()
                 break
@@ -334,6 +341,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     configure_logging(args.log_level, args.log_format)
     config = config_from_args(args)
+    tls_error = tls_problem(config)
+    if tls_error is not None:
+        print(f"meshsub-trio: {tls_error}", file=sys.stderr)
+        return 1
     url = broker_url(args)
     if config.host in ("0.0.0.0", "::", "") and config.allowed_hosts is None:
         log.warning(
@@ -367,6 +378,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     return 0
+
+
+def tls_problem(config: Config) -> str | None:
+    """Why the TLS options cannot be served (one line), checked before anything starts."""
+    if config.certfile is None:
+        if config.keyfile or config.ca_certs or config.client_cert:
+            return "--keyfile, --ca-certs and --client-cert need --certfile FILE"
+        return None
+    from ._transports._tls import TlsConfigError, build_context
+
+    try:
+        build_context(config.certfile, config.keyfile, config.ca_certs, config.client_cert)
+    except TlsConfigError as error:
+        return str(error)
+    return None
 
 
 def _store_error() -> type[Exception]:

@@ -100,6 +100,14 @@ class Config:
     #: a tenth of its cost; see ``_execution/_compiler``); off: graphql-core for
     #: every event. Default from ``MESHSUB_COMPILED`` (``0`` turns it off).
     compiled_execution: bool = field(default_factory=lambda: _env_flag("MESHSUB_COMPILED"))
+    #: PEM certificate (chain) to serve TLS with: https:// and wss:// (None: plain TCP).
+    certfile: str | None = None
+    #: PEM private key of ``certfile`` (None: it is in ``certfile``).
+    keyfile: str | None = None
+    #: PEM CAs that client certificates must chain to (mutual TLS).
+    ca_certs: str | None = None
+    #: ``"required"``, ``"optional"`` or ``"none"`` (None: required when ``ca_certs`` is set).
+    client_cert: str | None = None
 
     @property
     def pong_deadline(self) -> float:

@@ -112,6 +112,7 @@ def add_serve_options(serve_cmd: argparse.ArgumentParser) -> None:
         ),
     )
     _add_security_options(serve_cmd)
+    _add_tls_options(serve_cmd)
     serve_cmd.add_argument(
         "--log-level",
         default="info",
@@ -222,6 +223,29 @@ def add_serve_options(serve_cmd: argparse.ArgumentParser) -> None:
         "--allow-remote-local-mode",
         action="store_true",
         help="allow binding a non-loopback address without token mode (everyone is the local user)",
+    )
+
+
+def _add_tls_options(serve_cmd: argparse.ArgumentParser) -> None:
+    """https:// and wss:// from the server itself (README: Security); SIGHUP reloads the files."""
+    tls = serve_cmd.add_argument_group(
+        "TLS", "serve https:// and wss:// (TLS 1.2+); SIGHUP loads the files again"
+    )
+    tls.add_argument(
+        "--certfile", metavar="FILE", default=None,
+        help="PEM certificate chain; turns TLS on (default: plain TCP)",
+    )
+    tls.add_argument(
+        "--keyfile", metavar="FILE", default=None,
+        help="PEM private key of --certfile (default: in --certfile)",
+    )
+    tls.add_argument(
+        "--ca-certs", metavar="FILE", default=None,
+        help="PEM CAs client certificates must chain to (mutual TLS)",
+    )
+    tls.add_argument(
+        "--client-cert", choices=["required", "optional", "none"], default=None,
+        help="ask clients for a certificate (default: required with --ca-certs, else none)",
     )
 
 

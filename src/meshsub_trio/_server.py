@@ -20,6 +20,7 @@ from ._config import Config
 from ._metrics import Metrics
 from ._state import ServerState
 from ._transports._native import NativeHost
+from ._transports._tls import TlsContexts
 
 log = logging.getLogger("meshsub_trio.server")
 
@@ -39,6 +40,8 @@ class Server:
         self._streams = 0
         self._idle = trio.Event()
         self._idle.set()
+        #: The TLS context holder (None: plain TCP); see :meth:`reload_tls`.
+        self.tls: TlsContexts | None = None
 
     @property
     def config(self) -> Config:
@@ -62,7 +65,12 @@ class Server:
     def url(self) -> str:
         host = self.listeners[0].socket.getsockname()[0]
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+
+    def reload_tls(self) -> bool:
+        """Load the certificate and key files again (SIGHUP): new handshakes use
+        them, open connections keep theirs. False (logged) if they cannot be used."""
+        return self.tls.reload() if self.tls is not None else False
 
     def shutdown(self) -> None:
         """Begin a graceful shutdown; ``serve`` returns when it is done."""
@@ -159,6 +167,7 @@ async def serve(
             )
         host.serving(listener.socket.getsockname()[0] for listener in listeners)
         server = Server(state, listeners)
+        server.tls = host.tls
         # The outer nursery holds one task per TCP connection; the inner one
         # the accept loops, which shutdown cancels first.
         async with trio.open_nursery() as nursery, trio.open_nursery() as accepting:

@@ -17,6 +17,7 @@ from ._metrics import Metrics
 
 if TYPE_CHECKING:
     from ._protocol import ProtocolMachine
+    from ._transports._event_stream import EventStreamDriver
     from ._transports._http_stream import HttpStream
     from ._transports._socket import MessageSocket
 
@@ -40,8 +41,8 @@ class ServerState:
         self.metrics.compiled = self.engine.plans
         self.cohorts = Cohorts(self.engine, linger=config.cohort_linger, metrics=self.metrics)
         self.connections: set[Connection] = set()
-        #: Operations streamed over HTTP (SSE): ended by shutdown like connections.
-        self.http_streams: set[HttpStream] = set()
+        #: Operations and app event streams over HTTP (SSE): ended by shutdown.
+        self.http_streams: set[HttpStream | EventStreamDriver] = set()
         #: Connections still waiting for ``connection_init``, when a watchdog
         #: task enforces ``init_timeout`` for all of them (None: each its own).
         self.awaiting_init: set[Connection] | None = None

@@ -68,6 +68,7 @@ KINDS: dict[str, Callable[[Block], bool]] = {
     "the test command": lambda b: b.language == "sh" and b.text.strip() == "bash scripts/test",
     "graphql-ws in Node": lambda b: b.language == "js" and '"graphql-ws"' in b.text,
     "graphql-sse in Node": lambda b: b.language == "js" and '"graphql-sse"' in b.text,
+    "EventSource in Node": lambda b: b.language == "js" and '"eventsource"' in b.text,
     "publish with curl": lambda b: b.language == "sh" and b.text.startswith("curl"),
     "scale-out": lambda b: b.language == "sh" and "nats-server" in b.text,
     "testing conftest": lambda b: b.text.startswith("# conftest.py"),
@@ -215,6 +216,20 @@ async def test_graphql_sse_in_node() -> None:
         finally:
             script.unlink()
     assert re.search(r"severity: '\w+'", line), line
+
+
+async def test_eventsource_in_node() -> None:
+    block = find(KINDS["EventSource in Node"])
+    async with meshery() as port:
+        script = JS_DIR / f".readme-es-snippet-{os.getpid()}.mjs"
+        script.write_text(on_port(block, port), "utf-8")
+        try:
+            async with running(["node", str(script)], cwd=JS_DIR) as node:
+                line = await node.until(lambda t: re.match(r"\d+ \S", t) is not None)
+        finally:
+            script.unlink()
+    cursor, description = line.split(" ", 1)
+    assert int(cursor) > 0 and description
 
 
 async def test_publish_with_curl() -> None:

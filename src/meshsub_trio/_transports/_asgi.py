@@ -19,12 +19,13 @@ from urllib.parse import parse_qsl
 
 import trio
 
-from .._app import App, Context, HttpRequest
+from .._app import App, Context, EventStream, HttpRequest
 from .._config import Config
 from .._encoding import dumps
 from .._metrics import CONTENT_TYPE_LATEST, Metrics
 from .._protocol import CloseCode, choose_subprotocol, machine_for
 from .._state import ServerState
+from ._event_stream import serve_event_stream
 from ._graphql_http import authenticate, handle_graphql_http
 from ._hosts import MISDIRECTED, HostPolicy
 from ._http_stream import serve_graphql_sse
@@ -231,7 +232,7 @@ class ASGIApp:
             else:
                 await self._graphql(scope, send, headers, body, context)
         else:
-            await self._app_route(scope, send, body, context)
+            await self._app_route(scope, receive, send, body, context)
 
     async def _graphql(
         self, scope: Scope, send: Send, headers: dict[str, str], body: bytes, context: Context
@@ -263,8 +264,11 @@ class ASGIApp:
             self.state, method, headers, query_string, body, context, receive, send
         )
 
-    async def _app_route(self, scope: Scope, send: Send, body: bytes, context: Context) -> None:
-        """One of the application's own plain HTTP endpoints (already authenticated)."""
+    async def _app_route(
+        self, scope: Scope, receive: Receive, send: Send, body: bytes, context: Context
+    ) -> None:
+        """One of the application's own plain HTTP endpoints (already authenticated):
+        a whole response, or an :class:`EventStream` driven until it ends."""
         app = self.state.app
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         request = HttpRequest(scope["method"], scope["path"], query, body, context)
@@ -273,6 +277,9 @@ class ASGIApp:
         except Exception:
             log.exception("route %s failed", scope["path"])
             await _respond(send, 500, b'{"errors":[{"message":"Internal server error"}]}', JSON)
+            return
+        if isinstance(response, EventStream):
+            await serve_event_stream(self.state, response, receive, send)
             return
         await _respond(
             send, response.status, response.body, response.content_type, response.headers

@@ -31,14 +31,18 @@ from .._state import ServerState
 from ._asgi import ASGIApp
 from ._head import Head, HeadError, HeadReader
 from ._hosts import MISDIRECTED, HostPolicy
+from ._native_tls import TlsStream, TlsWebSocket, accept_tls, tls_receive
 from ._native_ws import NativeWebSocket, close_unwatched, receive_some
 from ._requests import header_map, make_context, origin_allowed
+from ._tls import TlsContexts, TlsLayer
 from ._upgrade import HEAD_END, parse_upgrade, refusal, switching_protocols
 
 log = logging.getLogger("meshsub_trio.native")
 access_log = logging.getLogger("meshsub_trio.access")
 
 _RECEIVE_SIZE = 65536
+#: What plain HTTP is read from: a Trio socket stream, or the same over TLS.
+_Stream = trio.SocketStream | TlsStream
 
 
 class _Closed(Exception):
@@ -62,6 +66,13 @@ class NativeHost:
         self.state = state
         self.asgi = ASGIApp.from_state(state)
         self.hosts = self.asgi.hosts
+        config = state.config
+        #: The server's TLS context (None: plain TCP); SIGHUP reloads it in place.
+        self.tls: TlsContexts | None = (
+            TlsContexts(config.certfile, config.keyfile, config.ca_certs, config.client_cert)
+            if config.certfile
+            else None
+        )
 
     def serving(self, addresses: Iterable[str]) -> None:
         """The addresses the listeners actually bound: a wildcard one (0.0.0.0, ::)
@@ -77,7 +88,10 @@ class NativeHost:
         this connection only.
         """
         try:
-            upgraded = await self._serve(sock)
+            if self.tls is None:
+                upgraded = await self._serve(sock)
+            else:
+                upgraded = await self._serve_tls(sock, self.tls)
             if upgraded is not None:
                 # The head and the HTTP parser are gone by now: an idle WebSocket
                 # keeps only what it needs (memory per connection is a feature here).
@@ -95,37 +109,54 @@ class NativeHost:
         finally:
             close_unwatched(sock)  # the connection's tasks have all ended
 
-    async def _serve(self, sock: trio.socket.SocketType) -> _Upgraded | None:
+    async def _serve_tls(
+        self, sock: trio.socket.SocketType, contexts: TlsContexts
+    ) -> _Upgraded | None:
+        """A TLS connection: the handshake (under the head deadline), then as ``_serve``."""
+        layer = TlsLayer(contexts.context)  # the context of the moment: reloads apply here
+        data = await accept_tls(sock, layer, self.state.config.head_timeout)
+        if data is None:
+            return None
+        return await self._serve(sock, layer, data)
+
+    async def _serve(
+        self, sock: trio.socket.SocketType, tls: TlsLayer | None = None, data: bytes = b""
+    ) -> _Upgraded | None:
         """Requests until an upgrade (returned) or the end of the connection (None).
 
         The first head has usually arrived by the time this task runs: then it
         is read at once, with no deadline to arm. A WebSocket never needs a
         ``SocketStream``: only the h11 path makes one.
         """
-        try:
-            data = os.read(sock.fileno(), _RECEIVE_SIZE)
-        except BlockingIOError:
-            data = b""
-        else:
-            if not data:
-                return None  # closed before saying anything
-        stream: trio.SocketStream | None = None
+        if tls is None:
+            try:
+                data = os.read(sock.fileno(), _RECEIVE_SIZE)
+            except BlockingIOError:
+                data = b""
+            else:
+                if not data:
+                    return None  # closed before saying anything
+        stream: _Stream | None = None
         while True:
-            head = await self._read_head(sock, data)
+            head = await self._read_head(sock, data, tls)
             if head is None:
                 return None
             if head.head.endswith(HEAD_END):
                 request = parse_upgrade(head.head[: -len(HEAD_END)])
                 if request is not None:
-                    return await self._handshake(sock, request.target, request.headers, head.rest)
+                    return await self._handshake(
+                        sock, request.target, request.headers, head.rest, tls
+                    )
             if stream is None:
-                stream = trio.SocketStream(sock)
+                stream = trio.SocketStream(sock) if tls is None else TlsStream(sock, tls)
             served = await self._serve_http(stream, head)
             if not isinstance(served, bytes):
                 return served
             data = served  # kept alive: the bytes after the request begin the next
 
-    async def _read_head(self, sock: trio.socket.SocketType, data: bytes) -> Head | None:
+    async def _read_head(
+        self, sock: trio.socket.SocketType, data: bytes, tls: TlsLayer | None = None
+    ) -> Head | None:
         """The next request head, beginning with *data*; None to close the connection.
 
         One deadline for the whole head, however slowly it trickles in. A head
@@ -142,21 +173,25 @@ class NativeHost:
             fd = sock.fileno()
             with trio.move_on_after(config.head_timeout):
                 while head is None:
-                    chunk = await receive_some(fd, try_first=False)
+                    chunk = await (
+                        receive_some(fd, try_first=False)
+                        if tls is None
+                        else tls_receive(tls, fd, try_first=False)
+                    )
                     if not chunk:
                         return None
                     head = reader.receive_data(chunk)
                 return head
         except HeadError as problem:
-            await _send_refusal(sock, problem.status, problem.message)
+            await _send_refusal(sock, problem.status, problem.message, tls=tls)
             await _linger(sock, config.close_timeout)
             return None
         if reader.started:
-            await _send_refusal(sock, 408, "Request head not received in time")
+            await _send_refusal(sock, 408, "Request head not received in time", tls=tls)
             await _linger(sock, config.close_timeout)
         return None
 
-    async def _serve_http(self, stream: trio.SocketStream, head: Head) -> _Upgraded | bytes | None:
+    async def _serve_http(self, stream: _Stream, head: Head) -> _Upgraded | bytes | None:
         """One request through h11: an upgrade, the bytes after it (keep-alive), or None (close)."""
         config = self.state.config
         # The head is complete and within the limit: h11 only meets bigger
@@ -175,7 +210,8 @@ class NativeHost:
         if "websocket" in headers.get("upgrade", "").lower() and event.method == b"GET":
             leftover, _ = http.trailing_data
             target = event.target.decode("latin-1")
-            return await self._handshake(stream.socket, target, headers, bytes(leftover))
+            tls = stream.layer if isinstance(stream, TlsStream) else None
+            return await self._handshake(stream.socket, target, headers, bytes(leftover), tls)
         await self._http(stream, http, event)
         if http.their_state is h11.SEND_BODY:
             # Answered without reading the whole body (refused, too large, too
@@ -189,40 +225,57 @@ class NativeHost:
 
     # ---- WebSocket -----------------------------------------------------
     async def _handshake(
-        self, sock: trio.socket.SocketType, target: str, headers: dict[str, str], leftover: bytes
+        self,
+        sock: trio.socket.SocketType,
+        target: str,
+        headers: dict[str, str],
+        leftover: bytes,
+        tls: TlsLayer | None = None,
     ) -> _Upgraded | None:
         """Check the upgrade request and answer 101 (RFC 6455 §4.2), or refuse it."""
         config = self.state.config
         if not self.hosts.allows(headers.get("host")):
-            await _send_refusal(sock, 421, MISDIRECTED, unquote(target.split("?", 1)[0]))
+            await _send_refusal(sock, 421, MISDIRECTED, unquote(target.split("?", 1)[0]), tls=tls)
             return None
         path = unquote(target.split("?", 1)[0])
         key = headers.get("sec-websocket-key", "")
         if path not in config.ws_paths:
-            await _send_refusal(sock, 404, "No WebSocket endpoint at this path", path)
+            await _send_refusal(sock, 404, "No WebSocket endpoint at this path", path, tls=tls)
             return None
         if (
             not key
             or headers.get("sec-websocket-version") != "13"
             or ("upgrade" not in headers.get("connection", "").lower())
         ):
-            await _send_refusal(sock, 400, "Not a valid WebSocket upgrade request", path)
+            await _send_refusal(sock, 400, "Not a valid WebSocket upgrade request", path, tls=tls)
             return None
         if not origin_allowed(headers, config):
-            await _send_refusal(sock, 403, "Origin not allowed", path)
+            await _send_refusal(sock, 403, "Origin not allowed", path, tls=tls)
             return None
         offered = parse_offer([headers.get("sec-websocket-protocol", "")])
         protocol, echo = choose_subprotocol(offered, config.subprotocols)
-        await _send(sock, switching_protocols(key, echo))
-        socket = NativeWebSocket(
-            sock,
-            leftover=leftover,  # bytes read past the head: the first frames
-            max_message_size=config.max_message_size,
-            max_backlog=config.write_buffer_size,
-        )
+        await _send(sock, switching_protocols(key, echo), tls)
+        socket: NativeWebSocket
+        if tls is None:
+            socket = NativeWebSocket(
+                sock,
+                leftover=leftover,  # bytes read past the head: the first frames
+                max_message_size=config.max_message_size,
+                max_backlog=config.write_buffer_size,
+            )
+        else:
+            socket = TlsWebSocket(
+                sock,
+                tls,
+                leftover=leftover,
+                max_message_size=config.max_message_size,
+                max_backlog=config.write_buffer_size,
+            )
         context = (
             make_context(headers, protocol, config.keep_headers) if protocol is not None else None
         )
+        if context is not None and tls is not None:
+            context.tls_peer = tls.peer_cert
         return _Upgraded(socket, protocol, context)
 
     async def _run_websocket(self, upgraded: _Upgraded) -> None:
@@ -240,9 +293,7 @@ class NativeHost:
         await state.run_connection(socket, machine, context)
 
     # ---- HTTP through the ASGI app ------------------------------------
-    async def _http(
-        self, stream: trio.SocketStream, http: h11.Connection, request: h11.Request
-    ) -> None:
+    async def _http(self, stream: _Stream, http: h11.Connection, request: h11.Request) -> None:
         """One plain request answered by the ASGI app; every write under ``write_timeout``.
 
         The app reads the body (its deadline is the app's); a response that
@@ -257,7 +308,7 @@ class NativeHost:
             "asgi": {"version": "3.0"},
             "http_version": request.http_version.decode(),
             "method": request.method.decode("latin-1"),
-            "scheme": "http",
+            "scheme": "http" if isinstance(stream, trio.SocketStream) else "https",
             "path": unquote(path),
             "raw_path": path.encode("latin-1"),
             "query_string": query.encode("latin-1"),
@@ -328,7 +379,7 @@ def _body_buffered(http: h11.Connection) -> bool:
         return False
 
 
-async def _until_closed(http: h11.Connection, stream: trio.SocketStream, limit: int) -> None:
+async def _until_closed(http: h11.Connection, stream: _Stream, limit: int) -> None:
     """Return when the peer closes its side (or resets). What it sends meanwhile (a
     pipelined request) is kept for h11, up to *limit* bytes; past that, stop reading."""
     while len(http.trailing_data[0]) < limit:
@@ -357,7 +408,7 @@ async def _linger(sock: trio.socket.SocketType, seconds: float) -> None:
             pass
 
 
-async def _next_event(http: h11.Connection, stream: trio.SocketStream) -> Any:
+async def _next_event(http: h11.Connection, stream: _Stream) -> Any:
     """The next h11 event, reading from *stream* as needed."""
     while True:
         event = http.next_event()
@@ -371,8 +422,10 @@ async def _next_event(http: h11.Connection, stream: trio.SocketStream) -> Any:
             raise _Closed()
 
 
-async def _send(sock: trio.socket.SocketType, data: bytes) -> None:
+async def _send(sock: trio.socket.SocketType, data: bytes, tls: TlsLayer | None = None) -> None:
     """Write a short response, straight to the socket (which takes it at once, usually)."""
+    if tls is not None:
+        data = tls.encrypt(data)
     fd = sock.fileno()
     view = memoryview(data)
     while True:
@@ -384,7 +437,12 @@ async def _send(sock: trio.socket.SocketType, data: bytes) -> None:
 
 
 async def _send_refusal(
-    sock: trio.socket.SocketType, status: int, message: str, path: str | None = None
+    sock: trio.socket.SocketType,
+    status: int,
+    message: str,
+    path: str | None = None,
+    *,
+    tls: TlsLayer | None = None,
 ) -> None:
     """Refuse an upgrade (or a bad head); the connection closes after it. One access
     line at INFO: a refused upgrade (a wrong Origin, Host or path) is a question an
@@ -398,12 +456,10 @@ async def _send_refusal(
         fields = {"path": path[:200] if path else None, "status": status, "reason": message}
         access_log.info("refused", extra={**fields, "peer": peer})
     with trio.move_on_after(1):
-        await _send(sock, refusal(status, message))
+        await _send(sock, refusal(status, message), tls)
 
 
-async def _refuse(
-    stream: trio.SocketStream, http: h11.Connection, status: int, message: str
-) -> None:
+async def _refuse(stream: _Stream, http: h11.Connection, status: int, message: str) -> None:
     """Answer a request h11 could not parse (e.g. 431 for an oversized head), then close."""
     body = message.encode()
     headers = [
@@ -420,7 +476,7 @@ async def _refuse(
         await stream.send_all(data)
 
 
-def _address(stream: trio.SocketStream, *, peer: bool) -> tuple[str, int] | None:
+def _address(stream: _Stream, *, peer: bool) -> tuple[str, int] | None:
     try:
         name = stream.socket.getpeername() if peer else stream.socket.getsockname()
     except OSError:

@@ -17,7 +17,7 @@ reorder and never interleave.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -95,6 +95,7 @@ class NativeWebSocket:
         "_flushing",
         "_max_backlog",
         "_reader",
+        "_recv",
         "_socket",
         "_state",
         "on_activity",
@@ -116,6 +117,8 @@ class NativeWebSocket:
         self._flushing = False
         self._flushed: trio.lowlevel.ParkingLot | None = None  # made when a second flusher waits
         self._reader = FrameReader(max_message_size)
+        #: Where bytes come from: the socket itself (a TLS socket: through its layer).
+        self._recv: Callable[..., Awaitable[bytes]] = receive_some
         if leftover:
             self._reader.receive_data(leftover)  # bytes read past the handshake
         self._state = OPEN
@@ -152,7 +155,7 @@ class NativeWebSocket:
                 await self._wait_for_room()
                 # A short last read drained the socket a moment ago: more bytes
                 # are unlikely to be there yet, so wait before reading.
-                data = await receive_some(self._fd, try_first=self._drained is False)
+                data = await self._recv(self._fd, try_first=self._drained is False)
                 self._drained = len(data) < _RECEIVE_SIZE
                 if not data:
                     raise SocketClosed(1006, "connection lost")

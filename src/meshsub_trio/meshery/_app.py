@@ -25,6 +25,7 @@ from ._routes import make_routes
 from ._schema import build_meshery_schema
 from ._simulator import Simulator
 from ._snapshots import snapshots_for
+from ._sse_routes import SseOptions, make_sse_routes
 from ._store import Store
 from ._streamers import make_streamers
 from ._tables import Retention
@@ -47,6 +48,8 @@ class MesheryApp(App):
     simulator: Simulator | None
     #: User ids that may publish events to other users (read per request).
     event_publishers: set[str]
+    #: The SSE routes' keep-alive period and ``retry:`` (read per request).
+    sse: SseOptions
     #: The embedded database (``data_dir``), or None (``":memory:"``, or a shared bus).
     store: Store | None
 
@@ -115,7 +118,9 @@ def create_app(
     Besides GraphQL it serves the plain HTTP routes of :mod:`._routes`
     (``/api/system/events``, ``/api/meshsub/publish``). Add user ids to the
     returned app's ``event_publishers`` to let those (service) users publish
-    events to other users; everyone else publishes only to itself.
+    events to other users; everyone else publishes only to itself. The SSE
+    routes' keep-alive period and ``retry:`` are the returned app's ``sse``
+    (:class:`SseOptions`, read at each request).
     """
     user = local_user if isinstance(local_user, User) else User(local_user, "meshery", "Local")
     authenticator = Authenticator(tokens, local_user=user)
@@ -186,6 +191,7 @@ def create_app(
 
     schema = build_meshery_schema()
     publishers: set[str] = set()
+    sse = SseOptions()
 
     def may_feed_cluster(user_id: str) -> bool:
         """Shared cluster state: any caller in local mode, service accounts in token mode."""
@@ -197,9 +203,16 @@ def create_app(
         streamers=make_streamers(model),
         authenticate=authenticator,
         lifespan=lifespan,
-        http_routes=make_routes(
-            model, authenticator, schema, publishers=publishers, may_feed_cluster=may_feed_cluster
-        ),
+        http_routes={
+            **make_routes(
+                model,
+                authenticator,
+                schema,
+                publishers=publishers,
+                may_feed_cluster=may_feed_cluster,
+            ),
+            **make_sse_routes(model, sse),
+        },
     )
     app.model = model
     app.broker = model.broker
@@ -207,5 +220,6 @@ def create_app(
     app.authenticator = authenticator
     app.simulator = sim
     app.event_publishers = publishers
+    app.sse = sse
     app.store = store
     return app

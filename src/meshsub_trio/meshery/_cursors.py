@@ -17,10 +17,11 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+import trio
 from graphql import GraphQLError
 
 from .._broker import CursorError, CursorExpired, MemoryBroker
-from .._buffer import Overflow
+from .._buffer import BufferOverflow, Overflow
 
 #: (cursor or None, message)
 Entry = tuple[int | None, Any]
@@ -97,6 +98,19 @@ class _Entries:
 
     def __aiter__(self) -> _Entries:
         return self
+
+    def ready(self, limit: int) -> list[Entry]:
+        """Up to *limit* entries already buffered, without waiting (none when the
+        source cannot say; an overflow ends the batch: resume from its last cursor)."""
+        take = getattr(self._source, "get_nowait", None)
+        entries: list[Entry] = []
+        while take is not None and len(entries) < limit:
+            try:
+                item = take()
+            except (trio.WouldBlock, trio.EndOfChannel, BufferOverflow):
+                break
+            entries.append((item.seq, item.message) if self._cursored else (None, item))
+        return entries
 
     async def __anext__(self) -> Entry:
         try:

@@ -7,6 +7,7 @@
   paged like Meshery's REST (``page`` from 0, ``pagesize`` default 25 or
   ``all``; filters ``severity``/``category``/``action`` as a JSON array or a
   comma list, ``status``, ``search`` in the description, ``order=asc``).
+  With ``after=CURSOR`` it is a long-poll instead (:mod:`._long_poll`).
 * ``POST /api/meshsub/publish``: apply a batch of model changes, one message
   or ``{"messages": [...]}``, in order. Each is ``{type, op, <payload>}``
   with the type/op names of :mod:`._model`'s messages, but the payload is
@@ -45,6 +46,7 @@ from graphql.utilities import coerce_input_value, validate_input_value
 from .._app import HttpHandler, HttpRequest, HttpResponse
 from .._encoding import JSONDecodeError, dumps, loads
 from ._auth import Authenticator, User, current_user
+from ._long_poll import long_poll
 from ._model import Model
 from ._quota import StorageLimitExceeded
 from ._records import SEVERITIES
@@ -282,6 +284,8 @@ def make_routes(
 
     async def events(request: HttpRequest) -> HttpResponse:
         caller = current_user(request.context)
+        if request.method == "GET" and "after" in request.query:
+            return await long_poll(model, caller.id, request.query)
         if request.method == "GET":
             return _json(200, events_page(model.events_of(caller.id), request.query))
         if request.method == "POST":
