@@ -68,6 +68,15 @@ EXPECTED: dict[str, set[str]] = {
         "NatsOptions",
         "PublishQueueFull",
     },
+    "meshsub_trio.interceptors": {
+        "AuditLog",
+        "Interceptor",
+        "OperationInfo",
+        "OperationOutcome",
+        "PerUserLimit",
+        "Reason",
+        "Refused",
+    },
     "meshsub_trio.testing": {
         "ClientClosed",
         "Direction",

@@ -7,14 +7,17 @@ connection, and holds no per-connection state.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from graphql import GraphQLObjectType, GraphQLSchema, build_schema
 
 from ._buffer import Overflow
+
+if TYPE_CHECKING:
+    from ._intercept import Interceptor
 
 
 class AuthError(Exception):
@@ -238,6 +241,9 @@ class App:
     script); requests are authenticated first, like GraphQL over HTTP. A
     handler may return an :class:`EventStream` instead: a Server-Sent Events
     response the host drives until it ends.
+    ``interceptors`` is an ordered chain (see :mod:`meshsub_trio.interceptors`)
+    that sees every WebSocket and HTTP-stream operation before it executes
+    (to refuse it or adjust its context and variables) and after it ends.
     """
 
     def __init__(
@@ -252,6 +258,7 @@ class App:
         root_value: Any = None,
         cohort_scope: CohortScope = _auth_scope,
         http_routes: Mapping[str, HttpHandler] | None = None,
+        interceptors: Sequence[Interceptor] = (),
     ) -> None:
         self.schema = build_schema(schema) if isinstance(schema, str) else schema
         self.authenticate = authenticate
@@ -260,6 +267,8 @@ class App:
         self.root_value = root_value
         self.cohort_scope = cohort_scope
         self.http_routes: dict[str, HttpHandler] = dict(http_routes or {})
+        #: Empty: operations skip the chain (one test per operation, none per event).
+        self.interceptors: tuple[Interceptor, ...] = tuple(interceptors)
         for type_name, fields in (resolvers or {}).items():
             for field_name, resolver in fields.items():
                 self._attach_resolver(type_name, field_name, resolver)

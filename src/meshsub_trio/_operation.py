@@ -14,13 +14,14 @@ from time import perf_counter as clock
 from typing import TYPE_CHECKING, Any
 
 import trio
-from graphql import ExecutionResult, OperationType
+from graphql import ExecutionResult, GraphQLError, OperationType, get_operation_ast
 
 from ._app import Streamer, StreamerSource
 from ._buffer import BufferClosed, EventBuffer, Overflow
 from ._cohort import Cohort, CohortKey, cohort_key
 from ._encoding import dumps
 from ._execution import Prepared, format_errors, format_result, public_error
+from ._intercept import OperationInfo, OperationOutcome, Reason
 from ._protocol import OperationRequested
 from ._stream import PrivateStream
 
@@ -40,6 +41,7 @@ class Operation:
         "dropped",
         "end",
         "id",
+        "info",
         "request",
         "sent",
         "started",
@@ -59,6 +61,8 @@ class Operation:
         self.dropped = 0
         #: How it ended, unless the client stopped it: complete, error, crashed, closed.
         self.end = "complete"
+        #: What the app's interceptors saw, once their chain began (else None).
+        self.info: OperationInfo | None = None
 
     @property
     def label(self) -> str:
@@ -82,7 +86,10 @@ class Operation:
                 log.debug("operation started", extra=self.log_fields())
             with self.cancel_scope:
                 try:
-                    await self._run()
+                    if connection.app.interceptors:
+                        await self._run_intercepted()
+                    else:
+                        await self._run()
                 except Exception:
                     # A bug below us (a resolver's executor, an encoder) ends this
                     # operation with an error; its siblings and the socket live on.
@@ -93,9 +100,75 @@ class Operation:
         except trio.Cancelled:
             self.end = "closed"  # with its connection, or the server
             raise
+        except BaseExceptionGroup as group:
+            if group.subgroup(trio.Cancelled) is not None:
+                self.end = "closed"  # the same, through a streamer's nursery
+            raise
         finally:
             connection.operation_finished(self)
+            if self.info is not None:
+                self._leave(self.info)
             self._ended()
+
+    async def _run_intercepted(self) -> None:
+        """The interceptors' ``enter`` chain, then :meth:`_run` as adjusted.
+
+        A document that does not validate never reaches them: :meth:`_run`
+        answers it as usual (the document cache makes the second look free).
+        """
+        connection = self.connection
+        request = self.request
+        document = await connection.engine.documents.fetch(request.query)
+        node = document.node
+        operation = get_operation_ast(node, request.operation_name) if node else None
+        if operation is None:
+            await self._run()
+            return
+        context = replace(connection.context, extensions=request.extensions or {})
+        info = OperationInfo(
+            id=self.id,
+            document=request.query,
+            variables=dict(request.variables or {}),
+            operation_name=operation.name.value if operation.name else None,
+            kind=operation.operation.value,
+            context=context,
+            protocol=connection.protocol,
+            transport="sse" if connection.protocol == "sse" else "ws",
+        )
+        self.info = info
+        try:
+            for interceptor in connection.app.interceptors:
+                await interceptor.enter(info)
+                info.entered += 1
+        except GraphQLError as refusal:
+            self.end = "refused"
+            log.info("%s refused: %s", self.label, refusal.message, extra=self.log_fields())
+            await self._error(format_errors([refusal], self.label))
+            return
+        if info.variables != (request.variables or {}):
+            self.request = replace(request, variables=info.variables)
+        await self._run()
+
+    def _leave(self, info: OperationInfo) -> None:
+        """``leave`` in reverse, for each interceptor whose ``enter`` completed."""
+        if not info.entered:
+            return
+        end = self.end
+        reason: Reason
+        if self.stopped_by_client:
+            reason = "stopped"
+        elif end in ("complete", "error", "closed", "refused"):
+            reason = end  # type: ignore[assignment]
+        else:
+            reason = "error"  # crashed
+        outcome = OperationOutcome(reason, clock() - self.started, self.sent, self.dropped)
+        chain = self.connection.app.interceptors[: info.entered]
+        for interceptor in reversed(chain):
+            try:
+                interceptor.leave(info, outcome)
+            except Exception:
+                # One failing observer must not skip the others' cleanup.
+                log.exception("interceptor %r failed in leave", interceptor)
 
     def _ended(self) -> None:
         """The duration histogram, and one line at DEBUG (operations are many)."""
@@ -141,9 +214,12 @@ class Operation:
             await self._run_source(self._join(cohort, cohort.source.streamer))
             return
         engine = connection.engine
-        context = connection.context
-        if request.extensions:
-            context = replace(context, extensions=request.extensions)
+        if self.info is not None:
+            context = self.info.context  # adjusted by the interceptors
+        else:
+            context = connection.context
+            if request.extensions:
+                context = replace(context, extensions=request.extensions)
         label = self.label
         prepared = await engine.prepare_async(
             request.query, request.variables, request.operation_name, context, label
@@ -236,7 +312,8 @@ class Operation:
     def _request_cohort_key(self) -> CohortKey | None:
         connection = self.connection
         request = self.request
-        scope = connection.app.cohort_scope(connection.context)
+        info = self.info
+        scope = connection.app.cohort_scope(connection.context if info is None else info.context)
         return cohort_key(request.query, request.variables, request.operation_name, scope)
 
     def _existing_cohort(self) -> Cohort | None:

@@ -80,7 +80,7 @@ async def test_bundles_are_compressed_and_unknown_names_are_404(server: Server) 
         raw = await http.send(http.build_request("GET", script, headers={"accept-encoding": "gzip"}), stream=True)
         compressed = b"".join([chunk async for chunk in raw.aiter_raw()])  # as sent
         await raw.aclose()
-        assert raw.headers["content-encoding"] == "gzip" and raw.headers["vary"] == "accept-encoding"
+        assert raw.headers["content-encoding"] == "gzip" and "accept-encoding" in raw.headers["vary"].lower().split(", ")
         assert gzip.decompress(compressed) == plain.content
         assert len(compressed) < len(plain.content) / 2
         assert raw.headers["etag"] != plain.headers["etag"]  # another body, another tag

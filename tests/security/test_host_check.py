@@ -291,3 +291,26 @@ async def test_asgi_allow_list(nursery: trio.Nursery, bumps: Bumps) -> None:
     hosted = await start_hypercorn(nursery, make_app(bumps), allowed_hosts=("meshery.example",))
     assert await upgrade_status(hosted.port, "meshery.example") == 101
     assert await upgrade_status(hosted.port, "evil.example") == 421
+
+
+async def test_a_null_origin_never_opens_a_socket(server) -> None:
+    """``Origin: null`` (a sandboxed page, file://) named no host; without a Host
+    header (HTTP/1.0) two empty names compared equal and the upgrade passed."""
+    import base64
+    import os
+
+    import trio
+
+    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    async with stream:
+        key = base64.b64encode(os.urandom(16)).decode()
+        await stream.send_all(
+            (
+                "GET /ws HTTP/1.0\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                "Sec-WebSocket-Protocol: graphql-transport-ws\r\nOrigin: null\r\n\r\n"
+            ).encode()
+        )
+        with trio.fail_after(5):
+            head = await stream.receive_some(4096)
+    assert not head.startswith(b"HTTP/1.1 101"), head

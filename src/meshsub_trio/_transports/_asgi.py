@@ -25,6 +25,7 @@ from .._encoding import dumps
 from .._metrics import CONTENT_TYPE_LATEST, Metrics
 from .._protocol import CloseCode, choose_subprotocol, machine_for
 from .._state import ServerState
+from ._cors import decide_cors, merge_headers
 from ._event_stream import serve_event_stream
 from ._graphql_http import authenticate, handle_graphql_http
 from ._hosts import MISDIRECTED, HostPolicy
@@ -172,13 +173,35 @@ class ASGIApp:
             )
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """One request: Host first, then auth on the headers, and only then the body."""
+        """One request: Host first, then CORS, then auth on the headers, and only then the body."""
         config = self.state.config
         path = scope["path"]
         headers = header_map(scope.get("headers", ()))
         if not self.hosts.allows(headers.get("host")):
             await _respond(send, 421, _error(MISDIRECTED), JSON, _CLOSE)
-        elif path == "/healthz":
+            return
+        cors = decide_cors(scope["method"], headers, config.allowed_origins)
+        if cors.preflight and self._serves(path):
+            # Before auth: browsers send no credentials on a preflight.
+            await _respond(send, cors.status, b"", None, cors.headers)
+            return
+        await self._route(scope, receive, _with_headers(send, cors.headers), headers)
+
+    def _serves(self, path: str) -> bool:
+        """Whether *path* is an HTTP route of the app (what a preflight may ask about)."""
+        config = self.state.config
+        return (
+            path in ("/healthz", "/metrics")
+            or path in config.http_paths
+            or path in self.state.app.http_routes
+        )
+
+    async def _route(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
+    ) -> None:
+        config = self.state.config
+        path = scope["path"]
+        if path == "/healthz":
             await _respond(send, 200, b'{"status":"ok"}', JSON)
         elif path == "/metrics":
             await self._metrics(send, headers, _peer(scope))
@@ -324,6 +347,20 @@ async def _refuse_upgrade(scope: Scope, send: Send, status: int, message: str) -
     headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
     await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
     await send({"type": "websocket.http.response.body", "body": body})
+
+
+def _with_headers(send: Send, extra: tuple[tuple[str, str], ...]) -> Send:
+    """*send*, adding *extra* to the response head (whole or streamed, as SSE)."""
+    raw = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in extra]
+
+    async def sending(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            merge_headers(headers, raw)
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return sending
 
 
 def _peer(scope: Scope) -> str | None:

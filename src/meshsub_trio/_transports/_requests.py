@@ -79,6 +79,8 @@ def origin_allowed(headers: dict[str, str], config: Config) -> bool:
     if allowed is not None:
         return "*" in allowed or origin in allowed
     origin_host = urlsplit(origin).hostname or ""
+    if not origin_host:
+        return False  # "null" (sandboxed pages, file://) names no host to match
     request_host = urlsplit(f"//{headers.get('host', '')}").hostname or ""
     return origin_host == request_host or origin_host in _LOOPBACK_HOSTS
 
