@@ -39,8 +39,9 @@ class Config:
     max_message_size: int = 1 << 20
     #: Live operations per connection; more get an ``error`` (None: no cap).
     max_operations: int | None = 100
-    #: Browser origins allowed to upgrade and to read HTTP answers (CORS). None: same host and loopback only;
-    #: ``("*",)``: any origin. Requests without ``Origin`` (non-browsers) pass.
+    #: Browser origins allowed to upgrade and to read HTTP answers (CORS).
+    #: None: same host and loopback only; ``("*",)``: any origin (never with
+    #: credentials). Requests without ``Origin`` (non-browsers) pass.
     allowed_origins: tuple[str, ...] | None = None
     #: Deepest selection allowed (None: no limit).
     max_depth: int | None = 15
