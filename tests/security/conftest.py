@@ -19,7 +19,7 @@ import trio
 from ..wsclient import TRANSPORT, open_raw_client
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="package")
 def frozen_heap() -> Iterator[None]:
     """Freeze what earlier tests left on the heap, as ``meshsub-trio serve``
     freezes what start-up built.
@@ -27,7 +27,8 @@ def frozen_heap() -> Iterator[None]:
     The server under attack shares this process with every test before it. In
     a full run the cyclic collector's passes over that heap took up to ~1 s,
     landing in the bystander's gaps and in refusal deadlines, which no real
-    server would see.
+    server would see. Once for the package: a collection of a large heap takes
+    about half a second.
     """
     gc.collect()
     gc.freeze()
