@@ -190,44 +190,35 @@ def test_the_test_command_is_what_ci_runs() -> None:
     assert f"exec {block.text.strip()}" in (ROOT / ".ci" / "run").read_text("utf-8")
 
 
-async def test_graphql_ws_in_node() -> None:
-    block = find(KINDS["graphql-ws in Node"])
+@asynccontextmanager
+async def node_snippet(kind: str) -> AsyncIterator[Running]:
+    """The README's *kind* JavaScript block under Node, against a Meshery server.
+
+    The script is written beside ``tests/interop/js`` so its imports resolve to
+    the pinned npm packages there, and removed afterwards.
+    """
+    block = find(KINDS[kind])
     async with meshery() as port:
         script = JS_DIR / f".readme-snippet-{os.getpid()}.mjs"
         script.write_text(on_port(block, port), "utf-8")
         try:
             async with running(["node", str(script)], cwd=JS_DIR) as node:
-                await node.until(lambda t: "subscribeEvents" in t)
-                line = await node.until(lambda t: "severity:" in t)
+                yield node
         finally:
             script.unlink()
-    assert re.search(r"severity: '\w+'", line), line
 
 
-async def test_graphql_sse_in_node() -> None:
-    block = find(KINDS["graphql-sse in Node"])
-    async with meshery() as port:
-        script = JS_DIR / f".readme-sse-snippet-{os.getpid()}.mjs"
-        script.write_text(on_port(block, port), "utf-8")
-        try:
-            async with running(["node", str(script)], cwd=JS_DIR) as node:
-                await node.until(lambda t: "subscribeEvents" in t)
-                line = await node.until(lambda t: "severity:" in t)
-        finally:
-            script.unlink()
+@pytest.mark.parametrize("kind", ["graphql-ws in Node", "graphql-sse in Node"])
+async def test_graphql_clients_in_node(kind: str) -> None:
+    async with node_snippet(kind) as node:
+        await node.until(lambda t: "subscribeEvents" in t)
+        line = await node.until(lambda t: "severity:" in t)
     assert re.search(r"severity: '\w+'", line), line
 
 
 async def test_eventsource_in_node() -> None:
-    block = find(KINDS["EventSource in Node"])
-    async with meshery() as port:
-        script = JS_DIR / f".readme-es-snippet-{os.getpid()}.mjs"
-        script.write_text(on_port(block, port), "utf-8")
-        try:
-            async with running(["node", str(script)], cwd=JS_DIR) as node:
-                line = await node.until(lambda t: re.match(r"\d+ \S", t) is not None)
-        finally:
-            script.unlink()
+    async with node_snippet("EventSource in Node") as node:
+        line = await node.until(lambda t: re.match(r"\d+ \S", t) is not None)
     cursor, description = line.split(" ", 1)
     assert int(cursor) > 0 and description
 

@@ -40,6 +40,13 @@ FRAME_BUFFER = 64
 _MESHERY_HEADERS = (("connection", "keep-alive"),)
 
 
+
+async def until_disconnect(receive: Callable[[], Awaitable[MutableMapping[str, Any]]]) -> None:
+    """Return when the ASGI server reports ``http.disconnect``: the only way an
+    HTTP stream learns its client left while nothing is being written."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
 class EventStreamDriver:
     """One streaming response: the route's events out, until something ends it."""
 
@@ -135,11 +142,8 @@ class EventStreamDriver:
                 return
 
     async def _watch_disconnect(self) -> None:
-        while True:
-            message = await self._receive()
-            if message["type"] == "http.disconnect":
-                self._abort("disconnect")
-                return
+        await until_disconnect(self._receive)
+        self._abort("disconnect")
 
     async def _write_loop(self) -> None:
         """Send what is queued, batched; once the producer is done, end the body."""

@@ -29,6 +29,7 @@ from .._execution import Prepared
 from .._operation import Operation
 from .._outbox import Outbox
 from .._protocol import OperationRequested
+from ._event_stream import until_disconnect
 from ._graphql_http import BadRequest, check_params, read_params
 from ._sse import KEEPALIVE, STREAM_HEADERS, SseMachine
 
@@ -160,11 +161,8 @@ class HttpStream:
 
     async def _watch_disconnect(self) -> None:
         """``http.disconnect`` ends the operation at once (SSE-06)."""
-        while True:
-            message = await self._receive()
-            if message["type"] == "http.disconnect":
-                self._abort("disconnect")
-                return
+        await until_disconnect(self._receive)
+        self._abort("disconnect")
 
     async def _keepalive_loop(self) -> None:
         """A ``:`` comment every ``keepalive`` seconds (SSE-03), under the write deadline."""
