@@ -36,21 +36,32 @@ from ._app import (
     StreamRefused,
     streamer,
 )
-from ._broker import Broker, ConnectionState, CursorError, CursorExpired, Delivery, MemoryBroker
-from ._buffer import BufferClosed, BufferOverflow, EventBuffer, Overflow
 from ._cleanup import shielded_cleanup
 from ._config import Config
 from ._metrics import Metrics
-from ._nats_outbox import BrokerClosed, PublishQueueFull
-from ._protocol import CloseCode, LocalProtocolError
 from ._server import Server, serve
 from ._transports._asgi import ASGIApp
+from ._wire import CloseCode, LocalProtocolError
+from .brokers._broker import (
+    Broker,
+    ConnectionState,
+    CursorError,
+    CursorExpired,
+    Delivery,
+    MemoryBroker,
+)
+from .brokers._buffer import BufferClosed, BufferOverflow, EventBuffer, Overflow
+from .brokers._nats_outbox import BrokerClosed, PublishQueueFull
 
 if TYPE_CHECKING:
-    from ._nats import LogStream, NatsBroker, NatsOptions
+    from .brokers._nats import LogStream, NatsBroker, NatsOptions
 
 #: Names whose modules import nats-py (an optional extra): loaded on first use.
-_NATS_NAMES = {"NatsBroker": "._nats", "NatsOptions": "._nats", "LogStream": "._nats_log"}
+_NATS_NAMES = {
+    "NatsBroker": ".brokers._nats",
+    "NatsOptions": ".brokers._nats",
+    "LogStream": ".brokers._nats_log",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from graphql import GraphQLObjectType, GraphQLSchema, build_schema
 
-from ._buffer import Overflow
+from .brokers._buffer import Overflow
 
 if TYPE_CHECKING:
     from ._intercept import Interceptor

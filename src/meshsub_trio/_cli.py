@@ -284,7 +284,7 @@ async def run(app: App, config: Config) -> None:
 async def run_on_nats(args: argparse.Namespace, config: Config, url: str) -> None:
     """Connect to NATS, build the app on it, and serve with the broker open throughout."""
     try:
-        from ._nats import NatsBroker
+        from .brokers._nats import NatsBroker
     except ImportError as error:
         raise SystemExit(
             f"--broker {url} needs nats-py and trio-asyncio: pip install 'meshsub-trio[nats]' "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from ._protocol import SUPPORTED
+from ._wire import SUPPORTED
 
 MESHERY_ENDPOINT = "/api/system/graphql/query"
 

@@ -27,8 +27,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ._buffer import Overflow
-from ._protocol import SUPPORTED
+from ._wire import SUPPORTED
+from .brokers._buffer import Overflow
 
 __all__ = ["CONTENT_TYPE_LATEST", "Count", "Histogram", "Metrics"]
 

@@ -17,8 +17,8 @@ import trio
 
 from ._app import App
 from ._config import Config
+from ._core._state import ServerState
 from ._metrics import Metrics
-from ._state import ServerState
 from ._transports._native import NativeHost
 from ._transports._tls import TlsContexts
 

@@ -69,8 +69,9 @@ def occupancy(monkeypatch: pytest.MonkeyPatch, meshsub_config: Config) -> Iterat
     Wraps the event buffer's ``put``, the connection outbox and the native
     socket's unsent backlog, whichever of them this version of the server has.
     """
-    from meshsub_trio import _buffer, _connection
+    from meshsub_trio._core import _delivery
     from meshsub_trio._transports import _native_ws
+    from meshsub_trio.brokers import _buffer
 
     seen = Occupancy()
     put = _buffer.EventBuffer.put
@@ -81,25 +82,13 @@ def occupancy(monkeypatch: pytest.MonkeyPatch, meshsub_config: Config) -> Iterat
         return kept
 
     monkeypatch.setattr(_buffer.EventBuffer, "put", buffer_put)
-    try:
-        from meshsub_trio import _outbox
-    except ImportError:  # the channel-based outbox
-        send = _connection.Connection.send
+    send = _delivery.Delivery.send
 
-        async def connection_send(self: Any, *args: Any) -> None:
-            await send(self, *args)
-            stats = self._outbox_send.statistics()
-            seen.record("outbox", stats.current_buffer_used, stats.max_buffer_size)
+    async def queued(self: Any, owner: Any, frame: bytes) -> None:
+        await send(self, owner, frame)
+        seen.record("outbox", len(self), self.capacity)
 
-        monkeypatch.setattr(_connection.Connection, "send", connection_send)
-    else:
-        outbox_put = _outbox.Outbox.put
-
-        async def queued(self: Any, owner: Any, frame: bytes) -> None:
-            await outbox_put(self, owner, frame)
-            seen.record("outbox", len(self), self.capacity)
-
-        monkeypatch.setattr(_outbox.Outbox, "put", queued)
+    monkeypatch.setattr(_delivery.Delivery, "send", queued)
     write = getattr(_native_ws.NativeWebSocket, "_write", None)
     limit = getattr(meshsub_config, "write_buffer_size", None)
     if write is not None and limit is not None:

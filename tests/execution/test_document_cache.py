@@ -231,7 +231,7 @@ def test_errors_survive_a_round_trip_through_the_engine_format() -> None:
 
 def test_the_config_reaches_the_cache_on_both_hosts() -> None:
     from meshsub_trio import ASGIApp, Config
-    from meshsub_trio._state import ServerState
+    from meshsub_trio._core._state import ServerState
 
     config = Config(
         max_depth=4, max_tokens=70, max_fields=30, max_cost=200, document_cache_bytes=12345

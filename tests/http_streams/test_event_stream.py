@@ -19,7 +19,7 @@ from meshsub_trio._app import (
     ServerSentEvent,
     StreamRefused,
 )
-from meshsub_trio._transports._sse import SseParser
+from meshsub_trio._wire._sse import SseParser
 
 
 class Source:

@@ -14,7 +14,7 @@ import httpx
 import trio
 
 from meshsub_trio import Server
-from meshsub_trio._transports._sse import SseEvent, SseParser
+from meshsub_trio._wire._sse import SseEvent, SseParser
 
 from .conftest import EVENT_STREAM, Tracker, all_cleaned_up
 

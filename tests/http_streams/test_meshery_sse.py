@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from meshsub_trio import MemoryBroker, Server
-from meshsub_trio._transports._sse import SseEvent, SseParser
+from meshsub_trio._wire._sse import SseEvent, SseParser
 from meshsub_trio.meshery import create_app
 
 SUBSCRIBE = "/api/system/events/subscribe"

@@ -229,7 +229,7 @@ async def test_shutdown_returns_in_time_with_a_frozen_client(tracker: Tracker) -
             with trio.fail_after(5):
                 await server.metrics.wait_for(lambda m: m.live_operations == 2)
                 while server.state.connections and not any(
-                    len(c.outbox) >= config.outbox_size
+                    len(c.delivery) >= config.outbox_size
                     for c in server.state.connections
                 ):
                     await trio.testing.wait_all_tasks_blocked()

@@ -13,8 +13,8 @@ import trio.testing
 
 from meshsub_trio import Context, MemoryBroker, Streamer
 from meshsub_trio.meshery import LOCAL_USER, Model, User
-from meshsub_trio.meshery._streamers import make_streamers
-from meshsub_trio.meshery._timefmt import format_time
+from meshsub_trio.meshery._api._streamers import make_streamers
+from meshsub_trio.meshery._model._timefmt import format_time
 
 ALICE = User("alice-id", "alice", "Meshery")
 BOB = User("bob-id", "bob", "Meshery")

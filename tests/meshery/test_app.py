@@ -21,12 +21,13 @@ from .test_streamers import VALID_ARGS
 
 
 def test_module_level_app_is_ready_and_idle() -> None:
-    """``meshsub_trio.meshery:app`` imports cheaply: built, but nothing running.
+    """``meshsub_trio.meshery:app`` imports cheaply: built on first use, nothing running.
 
     Checked in a fresh interpreter, since other tests may serve the shared app.
     """
     script = (
         "import meshsub_trio.meshery as m\n"
+        "assert 'app' not in vars(m)  # importing builds nothing\n"
         "assert isinstance(m.app, m.MesheryApp) and m.app.auth_mode == 'local'\n"
         "assert m.app.simulator is not None and m.app.simulator.steps_run == 0\n"
         "assert m.app.broker.published == 0\n"

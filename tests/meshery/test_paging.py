@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from meshsub_trio.meshery import BadUserInput
-from meshsub_trio.meshery._paging import (
+from meshsub_trio.meshery._model._paging import (
     MAX_PAGE_SIZE,
     PageRequest,
     page_envelope,

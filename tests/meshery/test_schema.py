@@ -36,7 +36,7 @@ from graphql.language import (
 
 from meshsub_trio import Context
 from meshsub_trio.meshery import LOCAL_USER, create_app
-from meshsub_trio.meshery._schema import build_meshery_schema
+from meshsub_trio.meshery._api._schema import build_meshery_schema
 
 SNAPSHOT_A = """
 scalar Map

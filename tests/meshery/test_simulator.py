@@ -11,7 +11,7 @@ import trio
 
 from meshsub_trio import Context
 from meshsub_trio.meshery import LOCAL_USER, MesheryApp, Model, Simulator, User, create_app
-from meshsub_trio.meshery._records import SEVERITIES
+from meshsub_trio.meshery._model._records import SEVERITIES
 
 from .conftest import PAGE, Collector, RecordingBroker, StreamerRun, counting_ids, ticking_clock
 

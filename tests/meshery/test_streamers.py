@@ -11,7 +11,7 @@ import trio
 
 from meshsub_trio import MemoryBroker, Overflow
 from meshsub_trio.meshery import LOCAL_USER, BadUserInput, Model, create_app, topics
-from meshsub_trio.meshery._streamers import EVENTS_CAPACITY, make_streamers
+from meshsub_trio.meshery._api._streamers import EVENTS_CAPACITY, make_streamers
 
 from .conftest import ALICE, BOB, PAGE, Collector, RecordingBroker, settle
 from .test_documents import project

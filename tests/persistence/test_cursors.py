@@ -12,7 +12,7 @@ import trio
 
 from meshsub_trio.brokers import CursorExpired, Delivery, MemoryBroker
 from meshsub_trio.meshery import MesheryApp, create_app, default_data_dir, topics
-from meshsub_trio.meshery._tables import Retention
+from meshsub_trio.meshery._storage._tables import Retention
 
 USER = "u"
 

@@ -16,8 +16,8 @@ import trio
 from meshsub_trio import MemoryBroker
 from meshsub_trio.brokers import Broker
 from meshsub_trio.meshery import Model, StoreCorrupt, topics
-from meshsub_trio.meshery._store import DB_NAME, Store
-from meshsub_trio.meshery._tables import Retention
+from meshsub_trio.meshery._storage._store import DB_NAME, Store
+from meshsub_trio.meshery._storage._tables import Retention
 
 from ..scaleout._kit import EVENTS, EVENTS_PATH, Reader, descriptions, graphql, http_client
 from ._kit import serving

@@ -18,7 +18,7 @@ from meshsub_trio.meshery import (
     StoreUnreadable,
     create_app,
 )
-from meshsub_trio.meshery._store import DB_NAME, Store
+from meshsub_trio.meshery._storage._store import DB_NAME, Store
 
 from ._kit import refused, serving
 

@@ -15,8 +15,8 @@ import trio
 import trio.testing
 
 from meshsub_trio.meshery import StoreUnavailable, topics
-from meshsub_trio.meshery._store import DB_NAME, Store
-from meshsub_trio.meshery._tables import Retention
+from meshsub_trio.meshery._storage._store import DB_NAME, Store
+from meshsub_trio.meshery._storage._tables import Retention
 
 SOON = 10.0
 

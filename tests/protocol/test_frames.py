@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meshsub_trio._transports._frames import (
+from meshsub_trio._transports._socket import Message, MessageTooBig
+from meshsub_trio._wire._frames import (
     BINARY,
     CLOSE,
     CONTINUATION,
@@ -26,7 +27,6 @@ from meshsub_trio._transports._frames import (
     close_frame,
     frame,
 )
-from meshsub_trio._transports._socket import Message, MessageTooBig
 
 LIMIT = 1 << 20
 #: RFC 6455 §5.7's example masking key.

@@ -18,11 +18,11 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from meshsub_trio._transports._frames import FrameError, FrameReader
-from meshsub_trio._transports._head import Head, HeadError, HeadReader
 from meshsub_trio._transports._requests import header_map
 from meshsub_trio._transports._socket import MessageTooBig
-from meshsub_trio._transports._upgrade import HEAD_END, parse_upgrade
+from meshsub_trio._wire._frames import FrameError, FrameReader
+from meshsub_trio._wire._head import Head, HeadError, HeadReader
+from meshsub_trio._wire._upgrade import HEAD_END, parse_upgrade
 
 from .test_frames import client_frame, close_payload, describe
 

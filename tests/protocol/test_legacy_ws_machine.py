@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from meshsub_trio._protocol import (
+from meshsub_trio._wire import (
     Close,
     InitRequested,
     LegacyWSMachine,

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import meshsub_trio
-from meshsub_trio._protocol import (
+from meshsub_trio._wire import (
     CONNECTION_TRANSITIONS,
     OPERATION_TRANSITIONS,
     Close,

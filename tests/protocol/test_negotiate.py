@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from meshsub_trio._protocol import choose_subprotocol, parse_offer
+from meshsub_trio._wire import choose_subprotocol, parse_offer
 
 
 def test_first_supported_offer_wins() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from meshsub_trio._protocol import (
+from meshsub_trio._wire import (
     Close,
     InitRequested,
     LocalProtocolError,

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from meshsub_trio._transports._upgrade import (
+from meshsub_trio._wire._upgrade import (
     HEAD_END,
     UpgradeRequest,
     accept_token,

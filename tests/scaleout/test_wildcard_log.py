@@ -6,7 +6,7 @@ import pytest
 import trio
 
 from meshsub_trio import LogStream, NatsBroker
-from meshsub_trio._nats_log import pattern_within
+from meshsub_trio.brokers._nats_log import pattern_within
 from meshsub_trio.testing import NatsServer
 
 from ._kit import SOON

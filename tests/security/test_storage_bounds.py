@@ -21,8 +21,8 @@ import pytest
 
 from meshsub_trio import Server
 from meshsub_trio.meshery import MesheryApp, StorageLimits, create_app
-from meshsub_trio.meshery._quota import size_of
-from meshsub_trio.meshery._resume_log import ResumeLogBroker
+from meshsub_trio.meshery._model._quota import size_of
+from meshsub_trio.meshery._replication._resume_log import ResumeLogBroker
 
 from ..wsclient import TRANSPORT, open_raw_client
 

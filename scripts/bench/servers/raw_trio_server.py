@@ -31,7 +31,7 @@ from workload import BUFFER_CAPACITY, event, hello
 
 from meshsub_trio._transports._native_ws import NativeWebSocket
 from meshsub_trio._transports._socket import SocketClosed
-from meshsub_trio._transports._upgrade import HEAD_END, parse_upgrade, switching_protocols
+from meshsub_trio._wire._upgrade import HEAD_END, parse_upgrade, switching_protocols
 from servers import gcstats
 
 _BATCH_LIMIT = 512

@@ -19,7 +19,7 @@ from typing import Any
 from graphql import GraphQLError
 
 from .._app import AuthError
-from .._buffer import BufferOverflow
+from ..brokers._buffer import BufferOverflow
 
 log = logging.getLogger("meshsub_trio.errors")
 

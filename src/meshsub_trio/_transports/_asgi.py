@@ -21,10 +21,11 @@ import trio
 
 from .._app import App, Context, EventStream, HttpRequest
 from .._config import Config
+from .._core._state import ServerState
 from .._encoding import dumps
 from .._metrics import CONTENT_TYPE_LATEST, Metrics
-from .._protocol import CloseCode, choose_subprotocol, machine_for
-from .._state import ServerState
+from .._wire import CloseCode, choose_subprotocol, machine_for
+from .._wire._sse import wants_event_stream
 from ._cors import decide_cors, merge_headers
 from ._event_stream import serve_event_stream
 from ._graphql_http import authenticate, handle_graphql_http
@@ -32,7 +33,6 @@ from ._hosts import MISDIRECTED, HostPolicy
 from ._http_stream import serve_graphql_sse
 from ._requests import bearer_matches, header_map, make_context, origin_allowed
 from ._socket import Message, MessageTooBig, SocketClosed
-from ._sse import wants_event_stream
 from ._static import static_response
 
 log = logging.getLogger("meshsub_trio.asgi")

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .._app import EventStream, ServerSentEvent, StreamRefused
-from ._sse import STREAM_HEADERS, comment, encode_event
+from .._wire._sse import STREAM_HEADERS, comment, encode_event
 
 if TYPE_CHECKING:
-    from .._state import ServerState
+    from .._core._state import ServerState
 
 log = logging.getLogger("meshsub_trio.event_stream")
 

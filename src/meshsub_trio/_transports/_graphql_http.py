@@ -17,9 +17,9 @@ from urllib.parse import parse_qsl
 from graphql import OperationType
 
 from .._app import AuthError, Context
+from .._core._state import ServerState
 from .._encoding import JSONDecodeError, dumps, loads
 from .._execution import Prepared, format_errors, format_result
-from .._state import ServerState
 from ._requests import make_context
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"

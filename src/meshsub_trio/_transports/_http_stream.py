@@ -2,20 +2,22 @@
 
 The same shape as a WebSocket connection, for exactly one operation. The
 stream is one Trio nursery; its children are the operation (the very
-:class:`~meshsub_trio._operation.Operation` a WebSocket runs: the same
+:class:`~meshsub_trio._core._operation.Operation` a WebSocket runs: the same
 engine, streamers, cohorts, bounded buffers and overflow policies, and a
 ``finally`` that runs exactly once), the writer (the only task that sends),
 the keep-alive and a watcher for the client going away. Whatever ends it
 (the operation completing or failing, ``http.disconnect``, a write past
-``write_timeout``, server shutdown) cancels the nursery or closes the outbox.
+``write_timeout``, server shutdown) cancels the nursery or closes the delivery.
 
-Everything is written through the outbox, never inline: an ASGI ``send``
-is an await, so there is no non-blocking write to take a fast path with.
+The operation hands its frames to this stream's
+:class:`~meshsub_trio._core._delivery.Delivery`, as it would a WebSocket's;
+here every frame is queued for the writer, never written inline: an ASGI
+``send`` is an await, so there is no non-blocking write to take a fast path
+with.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -24,17 +26,17 @@ import trio
 from graphql import OperationType
 
 from .._app import Context
+from .._core._delivery import Delivery
+from .._core._operation import Operation
 from .._encoding import dumps
 from .._execution import Prepared
-from .._operation import Operation
-from .._outbox import Outbox
-from .._protocol import OperationRequested
+from .._wire import OperationRequested
+from .._wire._sse import KEEPALIVE, STREAM_HEADERS, SseMachine
 from ._event_stream import until_disconnect
 from ._graphql_http import BadRequest, check_params, read_params
-from ._sse import KEEPALIVE, STREAM_HEADERS, SseMachine
 
 if TYPE_CHECKING:
-    from .._state import ServerState
+    from .._core._state import ServerState
 
 log = logging.getLogger("meshsub_trio.http_stream")
 
@@ -64,8 +66,10 @@ class HttpStream:
         self.context = context
         self.protocol = SSE
         self.machine = SseMachine()
-        self.outbox = Outbox(state.config.outbox_size)
-        self.outbox.on_work = self._on_work
+        self.delivery = Delivery(
+            self.machine, self.metrics, protocol=SSE, capacity=state.config.outbox_size
+        )
+        self.delivery.wake_writer = self._on_work
         self.request = request
         self._receive = receive
         self._send = send
@@ -76,21 +80,11 @@ class HttpStream:
         self.end = "complete"
         #: Errors to stream instead of running an operation (a request-level problem).
         self._refusal: list[dict[str, Any]] | None = None
-        self._messages_out = self.metrics.messages_out_by_protocol(SSE)
+
+    #: The kind of sink, as interceptors name it.
+    transport = SSE
 
     # ---- what the operation core calls ----------------------------------
-    def can_write_now(self) -> bool:
-        """Never: every frame goes through the outbox and the writer."""
-        return False
-
-    def write_now(self, frames: list[bytes]) -> None:
-        raise AssertionError("an HTTP stream has no direct write path")
-
-    async def send(self, owner: Operation | None, frame: bytes) -> None:
-        """Queue a frame; waits while the outbox is full (backpressure on this stream)."""
-        with contextlib.suppress(trio.ClosedResourceError):  # ending: nothing more goes out
-            await self.outbox.put(owner, frame)
-
     def operation_finished(self, operation: Operation) -> None:
         """Called exactly once, from the operation's ``finally``."""
         self.metrics.operation_finished(SSE)
@@ -114,12 +108,14 @@ class HttpStream:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                await self.outbox.put(None, KEEPALIVE)
+                await self.delivery.send(None, KEEPALIVE)
                 nursery.start_soon(self._write_loop)
                 nursery.start_soon(self._watch_disconnect)
                 if self._refusal is not None:
-                    await self.send(None, self.machine.error(self.request.id, self._refusal) or b"")
-                    self.outbox.close()
+                    await self.delivery.send(
+                        None, self.machine.error(self.request.id, self._refusal) or b""
+                    )
+                    self.delivery.close()
                     return
                 operation = Operation(self, self.request)
                 self.operation = operation
@@ -132,7 +128,7 @@ class HttpStream:
         finally:
             self._nursery = None
             streams.discard(self)
-            self.outbox.on_work = _ignore
+            self.delivery.release()
 
     def refuse(self, errors: list[dict[str, Any]]) -> None:
         """Stream *errors* then ``complete`` instead of running the request."""
@@ -143,7 +139,7 @@ class HttpStream:
         try:
             await operation.run()
         finally:
-            self.outbox.close()
+            self.delivery.close()
 
     def shutdown(self) -> None:
         """Server shutdown: end the operation; the response ends after what is queued."""
@@ -168,27 +164,25 @@ class HttpStream:
         """A ``:`` comment every ``keepalive`` seconds (SSE-03), under the write deadline."""
         while True:
             await trio.sleep(self.config.keepalive)
-            if self.outbox.closed or (frame := self.machine.keepalive()) is None:
+            if self.delivery.closed or (frame := self.machine.keepalive()) is None:
                 return
-            await self.send(None, frame)
+            await self.delivery.send(None, frame)
 
     # ---- writing -------------------------------------------------------
     def _on_work(self) -> None:
         self._work.set()
 
     async def _write_loop(self) -> None:
-        """Drain the outbox into body chunks; once it is closed and empty, end the body."""
-        outbox = self.outbox
+        """What the delivery queued, as body chunks; once it is closed and empty, end the body."""
+        delivery = self.delivery
         while True:
-            while not outbox.has_work and not outbox.closed:
+            while not delivery.has_work and not delivery.closed:
                 self._work = trio.Event()
                 await self._work.wait()
-            frames = [frame for owner, frame in outbox.take_frames() if _live(owner)]
-            for member in outbox.take_ready():
-                member.drain_into(frames)
+            frames = delivery.take()
             if frames and not await self._write(b"".join(frames), more=True, count=len(frames)):
                 return
-            if outbox.closed and not outbox.has_work:
+            if delivery.closed and not delivery.has_work:
                 await self._write(b"", more=False, count=0)
                 assert self._nursery is not None
                 self._nursery.cancel_scope.cancel()  # the watcher and the keep-alive
@@ -213,16 +207,12 @@ class HttpStream:
             )
             self._abort("stalled")
             return False
-        self._messages_out.inc(count)
+        self.delivery.sent(count)
         return True
 
 
 def _ignore() -> None:
     pass
-
-
-def _live(owner: Operation | None) -> bool:
-    return owner is None or not owner.stopped_by_client
 
 
 async def serve_graphql_sse(

@@ -26,16 +26,16 @@ import h11
 import trio
 
 from .._app import Context
-from .._protocol import CloseCode, choose_subprotocol, machine_for, parse_offer
-from .._state import ServerState
+from .._core._state import ServerState
+from .._wire import CloseCode, choose_subprotocol, machine_for, parse_offer
+from .._wire._head import Head, HeadError, HeadReader
+from .._wire._upgrade import HEAD_END, parse_upgrade, refusal, switching_protocols
 from ._asgi import ASGIApp
-from ._head import Head, HeadError, HeadReader
 from ._hosts import MISDIRECTED, HostPolicy
 from ._native_tls import TlsStream, TlsWebSocket, accept_tls, tls_receive
 from ._native_ws import NativeWebSocket, close_unwatched, receive_some
 from ._requests import header_map, make_context, origin_allowed
 from ._tls import TlsContexts, TlsLayer
-from ._upgrade import HEAD_END, parse_upgrade, refusal, switching_protocols
 
 log = logging.getLogger("meshsub_trio.native")
 access_log = logging.getLogger("meshsub_trio.access")

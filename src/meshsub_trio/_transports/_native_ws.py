@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from ._frames import (
+from .._wire._frames import (
     PING,
     PONG,
     TEXT,

@@ -25,7 +25,7 @@ nursery holding one task per stream, so the session above the seam
   connection; the server sees the disconnect and runs the operation's cleanup.
 
 The event-stream bytes are parsed by the server's own sans-IO
-:class:`~meshsub_trio._transports._sse.SseParser`.
+:class:`~meshsub_trio._wire._sse.SseParser`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
-from .._transports._sse import EVENT_STREAM, SseParser
+from .._wire._sse import EVENT_STREAM, SseParser
 from ._closecodes import ABNORMAL, BAD_RESPONSE
 from ._transport import Disconnect, LinkHandler, LinkSettings
 

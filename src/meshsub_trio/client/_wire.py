@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .._encoding import JSONDecodeError, dumps, loads
-from .._protocol import LocalProtocolError as _ServerLocalProtocolError
+from .._wire import LocalProtocolError as _ServerLocalProtocolError
 
 TRANSPORT_WS = "graphql-transport-ws"
 LEGACY_WS = "graphql-ws"

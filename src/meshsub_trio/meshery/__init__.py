@@ -19,17 +19,19 @@ a :class:`StoreError` at once.
 
 from __future__ import annotations
 
-from . import _topics as topics
+from typing import TYPE_CHECKING, Any
+
+from ._api._schema import schema_sdl
 from ._app import MesheryApp, create_app
 from ._auth import LOCAL_USER, LOCAL_USER_ID, Authenticator, User
-from ._datadir import default_data_dir
-from ._model import Model
-from ._paging import BadUserInput
-from ._quota import StorageLimitExceeded, StorageLimits
-from ._replication import BrokerUnavailable, ReplicatedBus
-from ._schema import schema_sdl
+from ._model import _topics as topics
+from ._model._model import Model
+from ._model._paging import BadUserInput
+from ._model._quota import StorageLimitExceeded, StorageLimits
+from ._replication._replication import BrokerUnavailable, ReplicatedBus
 from ._simulator import Simulator
-from ._store_errors import (
+from ._storage._datadir import default_data_dir
+from ._storage._store_errors import (
     StoreCorrupt,
     StoreError,
     StoreLocked,
@@ -64,5 +66,16 @@ __all__ = [
     "topics",
 ]
 
-#: A ready app with defaults (local mode, simulator on at rate 1).
-app: MesheryApp = create_app()
+if TYPE_CHECKING:
+    #: A ready app with defaults (local mode, simulator on at rate 1).
+    app: MesheryApp
+
+
+def __getattr__(name: str) -> Any:
+    """``app`` is built on first use, not on import: importing the package for
+    its types or ``create_app`` costs no schema build and no model."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    built = create_app()
+    globals()["app"] = built
+    return built

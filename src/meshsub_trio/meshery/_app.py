@@ -12,23 +12,23 @@ from typing import Any, TypeGuard
 import trio
 
 from .._app import App
-from .._broker import Broker, LogBroker, MemoryBroker
+from ..brokers._broker import Broker, LogBroker, MemoryBroker
+from ._api._resolvers import make_resolvers
+from ._api._schema import build_meshery_schema
+from ._api._streamers import make_streamers
 from ._auth import LOCAL_USER, Authenticator, TokenSource, User
-from ._datadir import MEMORY
-from ._durable import attach, drain, open_store
-from ._model import Model
-from ._quota import StorageLimits
-from ._replication import ReplicatedBus
-from ._resolvers import make_resolvers
-from ._resume_log import ResumeLogBroker
-from ._routes import make_routes
-from ._schema import build_meshery_schema
+from ._http._routes import make_routes
+from ._http._sse_routes import SseOptions, make_sse_routes
+from ._model._model import Model
+from ._model._quota import StorageLimits
+from ._replication._replication import ReplicatedBus
+from ._replication._resume_log import ResumeLogBroker
+from ._replication._snapshots import snapshots_for
 from ._simulator import Simulator
-from ._snapshots import snapshots_for
-from ._sse_routes import SseOptions, make_sse_routes
-from ._store import Store
-from ._streamers import make_streamers
-from ._tables import Retention
+from ._storage._datadir import MEMORY
+from ._storage._durable import attach, drain, open_store
+from ._storage._store import Store
+from ._storage._tables import Retention
 
 
 class MesheryApp(App):

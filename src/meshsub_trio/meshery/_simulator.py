@@ -42,10 +42,10 @@ from typing import Any
 
 import trio
 
-from ._model import Model
-from ._quota import StorageLimitExceeded
-from ._records import SEVERITIES
-from ._replication import BrokerUnavailable
+from ._model._model import Model
+from ._model._quota import StorageLimitExceeded
+from ._model._records import SEVERITIES
+from ._replication._replication import BrokerUnavailable
 
 log = logging.getLogger("meshsub_trio.meshery.simulator")
 

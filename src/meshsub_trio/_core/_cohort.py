@@ -4,7 +4,8 @@ Subscriptions to a shared streamer with the same document, variables,
 operation name and cohort scope are a cohort (Hasura's multiplexing). The
 cohort runs the streamer once, executes the selection set once per value,
 encodes the JSON payload once, and hands the same bytes to every member's
-bounded buffer; only the per-subscriber envelope (the operation id) differs.
+bounded lane (:mod:`._delivery`); only the per-subscriber envelope (the
+operation id) differs.
 
 Cohort tasks live in one server-level nursery: a cohort starts with its
 first member. When its last member leaves it lingers (``Config.cohort_linger``
@@ -21,15 +22,16 @@ import logging
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
 from time import perf_counter as clock
-from typing import Any, Protocol
+from typing import Any
 
 import trio
 
-from ._app import StreamerSource, emitter
-from ._buffer import BufferClosed, EventBuffer
-from ._encoding import dumps_canonical
-from ._execution import Engine, Prepared
-from ._metrics import Metrics
+from .._app import StreamerSource, emitter
+from .._encoding import dumps_canonical
+from .._execution import Engine, Prepared
+from .._metrics import Metrics
+from ..brokers._buffer import BufferClosed, EventBuffer
+from ._delivery import Lane
 
 log = logging.getLogger("meshsub_trio.cohort")
 
@@ -37,24 +39,6 @@ CohortKey = tuple[str, bytes, str | None, Hashable]
 
 #: Most values executed before fanning out, when a burst is already queued.
 _BURST = 64
-
-
-class CohortMember(Protocol):
-    """Where a cohort's encoded payloads land (an operation's ``Member``).
-
-    A protocol so the cohort depends on what it calls, not on the operation
-    that implements it (which imports this module).
-    """
-
-    def put(self, payload: bytes) -> None:
-        """One payload; never waits; raises ``BufferClosed`` once the member left."""
-
-    def put_many(self, payloads: list[bytes], since: float = 0.0) -> bool:
-        """Several payloads in order, like :meth:`put` each, the oldest emitted at
-        *since* (``perf_counter``); True when written to the socket at once."""
-
-    def close(self, error: BaseException | None = None) -> None:
-        """The cohort ended (with *error*, if it failed)."""
 
 
 class Cohort:
@@ -67,7 +51,7 @@ class Cohort:
         self.key = key
         self.prepared = prepared
         self.source = source
-        self.members: set[CohortMember] = set()
+        self.members: set[Lane] = set()
         self.latest: bytes | None = None
         self.events = 0
         self.cancel_scope = trio.CancelScope()
@@ -80,13 +64,13 @@ class Cohort:
         """Whether a member may still join (not ended, not past its linger)."""
         return not self._ended and not self.cancel_scope.cancel_called
 
-    def add(self, member: CohortMember) -> None:
+    def add(self, member: Lane) -> None:
         self.empty_since = None
         self.members.add(member)
         if self.latest is not None and self.source.streamer.share == "state":
             member.put(self.latest)
 
-    def remove(self, member: CohortMember) -> None:
+    def remove(self, member: Lane) -> None:
         self.members.discard(member)
         if self.members or self.empty_since is not None:
             return
@@ -224,7 +208,7 @@ class Cohorts:
                 nursery.cancel_scope.cancel()
 
     def join(
-        self, key: CohortKey, prepared: Prepared, source: StreamerSource, member: CohortMember
+        self, key: CohortKey, prepared: Prepared, source: StreamerSource, member: Lane
     ) -> Cohort:
         """Add *member* to the cohort for *key*, starting the cohort if needed."""
         assert self._nursery is not None, "join() needs running()"

@@ -43,14 +43,14 @@ from typing import Any
 
 import trio
 
-from .._broker import ConnectionState, CursorExpired, Delivery, LogBroker, MemoryBroker
-from .._buffer import BufferOverflow, EventBuffer, Overflow
-from .._nats_outbox import BrokerClosed, PublishQueueFull
-from . import _topics as topics
+from ...brokers._broker import ConnectionState, CursorExpired, Delivery, LogBroker, MemoryBroker
+from ...brokers._buffer import BufferOverflow, EventBuffer, Overflow
+from ...brokers._nats_outbox import BrokerClosed, PublishQueueFull
+from .._api._resume import ResumeFeed
+from .._model import _topics as topics
+from .._model._model import Model
 from ._link import mirror_link
-from ._model import Model
 from ._pending import PendingChanges, applies_at_once
-from ._resume import ResumeFeed
 from ._snapshots import SnapshotStore, Snapshotter
 
 log = logging.getLogger("meshsub_trio.meshery.replication")

@@ -13,7 +13,7 @@ from ._scalars import install_scalars
 @cache
 def schema_sdl() -> str:
     """The schema text shipped with the package (snapshot A plus additions)."""
-    return resources.files(__package__).joinpath("schema.graphql").read_text("utf-8")
+    return resources.files("meshsub_trio.meshery").joinpath("schema.graphql").read_text("utf-8")
 
 
 def build_meshery_schema() -> GraphQLSchema:

@@ -21,12 +21,12 @@ from typing import Any
 import trio
 from graphql import GraphQLError
 
-from .._app import HttpResponse
-from .._buffer import BufferOverflow, Overflow
-from .._encoding import dumps
-from . import _topics as topics
-from ._cursors import Entry, open_feed
-from ._model import Model
+from ..._app import HttpResponse
+from ..._encoding import dumps
+from ...brokers._buffer import BufferOverflow, Overflow
+from .._model import _topics as topics
+from .._model._cursors import Entry, open_feed
+from .._model._model import Model
 from ._sse_routes import cursor_refusal
 
 DEFAULT_WAIT_S = 25.0

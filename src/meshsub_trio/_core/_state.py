@@ -8,18 +8,18 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ._app import App, Context
+from .._app import App, Context
+from .._config import Config
+from .._execution import Engine
+from .._metrics import Metrics
 from ._cohort import Cohorts
-from ._config import Config
 from ._connection import Connection
-from ._execution import Engine
-from ._metrics import Metrics
 
 if TYPE_CHECKING:
-    from ._protocol import ProtocolMachine
-    from ._transports._event_stream import EventStreamDriver
-    from ._transports._http_stream import HttpStream
-    from ._transports._socket import MessageSocket
+    from .._transports._event_stream import EventStreamDriver
+    from .._transports._http_stream import HttpStream
+    from .._transports._socket import MessageSocket
+    from .._wire import ProtocolMachine
 
 
 class ServerState:

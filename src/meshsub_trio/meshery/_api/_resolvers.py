@@ -24,12 +24,12 @@ from typing import Any
 
 from graphql import GraphQLError, GraphQLResolveInfo
 
-from . import _views as views
-from ._auth import current_user
-from ._model import Model
-from ._paging import BadUserInput, paginate, parse_page_filter
-from ._quota import StorageLimitExceeded
-from ._replication import BrokerUnavailable
+from .._auth import current_user
+from .._model import _views as views
+from .._model._model import Model
+from .._model._paging import BadUserInput, paginate, parse_page_filter
+from .._model._quota import StorageLimitExceeded
+from .._replication._replication import BrokerUnavailable
 
 Resolver = Callable[..., Any]
 

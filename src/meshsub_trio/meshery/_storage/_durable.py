@@ -22,9 +22,9 @@ from typing import Any
 import orjson
 import trio
 
-from .._broker import Delivery, MemoryBroker, _TopicLog
+from ...brokers._broker import Delivery, MemoryBroker, _TopicLog
+from .._model._model import Model
 from ._datadir import MEMORY
-from ._model import Model
 from ._store import Store
 from ._store_errors import StoreUnavailable
 from ._tables import Retention

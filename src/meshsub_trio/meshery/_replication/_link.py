@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .._broker import ConnectionState
-from ._model import Model
+from ...brokers._broker import ConnectionState
+from .._model._model import Model
 
 CONNECTED = "CONNECTED"
 DISCONNECTED = "UNKOWN"

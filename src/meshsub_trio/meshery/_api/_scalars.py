@@ -17,7 +17,7 @@ from graphql import GraphQLError, GraphQLSchema
 from graphql.language import ConstValueNode, ObjectValueNode
 from graphql.utilities import value_from_ast_untyped
 
-from ._timefmt import format_time, parse_time
+from .._model._timefmt import format_time, parse_time
 
 
 @functools.lru_cache(maxsize=4096)

@@ -11,45 +11,76 @@ import logging
 from collections.abc import AsyncIterable, Coroutine
 from dataclasses import replace
 from time import perf_counter as clock
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 from graphql import ExecutionResult, GraphQLError, OperationType, get_operation_ast
 
-from ._app import Streamer, StreamerSource
-from ._buffer import BufferClosed, EventBuffer, Overflow
+from .._app import Streamer, StreamerSource
+from .._encoding import dumps
+from .._execution import Prepared, format_errors, format_result, public_error
+from .._intercept import OperationInfo, OperationOutcome, Reason
+from .._wire import OperationRequested
+from ..brokers._buffer import Overflow
 from ._cohort import Cohort, CohortKey, cohort_key
-from ._encoding import dumps
-from ._execution import Prepared, format_errors, format_result, public_error
-from ._intercept import OperationInfo, OperationOutcome, Reason
-from ._protocol import OperationRequested
 from ._stream import PrivateStream
 
 if TYPE_CHECKING:
-    from ._connection import Connection
-    from ._transports._http_stream import HttpStream
+    from .._app import App, Context
+    from .._config import Config
+    from .._execution import Engine
+    from .._metrics import Metrics
+    from ._delivery import Delivery, Lane
+    from ._state import ServerState
 
 log = logging.getLogger("meshsub_trio.operation")
 
 
+class Sink(Protocol):
+    """Where an operation runs and what it hands its output to.
+
+    A WebSocket connection is one kind (many operations); an HTTP stream is
+    another (one operation). Everything the operation sends goes through the
+    sink's :class:`~._delivery.Delivery`; the rest is what it runs with.
+    """
+
+    app: App
+    state: ServerState
+    engine: Engine
+    config: Config
+    metrics: Metrics
+    #: The connection's context (auth, params) each operation starts from.
+    context: Context
+    #: The wire protocol (``graphql-transport-ws``, ``graphql-ws``, ``sse``...).
+    protocol: str
+    #: The kind of sink, as interceptors and metrics name it (``ws``, ``sse``...).
+    transport: str
+    delivery: Delivery
+
+    def operation_finished(self, operation: Operation) -> None:
+        """Called exactly once per operation, from its ``finally``."""
+
+
 class Operation:
-    """A running operation of one connection."""
+    """A running operation of one sink."""
 
     __slots__ = (
         "cancel_scope",
-        "connection",
+        "delivery",
         "dropped",
         "end",
         "id",
         "info",
         "request",
         "sent",
+        "sink",
         "started",
         "stopped_by_client",
     )
 
-    def __init__(self, connection: Connection | HttpStream, request: OperationRequested) -> None:
-        self.connection = connection
+    def __init__(self, sink: Sink, request: OperationRequested) -> None:
+        self.sink = sink
+        self.delivery = sink.delivery
         self.request = request
         self.id = request.id
         self.cancel_scope = trio.CancelScope()
@@ -75,7 +106,7 @@ class Operation:
         self.cancel_scope.cancel()
 
     async def run(self) -> None:
-        connection = self.connection
+        sink = self.sink
         try:
             if self.stopped_by_client:
                 # Completed before its task began (``subscribe`` and ``complete``
@@ -86,7 +117,7 @@ class Operation:
                 log.debug("operation started", extra=self.log_fields())
             with self.cancel_scope:
                 try:
-                    if connection.app.interceptors:
+                    if sink.app.interceptors:
                         await self._run_intercepted()
                     else:
                         await self._run()
@@ -105,7 +136,7 @@ class Operation:
                 self.end = "closed"  # the same, through a streamer's nursery
             raise
         finally:
-            connection.operation_finished(self)
+            sink.operation_finished(self)
             if self.info is not None:
                 self._leave(self.info)
             self._ended()
@@ -116,15 +147,15 @@ class Operation:
         A document that does not validate never reaches them: :meth:`_run`
         answers it as usual (the document cache makes the second look free).
         """
-        connection = self.connection
+        sink = self.sink
         request = self.request
-        document = await connection.engine.documents.fetch(request.query)
+        document = await sink.engine.documents.fetch(request.query)
         node = document.node
         operation = get_operation_ast(node, request.operation_name) if node else None
         if operation is None:
             await self._run()
             return
-        context = replace(connection.context, extensions=request.extensions or {})
+        context = replace(sink.context, extensions=request.extensions or {})
         info = OperationInfo(
             id=self.id,
             document=request.query,
@@ -132,12 +163,12 @@ class Operation:
             operation_name=operation.name.value if operation.name else None,
             kind=operation.operation.value,
             context=context,
-            protocol=connection.protocol,
-            transport="sse" if connection.protocol == "sse" else "ws",
+            protocol=sink.protocol,
+            transport=sink.transport,
         )
         self.info = info
         try:
-            for interceptor in connection.app.interceptors:
+            for interceptor in sink.app.interceptors:
                 await interceptor.enter(info)
                 info.entered += 1
         except GraphQLError as refusal:
@@ -162,7 +193,7 @@ class Operation:
         else:
             reason = "error"  # crashed
         outcome = OperationOutcome(reason, clock() - self.started, self.sent, self.dropped)
-        chain = self.connection.app.interceptors[: info.entered]
+        chain = self.sink.app.interceptors[: info.entered]
         for interceptor in reversed(chain):
             try:
                 interceptor.leave(info, outcome)
@@ -173,7 +204,7 @@ class Operation:
     def _ended(self) -> None:
         """The duration histogram, and one line at DEBUG (operations are many)."""
         duration = clock() - self.started
-        self.connection.metrics.operation_duration.observe(duration)
+        self.sink.metrics.operation_duration.observe(duration)
         if log.isEnabledFor(logging.DEBUG):
             fields = self.log_fields()
             fields.update(
@@ -190,13 +221,13 @@ class Operation:
         return {
             "operation_id": self.id[:64],
             "operation_name": name[:100] if name else None,
-            "protocol": self.connection.protocol,
+            "protocol": self.sink.protocol,
         }
 
     def overflowed(self, policy: Overflow, count: int, capacity: int) -> None:
         """Its subscriber fell behind and the overflow policy acted *count* times:
         counted at once; a warning the first time only (a slow consumer stays slow)."""
-        self.connection.metrics.dropped_by_policy(policy.value).inc(count)
+        self.sink.metrics.dropped_by_policy(policy.value).inc(count)
         first = self.dropped == 0
         self.dropped += count
         if first and log.isEnabledFor(logging.WARNING):
@@ -205,7 +236,7 @@ class Operation:
             log.warning("slow subscriber: its buffer overflowed (%s)", policy.value, extra=fields)
 
     async def _run(self) -> None:
-        connection = self.connection
+        sink = self.sink
         request = self.request
         cohort = self._existing_cohort()
         if cohort is not None:
@@ -213,11 +244,11 @@ class Operation:
             # building an executor or calling the subscribe resolver again.
             await self._run_source(self._join(cohort, cohort.source.streamer))
             return
-        engine = connection.engine
+        engine = sink.engine
         if self.info is not None:
             context = self.info.context  # adjusted by the interceptors
         else:
-            context = connection.context
+            context = sink.context
             if request.extensions:
                 context = replace(context, extensions=request.extensions)
         label = self.label
@@ -233,7 +264,7 @@ class Operation:
             if prepared.kind is not OperationType.SUBSCRIPTION:
                 began = clock()
                 result = await engine.execute(prepared)
-                execution = connection.metrics.execution_time[prepared.kind.value]
+                execution = sink.metrics.execution_time[prepared.kind.value]
                 execution.observe(clock() - began)
                 await self._send_result(result)
                 await self._complete()
@@ -257,13 +288,13 @@ class Operation:
         # The cohort keeps (and releases) its first member's executor; a later
         # member's is released now, and none stays alive in this frame.
         spec = source.streamer
-        member = self._member(spec)
+        lane = self._lane(spec)
         prepared.label = "a shared subscription"  # its events serve every member
-        joined = connection.state.cohorts.join(key, prepared, source, member)
+        joined = sink.state.cohorts.join(key, prepared, source, lane)
         if joined.prepared is not prepared:
             prepared.release()
         del prepared, source
-        await self._run_source(self._join(joined, spec, member))
+        await self._run_source(self._join(joined, spec, lane))
 
     async def _run_source(self, stream: Coroutine[Any, Any, None]) -> None:
         """Stream to the end, then ``complete``; a failed source is an ``error`` instead."""
@@ -280,8 +311,8 @@ class Operation:
     async def _iterate(self, prepared: Prepared, source: AsyncIterable[Any]) -> None:
         iterator = aiter(source)
         try:
-            engine = self.connection.engine
-            execution = self.connection.metrics.event_execution
+            engine = self.sink.engine
+            execution = self.sink.metrics.event_execution
             async for event in iterator:
                 began = clock()
                 payload = await engine.event_payload(prepared, event)
@@ -292,7 +323,7 @@ class Operation:
             if aclose is not None:
                 # Give the generator's own finally a bounded, shielded chance to await.
                 with trio.CancelScope(shield=True) as scope:
-                    scope.relative_deadline = self.connection.config.close_timeout
+                    scope.relative_deadline = self.sink.config.close_timeout
                     await aclose()
 
     async def _run_streamer(self, prepared: Prepared, source: StreamerSource) -> None:
@@ -303,17 +334,17 @@ class Operation:
 
     def _cohort_key(self, source: StreamerSource) -> CohortKey | None:
         """The key of the cohort this operation may join, if its streamer is shared."""
-        if source.streamer.share is None or not self.connection.state.cohorts.available:
+        if source.streamer.share is None or not self.sink.state.cohorts.available:
             return None
         if source.context.resume_cursor is not None:
             return None  # a resuming client replays its own history first
         return self._request_cohort_key()
 
     def _request_cohort_key(self) -> CohortKey | None:
-        connection = self.connection
+        sink = self.sink
         request = self.request
         info = self.info
-        scope = connection.app.cohort_scope(connection.context if info is None else info.context)
+        scope = sink.app.cohort_scope(sink.context if info is None else info.context)
         return cohort_key(request.query, request.variables, request.operation_name, scope)
 
     def _existing_cohort(self) -> Cohort | None:
@@ -324,162 +355,38 @@ class Operation:
         that exists already can be joined as it is. Requests with extensions
         (a resume cursor) always take the full path.
         """
-        cohorts = self.connection.state.cohorts
+        cohorts = self.sink.state.cohorts
         if not cohorts or self.request.extensions:
             return None
         key = self._request_cohort_key()
         return cohorts.get(key) if key is not None else None
 
-    def _member(self, spec: Streamer) -> Member:
-        return Member(self, spec.capacity, spec.policy)
+    def _lane(self, spec: Streamer) -> Lane:
+        return self.delivery.lane(self, spec.capacity, spec.policy)
 
-    async def _join(self, cohort: Cohort, spec: Streamer, member: Member | None = None) -> None:
-        """Be a cohort member until its stream ends; payloads reach the socket without this task."""
-        if member is None:
-            member = self._member(spec)
-            cohort.add(member)
+    async def _join(self, cohort: Cohort, spec: Streamer, lane: Lane | None = None) -> None:
+        """Be a cohort member until its stream ends; payloads reach the sink without this task."""
+        if lane is None:
+            lane = self._lane(spec)
+            cohort.add(lane)
         try:
-            # Park until the stream ends. Inline, not a helper coroutine: each
-            # idle subscription keeps one suspended frame fewer.
-            if not member._done:
-                member._waiter = trio.lowlevel.current_task()
-                await trio.lowlevel.wait_task_rescheduled(member._abort_wait)
-            if member.error is not None:
-                raise member.error
+            parked = lane.until_closed()
+            if parked is not None:
+                await parked
+            if lane.error is not None:
+                raise lane.error
         finally:
-            cohort.remove(member)
-            member.detach()  # overflows were counted as they happened
+            cohort.remove(lane)
+            lane.detach()  # overflows were counted as they happened
 
     async def _send_result(self, result: ExecutionResult) -> None:
         await self.send_payload(dumps(format_result(result, self.label)))
 
     async def send_payload(self, payload: bytes) -> None:
-        await self._send(self.connection.machine.next(self.id, payload))
+        await self.delivery.send_payload(self, payload)
 
     async def _complete(self) -> None:
-        """End it with ``complete``, unless the client ended it first: then its id
-        may already be a new operation's, which this must not end."""
-        if not self.stopped_by_client:
-            await self._send(self.connection.machine.complete(self.id))
+        await self.delivery.complete(self)
 
     async def _error(self, errors: list[dict[str, Any]]) -> None:
-        """End it with ``error`` (same rule as :meth:`_complete`)."""
-        if not self.stopped_by_client:
-            await self._send(self.connection.machine.error(self.id, errors))
-
-    async def _send(self, frame: bytes | None) -> None:
-        if frame is not None:
-            self.sent += 1
-            await self.connection.send(self, frame)
-
-
-class Member:
-    """An operation's place in a cohort: where the cohort's payloads land.
-
-    ``put`` is called by the cohort for every value and never waits. With
-    nothing queued ahead, the frame is written to the socket at once; otherwise
-    the payload waits in this member's bounded buffer (the streamer's overflow
-    policy applies, counted) and the connection's writer drains it.
-    """
-
-    __slots__ = ("_buffer", "_done", "_since", "_waiter", "connection", "error", "operation")
-
-    def __init__(self, operation: Operation, capacity: int, policy: Overflow) -> None:
-        self.operation = operation
-        self.connection = operation.connection
-        self._buffer: EventBuffer[bytes] = EventBuffer(capacity, policy)
-        self.error: BaseException | None = None
-        # The operation's task parks here until the cohort's stream ends: a
-        # bare reschedule instead of a trio.Event, a few hundred bytes less on
-        # every idle subscription.
-        self._done = False
-        self._waiter: trio.lowlevel.Task | None = None
-        #: When the oldest value now buffered was emitted (0: unknown or nothing buffered).
-        self._since = 0.0
-
-    @property
-    def dropped(self) -> int:
-        return self._buffer.dropped
-
-    def put(self, payload: bytes) -> None:
-        self.put_many([payload])
-
-    def put_many(self, payloads: list[bytes], since: float = 0.0) -> bool:
-        """The cohort's next values, in order (the oldest emitted at *since*); never waits.
-
-        True when they were written at once: the cohort then measures their
-        latency for the whole burst; buffered ones are measured when drained.
-        """
-        buffer = self._buffer
-        if buffer.consumer_closed:
-            raise BufferClosed()
-        connection = self.connection
-        if not len(buffer) and connection.can_write_now():
-            operation = self.operation
-            if not operation.stopped_by_client:
-                next_frame = connection.machine.next
-                frames = [f for p in payloads if (f := next_frame(operation.id, p)) is not None]
-                if frames:
-                    connection.write_now(frames)
-                    operation.sent += len(frames)
-            return True
-        if not len(buffer):
-            self._since = since
-        dropped = buffer.dropped
-        for payload in payloads:
-            buffer.put(payload)
-        connection.metrics.fallbacks("member_buffer").inc(len(payloads))
-        if buffer.dropped != dropped:
-            self.operation.overflowed(buffer.policy, buffer.dropped - dropped, buffer.capacity)
-        connection.outbox.mark_ready(self)
-        return False
-
-    def close(self, error: BaseException | None = None) -> None:
-        """The cohort ended: finish after whatever is still buffered."""
-        self._buffer.close(error)
-        self.connection.outbox.mark_ready(self)
-
-    def drain_into(self, frames: list[bytes]) -> None:
-        """Called by the writer: turn buffered payloads into frames."""
-        operation = self.operation
-        machine = self.connection.machine
-        before = len(frames)
-        try:
-            while True:
-                try:
-                    payload = self._buffer.get_nowait()
-                except trio.WouldBlock:
-                    return
-                except trio.EndOfChannel:
-                    self._finish()
-                    return
-                except Exception as error:  # the cohort failed, or this member overflowed
-                    self.error = error
-                    self._finish()
-                    return
-                if not operation.stopped_by_client:
-                    frame = machine.next(operation.id, payload)
-                    if frame is not None:
-                        frames.append(frame)
-        finally:
-            drained = len(frames) - before
-            if drained:
-                operation.sent += drained
-                if self._since:
-                    # Written by the caller right after this: latency up to now.
-                    latency = clock() - self._since
-                    self.connection.metrics.delivery_latency.observe(latency, drained)
-            self._since = 0.0
-
-    def detach(self) -> None:
-        self._buffer.detach()
-
-    def _abort_wait(self, _: object) -> trio.lowlevel.Abort:
-        self._waiter = None
-        return trio.lowlevel.Abort.SUCCEEDED
-
-    def _finish(self) -> None:
-        self._done = True
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            trio.lowlevel.reschedule(waiter)
+        await self.delivery.error(self, errors)

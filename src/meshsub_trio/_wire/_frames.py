@@ -12,7 +12,7 @@ fraction of the per-connection cost (see ``scripts/bench``, P4).
 
 from __future__ import annotations
 
-from ._socket import Message, MessageTooBig
+from .._transports._socket import Message, MessageTooBig
 
 CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 

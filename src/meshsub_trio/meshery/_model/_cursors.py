@@ -20,8 +20,8 @@ from typing import Any
 import trio
 from graphql import GraphQLError
 
-from .._broker import CursorError, CursorExpired, MemoryBroker
-from .._buffer import BufferOverflow, Overflow
+from ...brokers._broker import CursorError, CursorExpired, MemoryBroker
+from ...brokers._buffer import BufferOverflow, Overflow
 
 #: (cursor or None, message)
 Entry = tuple[int | None, Any]

@@ -63,14 +63,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .._app import Context, Emit, Streamer
-from .._buffer import Overflow
-from . import _topics as topics
-from . import _views as views
-from ._auth import current_user
-from ._cursors import open_feed
-from ._model import Model
-from ._paging import BadUserInput
+from ..._app import Context, Emit, Streamer
+from ...brokers._buffer import Overflow
+from .._auth import current_user
+from .._model import _topics as topics
+from .._model import _views as views
+from .._model._cursors import open_feed
+from .._model._model import Model
+from .._model._paging import BadUserInput
 
 #: Outbox sizes. State outboxes hold one value: the latest.
 STATE_CAPACITY = 1

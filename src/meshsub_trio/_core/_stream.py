@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._app import Streamer, emitter
-from ._buffer import BufferClosed, EventBuffer
-from ._execution import Prepared
+from .._app import Streamer, emitter
+from .._execution import Prepared
+from ..brokers._buffer import BufferClosed, EventBuffer
 
 if TYPE_CHECKING:
     from ._operation import Operation
@@ -83,14 +83,15 @@ class PrivateStream:
         operation = self.operation
         if operation.stopped_by_client:
             return  # completed: nothing more is executed or sent for it
-        connection = operation.connection
-        if not connection.can_write_now():
+        delivery = operation.delivery
+        if not delivery.can_write_now():
             self._queue(item)
             self._start_pump()
             return
+        sink = operation.sink
         began = clock()
         try:
-            payload = connection.engine.event_payload_now(self.prepared, item)
+            payload = sink.engine.event_payload_now(self.prepared, item)
         except Exception as error:
             self._fail(error)
             return
@@ -98,13 +99,10 @@ class PrivateStream:
             self._awaiting = payload
             self._start_pump()
             return
-        metrics = connection.metrics
+        metrics = sink.metrics
         executed = clock()
-        frame = connection.machine.next(operation.id, payload)
-        if frame is not None:
-            connection.write_now([frame])
-            operation.sent += 1
-            metrics.delivery_latency.observe(clock() - began)
+        delivery.write_payload_now(operation, payload)
+        metrics.delivery_latency.observe(clock() - began)
         metrics.event_execution.observe(executed - began)
 
     def _queue(self, item: Any) -> None:
@@ -114,7 +112,7 @@ class PrivateStream:
         dropped = buffer.dropped
         buffer.put((item, clock()))
         operation = self.operation
-        operation.connection.metrics.fallbacks("pump").inc()
+        operation.sink.metrics.fallbacks("pump").inc()
         if buffer.dropped != dropped:
             operation.overflowed(buffer.policy, buffer.dropped - dropped, buffer.capacity)
 
@@ -127,8 +125,8 @@ class PrivateStream:
     async def _pump(self) -> None:
         """Execute and send, in order, until nothing is queued."""
         operation = self.operation
-        engine = operation.connection.engine
-        metrics = operation.connection.metrics
+        engine = operation.sink.engine
+        metrics = operation.sink.metrics
         try:
             awaiting, self._awaiting = self._awaiting, None
             if awaiting is not None:

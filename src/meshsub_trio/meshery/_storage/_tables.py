@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from . import _topics as topics
+from .._model import _topics as topics
 from ._rows import Change
 
 SCHEMA = """

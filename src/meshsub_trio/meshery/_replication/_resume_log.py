@@ -27,9 +27,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from .._broker import Delivery, MemoryBroker, _TopicLog
-from .._buffer import EventBuffer, Overflow
-from ._quota import size_of
+from ...brokers._broker import Delivery, MemoryBroker, _TopicLog
+from ...brokers._buffer import EventBuffer, Overflow
+from .._model._quota import size_of
 
 
 class ResumeLogBroker(MemoryBroker):

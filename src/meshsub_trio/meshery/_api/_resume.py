@@ -24,8 +24,8 @@ from typing import Any
 
 import trio
 
-from .._broker import Delivery
-from .._buffer import BufferOverflow, EventBuffer
+from ...brokers._broker import Delivery
+from ...brokers._buffer import BufferOverflow, EventBuffer
 
 Buffer = EventBuffer[Delivery[Any]]
 #: ``open_live(capacity)``: attach to the local live feed of the topic.

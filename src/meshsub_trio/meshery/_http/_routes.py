@@ -43,14 +43,14 @@ from typing import Any
 from graphql import GraphQLError, GraphQLInputObjectType, GraphQLNonNull, GraphQLSchema
 from graphql.utilities import coerce_input_value, validate_input_value
 
-from .._app import HttpHandler, HttpRequest, HttpResponse
-from .._encoding import JSONDecodeError, dumps, loads
-from ._auth import Authenticator, User, current_user
+from ..._app import HttpHandler, HttpRequest, HttpResponse
+from ..._encoding import JSONDecodeError, dumps, loads
+from .._auth import Authenticator, User, current_user
+from .._model._model import Model
+from .._model._quota import StorageLimitExceeded
+from .._model._records import SEVERITIES
+from .._replication._replication import BrokerUnavailable
 from ._long_poll import long_poll
-from ._model import Model
-from ._quota import StorageLimitExceeded
-from ._records import SEVERITIES
-from ._replication import BrokerUnavailable
 
 EVENTS_PATH = "/api/system/events"
 PUBLISH_PATH = "/api/meshsub/publish"

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import orjson
 import trio
 
-from ._model import Model
+from .._model._model import Model
 
 log = logging.getLogger("meshsub_trio.meshery.snapshots")
 

@@ -53,7 +53,7 @@ from typing import Any, Protocol
 import orjson
 import trio
 
-from .._broker import Broker, MemoryBroker
+from ...brokers._broker import Broker, MemoryBroker
 from . import _quota as quota
 from . import _records as records
 from . import _topics as topics

@@ -1,8 +1,8 @@
 """One WebSocket connection = one Trio nursery.
 
 Its body is the reader (frames in, through the protocol machine); its
-children the writer (which drains the outbox, joining whatever is ready into
-one write, and finishes writes the kernel could not take at once), the
+children the writer (which takes what the delivery queued, joined into one
+write, and finishes writes the kernel could not take at once), the
 keep-alive (a ping with a pong deadline), the auth step, one task per
 operation and, once closing, the goodbye. Whatever ends the connection
 (peer close, a protocol close, a dead peer, a stalled write, server shutdown)
@@ -11,7 +11,9 @@ let go.
 
 On the native host a frame with nothing queued ahead of it is written at
 once by whoever produced it (see ``_native_ws``): no task switch at all on
-the fast path. Anything else goes through the outbox and the writer.
+the fast path. Anything else is queued by the delivery for the writer.
+Every frame, the connection's own and its operations', goes through one
+:class:`~._delivery.Delivery`.
 """
 
 from __future__ import annotations
@@ -24,10 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._app import AuthError, Context
-from ._operation import Operation
-from ._outbox import Outbox
-from ._protocol import (
+from .._app import AuthError, Context
+from .._transports._socket import (
+    DirectSocket,
+    MessageSocket,
+    MessageTooBig,
+    SocketClosed,
+    is_direct,
+)
+from .._wire import (
     Close,
     CloseCode,
     Event,
@@ -37,13 +44,8 @@ from ._protocol import (
     ProtocolMachine,
     Send,
 )
-from ._transports._socket import (
-    DirectSocket,
-    MessageSocket,
-    MessageTooBig,
-    SocketClosed,
-    is_direct,
-)
+from ._delivery import Delivery
+from ._operation import Operation
 
 if TYPE_CHECKING:
     from ._state import ServerState
@@ -58,12 +60,10 @@ class Connection:
 
     __slots__ = (
         "_activity",
-        "_backlog_limit",
         "_close_reason",
         "_close_started",
         "_closing_since",
         "_goodbye",
-        "_messages_out",
         "_nursery",
         "_opened",
         "_peer",
@@ -73,17 +73,20 @@ class Connection:
         "close_code",
         "config",
         "context",
+        "delivery",
         "direct",
         "engine",
         "init_deadline",
         "machine",
         "metrics",
         "operations",
-        "outbox",
         "protocol",
         "socket",
         "state",
     )
+
+    #: The kind of sink, as interceptors name it.
+    transport = "ws"
 
     def __init__(
         self,
@@ -113,16 +116,21 @@ class Connection:
         self._closing_since: float | None = None
         self._close_started = False
         self.init_deadline = math.inf
-        self.outbox = Outbox(config.outbox_size)
         self._activity = trio.Event()
         socket.on_activity = self._on_activity
         #: Set when this host can write without waiting (the native host).
-        self.direct: DirectSocket | None = None
-        if is_direct(socket):
-            socket.on_backlog = self.outbox.wake
-            self.direct = socket
-        self._backlog_limit = config.write_buffer_size
-        self._messages_out = self.metrics.messages_out_by_protocol(self.protocol)
+        self.direct: DirectSocket | None = socket if is_direct(socket) else None
+        #: Everything this connection sends goes through here (see ``_delivery``).
+        self.delivery = Delivery(
+            machine,
+            self.metrics,
+            protocol=self.protocol,
+            capacity=config.outbox_size,
+            direct=self.direct,
+            backlog_limit=config.write_buffer_size,
+        )
+        if self.direct is not None:
+            self.direct.on_backlog = self._ensure_writer
         #: When it opened and who the peer is: read only when its lines are logged.
         self._opened: float | None = None
         self._peer: str | None = None
@@ -157,7 +165,7 @@ class Connection:
                         # No watchdog running: until connection_init arrives
                         # the whole connection has a deadline.
                         nursery.cancel_scope.deadline = self.init_deadline
-                self.outbox.on_work = self._ensure_writer
+                self.delivery.wake_writer = self._ensure_writer
                 if self.close_code is not None:
                     self._act_on_close()  # closed before it started (server shutting down)
                 try:
@@ -178,7 +186,7 @@ class Connection:
         finally:
             if self.state.awaiting_init is not None:
                 self.state.awaiting_init.discard(self)
-            self.outbox.close()
+            self.delivery.close()
             await self._finish()
             self.metrics.connection_closed(self.close_code or CloseCode.ABNORMAL)
             if self._opened is not None and log.isEnabledFor(logging.DEBUG):
@@ -213,12 +221,12 @@ class Connection:
 
     def _release(self) -> None:
         """Break the reference cycles through this connection (its nursery, the
-        callbacks it gave the socket and outbox), so reference counting frees it
+        callbacks it gave the socket and the delivery), so reference counting frees it
         at once: under churn, leaving ~40 objects per connection to the cyclic
         collector cost more than any one step of a connection's life."""
         self._nursery = None
         self._goodbye = None
-        self.outbox.on_work = _ignore
+        self.delivery.release()
         self.socket.on_activity = _ignore
         if self.direct is not None:
             self.direct.on_backlog = _ignore
@@ -234,6 +242,7 @@ class Connection:
             self._close_reason = reason
             self._send_close_frame = send_close_frame
             self._closing_since = trio.current_time()
+            self.delivery.writable = False
             if not self.machine.closed:
                 # The host's own reason: the machine frames nothing more either.
                 # Its one event is this very Close.
@@ -262,7 +271,7 @@ class Connection:
     async def _say_goodbye(self) -> None:
         """Queued frames, then the close frame (the socket sends it only once)."""
         try:
-            pending = self._drain_outbox()
+            pending = self.delivery.take_frames()
             if pending:
                 await self.socket.send_frames(pending)
             # No reason recorded: cancelled from outside, i.e. the server is going.
@@ -298,9 +307,6 @@ class Connection:
             finally:
                 await self.socket.abort()
 
-    def _drain_outbox(self) -> list[bytes]:
-        return [frame for owner, frame in self.outbox.take_frames() if _live(owner)]
-
     # ---- reading -------------------------------------------------------
     async def _read_loop(self) -> None:
         """Messages in, through the protocol machine."""
@@ -335,7 +341,7 @@ class Connection:
 
     async def _handle(self, event: Event) -> None:
         if isinstance(event, Send):
-            await self.send(None, event.data)
+            await self.send(event.data)
         elif isinstance(event, OperationRequested):
             self._start_operation(event)
         elif isinstance(event, OperationCancelled):
@@ -419,49 +425,17 @@ class Connection:
             await self._handle(event)
 
     # ---- writing -------------------------------------------------------
-    def can_write_now(self) -> bool:
-        """Whether a frame may be written at once without passing queued ones."""
-        direct = self.direct
-        return (
-            direct is not None
-            and self.outbox.idle
-            and direct.backlog < self._backlog_limit
-            and self.close_code is None
-        )
-
-    def write_now(self, frames: list[bytes]) -> None:
-        """Write frames immediately, in one system call (check :meth:`can_write_now` first)."""
-        assert self.direct is not None
-        try:
-            self.direct.write_frames(frames)
-        except _SOCKET_ERRORS:
-            return  # the reader sees the connection go and ends it
-        self._messages_out.inc(len(frames))
-
-    async def send(self, owner: Operation | None, frame: bytes) -> None:
-        """Send a frame for *owner* (None: the connection itself).
-
-        Written at once when nothing is queued ahead of it; otherwise queued,
-        waiting only while this connection's outbox is full.
-        """
-        if self.can_write_now():
-            if _live(owner):
-                self.write_now([frame])
-            await trio.lowlevel.checkpoint()
-            return
-        if self.direct is not None:
-            self.metrics.fallbacks("outbox").inc()  # the socket is backed up
-        await self.outbox.put(owner, frame)
+    async def send(self, frame: bytes) -> None:
+        """Send one of the connection's own frames (an ack, a pong, a keep-alive)."""
+        await self.delivery.send(None, frame)
 
     async def _write_loop(self) -> None:
-        """Drain the outbox and finish unsent bytes; return when there is nothing left."""
-        outbox = self.outbox
+        """Write what the delivery has queued, and finish unsent bytes; return when idle."""
+        delivery = self.delivery
+        direct = self.direct
         try:
-            while outbox.has_work or (self.direct is not None and self.direct.backlog):
-                frames = self._drain_outbox()
-                for member in outbox.take_ready():
-                    member.drain_into(frames)
-                if not await self._write(frames):
+            while delivery.has_work or (direct is not None and direct.backlog):
+                if not await self._write(delivery.take()):
                     return
                 await trio.lowlevel.checkpoint()
         finally:
@@ -490,8 +464,7 @@ class Connection:
             )
             self.close(CloseCode.POLICY_VIOLATION, "Write timeout", send_close_frame=False)
             return False
-        if frames:
-            self._messages_out.inc(len(frames))
+        self.delivery.sent(len(frames))
         return True
 
     # ---- keep-alive ----------------------------------------------------
@@ -514,10 +487,10 @@ class Connection:
                 # transport-ws ``ping`` asks for a ``pong``: the fallback probe
                 # where the host cannot send ping frames.
                 if not probe and (message := self.machine.keepalive()) is not None:
-                    await self.send(None, message)
+                    await self.send(message)
                     probe = True
             elif (message := self.machine.keepalive()) is not None:
-                await self.send(None, message)
+                await self.send(message)
             if not probe:
                 continue  # nothing here can prove the peer alive; the host must
             with trio.move_on_after(self.config.pong_deadline):
@@ -535,7 +508,3 @@ class Connection:
 def _ignore() -> None:
     pass
 
-
-def _live(owner: Operation | None) -> bool:
-    """A frame is still wanted unless its operation was stopped by the client."""
-    return owner is None or not owner.stopped_by_client

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._replication import BrokerUnavailable
+from .._replication._replication import BrokerUnavailable
 
 
 class StoreError(Exception):

@@ -32,7 +32,7 @@ from typing import Any
 
 from graphql import GraphQLError
 
-from .._app import (
+from ..._app import (
     EventStream,
     HttpHandler,
     HttpRequest,
@@ -40,12 +40,12 @@ from .._app import (
     ServerSentEvent,
     StreamRefused,
 )
-from .._buffer import Overflow
-from .._encoding import JSONDecodeError, dumps, loads
-from . import _topics as topics
-from ._auth import current_user
-from ._cursors import open_feed
-from ._model import Model
+from ..._encoding import JSONDecodeError, dumps, loads
+from ...brokers._buffer import Overflow
+from .._auth import current_user
+from .._model import _topics as topics
+from .._model._cursors import open_feed
+from .._model._model import Model
 
 EVENTS_SUBSCRIBE_PATH = "/api/system/events/subscribe"
 CONTROLLERS_SUBSCRIBE_PATH = "/api/system/controllers/status/subscribe"

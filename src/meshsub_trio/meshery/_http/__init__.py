@@ -1,0 +1,1 @@
+"""The HTTP routes beside GraphQL: REST, Meshery's SSE routes, the long-poll."""

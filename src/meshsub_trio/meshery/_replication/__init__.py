@@ -1,0 +1,1 @@
+"""Replication: one model over a shared log (NATS), snapshots, pending local changes, resume."""

@@ -1,0 +1,1 @@
+"""Storage: the embedded SQLite database, its layout, migrations and the durable committer."""
