@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .._app import AuthError, Context
+from .._app import Context
 from .._transports._socket import (
     DirectSocket,
     MessageSocket,
@@ -44,6 +44,7 @@ from .._wire import (
     ProtocolMachine,
     Send,
 )
+from ._auth import authorise
 from ._delivery import Delivery
 from ._operation import Operation
 
@@ -387,40 +388,18 @@ class Connection:
         self.metrics.operation_finished(self.protocol)
 
     async def _authorise(self) -> None:
-        context = self.context
-        events: list[Event]
-        ack_payload: dict[str, Any] | None = None
-        refused: str | None = None  # the app's refusal, if it refused
-        failed = False  # a hook raised something else
-        try:
-            if self.app.authenticate is not None:
-                context.auth = await self.app.authenticate(context)
-            if self.app.on_connect is not None:
-                verdict = await self.app.on_connect(context)
-                if verdict is False:
-                    raise AuthError("Forbidden")
-                if isinstance(verdict, dict):
-                    ack_payload = verdict
-        except AuthError as refusal:
-            self.metrics.auth_failures("ws").inc()
-            if log.isEnabledFor(logging.INFO):
-                # The app's reason, never the credentials (which stay in the context).
-                fields = self.log_fields()
-                fields.update(where="ws", reason=(str(refusal) or "Forbidden")[:200])
-                log.info("authentication refused", extra=fields)
-            refused = str(refusal) or "Forbidden"
-        except Exception:
-            log.exception("connection init hook failed")
-            failed = True
+        """The app's hooks decide; the machine answers (ack, 4403, or 4500)."""
+        verdict = await authorise(self.app, self.context, self.metrics, self.log_fields())
         machine = self.machine
         if machine.closed:
             return  # the peer broke the protocol while the hooks ran: nothing to decide
-        if failed:
+        events: list[Event]
+        if verdict.failed:
             events = machine.close(CloseCode.INTERNAL_SERVER_ERROR, "Internal server error")
-        elif refused is not None:
-            events = machine.reject(refused)
+        elif verdict.refused is not None:
+            events = machine.reject(verdict.refused)
         else:
-            events = machine.accept(ack_payload)
+            events = machine.accept(verdict.ack_payload)
         for event in events:
             await self._handle(event)
 

@@ -1,4 +1,9 @@
-"""Sans-IO GraphQL WebSocket protocols: messages in, events out, no sockets.
+"""Wire code, sans-IO: bytes or messages in, events or bytes out, no sockets.
+
+Here: the GraphQL-over-WebSocket machines (``graphql-transport-ws``, legacy
+``graphql-ws``) and subprotocol choice; the WebSocket frame reader
+(``_frames``), the upgrade parser (``_upgrade``) and the request-head reader
+(``_head``) the native host uses; the SSE machine and parser (``_sse``).
 
 One rule for what a machine's calls return, the same on both machines:
 
