@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import ssl
 import statistics
 import sys
 import time
@@ -36,7 +37,7 @@ import orjson
 from procinfo import CpuWindow, memory_kb
 from workload import HELLO_PREFIX
 
-from wsclient import Conn, Phase, Tally, connect, trigger
+from wsclient import Conn, Phase, Tally, connect, connect_sse, trigger
 
 
 class Run:
@@ -47,6 +48,7 @@ class Run:
         self.tally = tally
         self.next_id = 0
         self.conns: list[Conn] = []
+        self.tls = client_tls(args)
 
     async def open(self, count: int, topic_of: Callable[[int], str]) -> float:
         """Open *count* subscribed connections; return connections per second."""
@@ -55,7 +57,11 @@ class Run:
 
         async def one(index: int) -> Conn:
             async with limit:
-                conn = await connect(args.port, args.ws_path, self.tally)
+                if args.transport == "sse":
+                    topic = topic_of(index)
+                    path = args.http_path
+                    return await connect_sse(args.port, path, self.tally, topic, tls=self.tls)
+                conn = await connect(args.port, args.ws_path, self.tally, tls=self.tls)
                 conn.subscribe(topic_of(index))
                 return conn
 
@@ -93,7 +99,7 @@ class Run:
         )
 
     async def _trigger(self, count: int, rate: float | None = None) -> int:
-        first = await trigger(self.args.port, self.args.http_path, count, rate=rate)
+        first = await trigger(self.args.port, self.args.http_path, count, rate=rate, tls=self.tls)
         if first != self.next_id:
             self.tally.error(f"publish returned first id {first}, expected {self.next_id}")
         self.next_id = first + count
@@ -135,10 +141,24 @@ class Run:
             result["rate_events_per_s"] = rate
         return result
 
+    def describe_tls(self) -> dict[str, Any] | None:
+        """What the first connection negotiated (version, cipher), for the record."""
+        if self.tls is None or not self.conns or self.conns[0].transport is None:
+            return None
+        cipher = self.conns[0].transport.get_extra_info("cipher")
+        return {"cipher": cipher[0], "version": cipher[1]} if cipher else None
+
     def close(self) -> None:
         for conn in self.conns:
             conn.abort()
         self.conns = []
+
+
+def client_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """With ``--tls-ca``: verify the server against exactly the bench certificate."""
+    if args.tls_ca is None:
+        return None
+    return ssl.create_default_context(cafile=args.tls_ca)
 
 
 def _latency_summary(latencies: list[float]) -> dict[str, float]:
@@ -160,6 +180,7 @@ async def throughput(args: argparse.Namespace, tally: Tally, *, distinct: bool) 
     try:
         topic_of = (lambda i: f"topic-{i}") if distinct else (lambda _i: "fanout")
         result["connects_per_s"] = round(await run.open(n, topic_of), 1)
+        result["tls"] = run.describe_tls()
         result["probes"] = await run.sync()
         calibration = await run.phase(max(3, args.calibrate // n))
         count = int(calibration["msgs_per_s"] * args.duration / n)
@@ -224,10 +245,11 @@ async def churn(args: argparse.Namespace, tally: Tally, *, live: bool = False) -
     subscribe and complete arrive together and a server may skip the setup).
     """
     cycle_times: list[float] = []
+    tls = client_tls(args)
 
     async def cycle() -> None:
         started = time.perf_counter()
-        conn = await connect(args.port, args.ws_path, tally)
+        conn = await connect(args.port, args.ws_path, tally, tls=tls)
         try:
             conn.linger_off()
             if live:
@@ -277,6 +299,8 @@ async def churn(args: argparse.Namespace, tally: Tally, *, live: bool = False) -
 
 async def _main(args: argparse.Namespace, tally: Tally) -> dict[str, Any]:
     scenario = args.scenario
+    if scenario.startswith("churn") and args.transport == "sse":
+        raise ValueError("churn is a WebSocket scenario (connect, init, subscribe, complete)")
     if scenario == "fanout":
         body = throughput(args, tally, distinct=False)
     elif scenario == "distinct":
@@ -302,6 +326,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ws-path", default="/graphql")
     parser.add_argument("--http-path", default="/graphql")
     parser.add_argument("--server-pid", type=int, required=True)
+    parser.add_argument(
+        "--transport", choices=["ws", "sse"], default="ws", help="WebSocket or graphql-sse"
+    )
+    parser.add_argument("--tls-ca", help="speak TLS, trusting this PEM certificate")
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--connections", type=int, default=10000)
     parser.add_argument("--concurrency", type=int, default=100)

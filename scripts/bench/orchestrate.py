@@ -26,6 +26,7 @@ import report
 from procinfo import machine
 from servers.meshsub_app import share_supported
 from serverspec import BENCH_DIR, PYTHON, RunningServer, ServerSpec, all_specs
+from tlscerts import BenchCert, make_cert
 
 ROOT = BENCH_DIR.parent.parent
 SERVER_CORE, CLIENT_CORE = 0, 1
@@ -64,9 +65,12 @@ MODES: dict[str, dict[str, Any]] = {
 
 
 #: Pairs that cannot run, and why (shown under the table).
+_WS_CYCLE = "churn is the WebSocket cycle (init, subscribe, complete, close)"
 SCENARIO_SKIPS = {
     ("churn-live", "meshsub-share"): "a shared stream greets only the subscriber that starts "
     "it (later ones join its events), so the live churn is the own-streamer row's",
+    ("churn", "meshsub-sse"): _WS_CYCLE,
+    ("churn-live", "meshsub-sse"): _WS_CYCLE,
 }
 
 
@@ -74,26 +78,42 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def loadgen_argv(
+    spec: ServerSpec, server: RunningServer, scenario: str, cert: BenchCert | None
+) -> list[str]:
+    """The load generator's command line for *spec* (its transport, TLS or not)."""
+    argv = [
+        "taskset", "-c", str(CLIENT_CORE), PYTHON, str(BENCH_DIR / "loadgen.py"),
+        scenario, "--port", str(server.port), "--ws-path", spec.ws_path,
+        "--http-path", spec.http_path, "--server-pid", str(server.pid),
+        "--transport", spec.transport,
+    ]  # fmt: skip
+    if spec.tls:
+        assert cert is not None
+        argv += ["--tls-ca", str(cert.cert)]
+    return argv
+
+
 def run_scenario(
-    spec: ServerSpec, scenario: str, options: list[str], timeout: float, logs: Path
+    spec: ServerSpec,
+    scenario: str,
+    options: list[str],
+    timeout: float,
+    logs: Path,
+    cert: BenchCert | None = None,
 ) -> dict[str, Any]:
     """One fresh server, one load generator run; the load generator's JSON, annotated."""
     result: dict[str, Any] = {"server": spec.key, "scenario": scenario}
     server_log_path = logs / f"{scenario}-{spec.key}.log"
     with (
         server_log_path.open("wb") as server_log,
-        RunningServer(spec, SERVER_CORE, server_log) as server,
+        RunningServer(spec, SERVER_CORE, server_log, cert) as server,
     ):
         try:
             server.wait_ready()
         except RuntimeError as error:
             return {**result, "ok": False, "failure": str(error)}
-        argv = [
-            "taskset", "-c", str(CLIENT_CORE), PYTHON, str(BENCH_DIR / "loadgen.py"),
-            scenario, "--port", str(server.port), "--ws-path", spec.ws_path,
-            "--http-path", spec.http_path, "--server-pid", str(server.pid),
-            "--timeout", str(timeout), *options,
-        ]  # fmt: skip
+        argv = [*loadgen_argv(spec, server, scenario, cert), "--timeout", str(timeout), *options]
         try:
             done = subprocess.run(
                 argv, capture_output=True, timeout=timeout + 30, cwd=BENCH_DIR, check=False
@@ -166,7 +186,12 @@ def _summary(result: dict[str, Any]) -> str:
 
 
 def profile(
-    spec: ServerSpec, scenario: str, options: list[str], timeout: float, out: Path
+    spec: ServerSpec,
+    scenario: str,
+    options: list[str],
+    timeout: float,
+    out: Path,
+    cert: BenchCert | None = None,
 ) -> Path | None:
     """Run *scenario* again with py-spy attached to the server; return the summary's path."""
     import profile_summary
@@ -175,7 +200,7 @@ def profile(
     raw = out / f"{name}.txt"
     with (
         (out / "logs" / f"{name}.log").open("wb") as server_log,
-        RunningServer(spec, SERVER_CORE, server_log) as server,
+        RunningServer(spec, SERVER_CORE, server_log, cert) as server,
     ):
         server.wait_ready()
         spy = subprocess.Popen(
@@ -184,11 +209,7 @@ def profile(
              "--format", "raw", "--output", str(raw)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
-        argv = [
-            "taskset", "-c", str(CLIENT_CORE), PYTHON, str(BENCH_DIR / "loadgen.py"),
-            scenario, "--port", str(server.port), "--ws-path", spec.ws_path,
-            "--http-path", spec.http_path, "--server-pid", str(server.pid), *options,
-        ]  # fmt: skip
+        argv = [*loadgen_argv(spec, server, scenario, cert), *options]
         subprocess.run(argv, capture_output=True, timeout=timeout + 30, check=False)
         spy.send_signal(signal.SIGINT)
         try:
@@ -202,6 +223,23 @@ def profile(
     summary = out / f"{name}-summary.txt"
     summary.write_text(profile_summary.summarise(raw.read_text()))
     return summary
+
+
+def ratio_sections(specs: list[ServerSpec]) -> list[tuple[str, report.Pairs]]:
+    """meshsub-trio against each peer (TLS against TLS, plaintext against plaintext),
+    and each variant against the server it varies, measured in the same run."""
+    subjects = [s for s in specs if s.role == "meshsub"]
+    peers = [s for s in specs if s.role != "meshsub"]
+    versus = [
+        ((a.key, a.label), (b.key, b.label)) for a in subjects for b in peers if a.tls == b.tls
+    ]
+    by_key = {s.key: s for s in specs}
+    variants = [
+        ((s.key, s.label), (by_key[s.baseline].key, by_key[s.baseline].label))
+        for s in specs
+        if s.baseline in by_key
+    ]
+    return [("meshsub-trio ÷ peer", versus), ("variant ÷ baseline", variants)]
 
 
 def versions() -> dict[str, str]:
@@ -252,6 +290,7 @@ def main() -> None:
     scenarios = [SCENARIOS[name.strip()] for name in args.scenarios.split(",")]
     logs = args.out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    cert = make_cert(args.out / "tls") if any(s.tls for s in specs) else None
 
     started = time.monotonic()
     log(f"bench ({mode_name}): {', '.join(s.key for s in specs)}; {', '.join(scenarios)}")
@@ -269,7 +308,7 @@ def main() -> None:
                 if (scenario, spec.key) in SCENARIO_SKIPS:
                     continue
                 t0 = time.monotonic()
-                result = run_scenario(spec, scenario, mode[scenario], mode["timeout"], logs)
+                result = run_scenario(spec, scenario, mode[scenario], mode["timeout"], logs, cert)
                 result["seconds"] = round(time.monotonic() - t0, 1)
                 runs[spec.key].append(result)
                 label = f"{scenario} {number + 1}/{rounds}" if rounds > 1 else scenario
@@ -283,13 +322,14 @@ def main() -> None:
         targets += [(s, "churn") for s in specs if s.key == "meshsub"]
         for spec, scenario in targets:
             log(f"  profiling {spec.key} under {scenario} with py-spy")
-            path = profile(spec, scenario, mode[scenario], mode["timeout"], args.out)
+            path = profile(spec, scenario, mode[scenario], mode["timeout"], args.out, cert)
             if path is not None:
-                profiles[f"{scenario}/{spec.key}"] = str(path.relative_to(ROOT))
+                # Relative to the repository when --out is inside it, else as given.
+                shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+                profiles[f"{scenario}/{spec.key}"] = str(shown)
 
     servers = [(s.key, s.label) for s in specs]
-    subjects = [(s.key, s.label) for s in specs if s.role == "meshsub"]
-    peers = [(s.key, s.label) for s in specs if s.role != "meshsub"]
+    sections = ratio_sections(specs)
     info = machine()
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     machine_line = (
@@ -312,8 +352,8 @@ def main() -> None:
     for name in ("latest", mode_name):  # latest.json, and quick.json or full.json
         (args.out / f"{name}.json").write_bytes(encoded)
 
-    text = report.render(results, servers, subjects, peers, markdown=False)
-    md = report.render(results, servers, subjects, peers, markdown=True)
+    text = report.render(results, servers, sections, markdown=False)
+    md = report.render(results, servers, sections, markdown=True)
     failed = [f"{r['scenario']}/{r['server']}" for r in results if not r.get("ok")]
     notes = [
         "",

@@ -67,9 +67,7 @@ METRICS = [
     Metric("p4_rate", "P4 cycles/s", "churn", (("cycles_per_s",),), True, _count),
     Metric("p4_eff", "P4 cycles/CPU-s", "churn", (("cycles_per_cpu_s",),), True, _count),
     Metric("p4l_rate", "P4 live cycles/s", "churn-live", (("cycles_per_s",),), True, _count),
-    Metric(
-        "p4l_eff", "P4 live cycles/CPU-s", "churn-live", (("cycles_per_cpu_s",),), True, _count
-    ),
+    Metric("p4l_eff", "P4 live cycles/CPU-s", "churn-live", (("cycles_per_cpu_s",),), True, _count),
 ]
 
 
@@ -146,39 +144,45 @@ def absolute_rows(
     return header, rows
 
 
+Server = tuple[str, str]  # (key, label)
+#: Which servers a ratio table divides: (numerator, denominator) rows.
+Pairs = list[tuple[Server, Server]]
+
+
 def ratio_rows(
-    results: list[Result], subjects: list[tuple[str, str]], peers: list[tuple[str, str]]
+    results: list[Result], title: str, pairs: Pairs
 ) -> tuple[list[str], list[list[str]]]:
     metrics = [m for m in _metrics_present(results) if m.ratio]
-    header = ["meshsub-trio ÷ peer", *(m.label for m in metrics)]
+    header = [title, *(m.label for m in metrics)]
     rows = []
-    for subject, subject_label in subjects:
-        for peer, peer_label in peers:
-            row = [f"{subject_label} ÷ {peer_label}"]
-            for metric in metrics:
-                row.append(_ratio(value(results, subject, metric), value(results, peer, metric)))
-            rows.append(row)
+    for (mine, mine_label), (theirs, theirs_label) in pairs:
+        row = [f"{mine_label} ÷ {theirs_label}"]
+        for metric in metrics:
+            row.append(_ratio(value(results, mine, metric), value(results, theirs, metric)))
+        rows.append(row)
     return header, rows
 
 
 def render(
     results: list[Result],
-    servers: list[tuple[str, str]],
-    subjects: list[tuple[str, str]],
-    peers: list[tuple[str, str]],
+    servers: list[Server],
+    sections: list[tuple[str, Pairs]],
     *,
     markdown: bool,
 ) -> list[str]:
+    """The absolute table, then one ratio table per non-empty section."""
     table = _markdown_table if markdown else _text_table
     header, rows = absolute_rows(results, servers)
     lines = table(header, rows)
-    lines.append("")
-    header, rows = ratio_rows(results, subjects, peers)
-    lines += table(header, rows)
+    for title, pairs in sections:
+        if pairs:
+            header, rows = ratio_rows(results, title, pairs)
+            lines += ["", *table(header, rows)]
     return lines
 
 
 DIRECTIONS = (
-    "Ratios are meshsub-trio ÷ peer: above 1 is better for msg/s, msg per CPU-s and cycles/s; "
-    "below 1 is better for latency (ms) and KB/conn."
+    "Ratios are meshsub-trio ÷ peer (TLS rows against TLS peers), then each variant ÷ the "
+    "server it varies (TLS ÷ plaintext, SSE ÷ WebSocket): above 1 is better for msg/s, "
+    "msg per CPU-s and cycles/s; below 1 is better for latency (ms) and KB/conn."
 )

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from tlscerts import BenchCert
+
 BENCH_DIR = Path(__file__).resolve().parent
 PYTHON = sys.executable
 
@@ -28,6 +30,13 @@ class ServerSpec:
     #: "meshsub" (the subject), "peer" (a GraphQL peer) or "raw" (a transport limit)
     role: str
     env: dict[str, str] = field(default_factory=dict)
+    #: Whether the server speaks only TLS (``{certfile}``/``{keyfile}`` in ``argv``).
+    tls: bool = False
+    #: How the load generator subscribes: "ws" (graphql-transport-ws) or "sse"
+    #: (graphql-sse distinct connections mode: a POST per subscription).
+    transport: str = "ws"
+    #: The server this one is a variant of (TLS, SSE): the variant ÷ baseline table.
+    baseline: str | None = None
 
 
 def _meshsub(factory: str) -> tuple[str, ...]:
@@ -37,10 +46,34 @@ def _meshsub(factory: str) -> tuple[str, ...]:
     )  # fmt: skip
 
 
+_TLS_FILES = ("--certfile", "{certfile}", "--keyfile", "{keyfile}")
+
+
 def all_specs(share_value: str) -> list[ServerSpec]:
     """Every server, the subject first."""
+    node = ("node", str(BENCH_DIR / "node" / "server.mjs"), "--port", "{port}")
     return [
         ServerSpec("meshsub", "meshsub-trio", _meshsub("create_app"), "/ws", "/api", "meshsub"),
+        ServerSpec(
+            "meshsub-tls",
+            "meshsub-trio TLS",
+            (*_meshsub("create_app"), *_TLS_FILES),
+            "/ws",
+            "/api",
+            "meshsub",
+            tls=True,
+            baseline="meshsub",
+        ),
+        ServerSpec(
+            "meshsub-sse",
+            "meshsub-trio SSE",
+            _meshsub("create_app"),
+            "/ws",
+            "/api",
+            "meshsub",
+            transport="sse",
+            baseline="meshsub",
+        ),
         ServerSpec(
             "meshsub-share",
             f"meshsub-trio share={share_value}",
@@ -58,13 +91,16 @@ def all_specs(share_value: str) -> list[ServerSpec]:
             "/graphql",
             "peer",
         ),
+        ServerSpec("graphql-ws", "graphql-ws (Node)", node, "/graphql", "/graphql", "peer"),
         ServerSpec(
-            "graphql-ws",
-            "graphql-ws (Node)",
-            ("node", str(BENCH_DIR / "node" / "server.mjs"), "--port", "{port}"),
+            "graphql-ws-tls",
+            "graphql-ws (Node) TLS",
+            (*node, "--cert", "{certfile}", "--key", "{keyfile}"),
             "/graphql",
             "/graphql",
             "peer",
+            tls=True,
+            baseline="graphql-ws",
         ),
         ServerSpec(
             "raw-trio",
@@ -94,14 +130,22 @@ def free_port() -> int:
 class RunningServer:
     """A server process pinned to one core, stopped by its pid on exit."""
 
-    def __init__(self, spec: ServerSpec, core: int, log: IO[bytes]) -> None:
+    def __init__(
+        self, spec: ServerSpec, core: int, log: IO[bytes], cert: BenchCert | None = None
+    ) -> None:
         self.spec = spec
         self.port = free_port()
-        argv = [part.replace("{port}", str(self.port)) for part in spec.argv]
+        files = {"{certfile}": str(cert.cert), "{keyfile}": str(cert.key)} if cert else {}
+        if spec.tls and not files:
+            raise RuntimeError(f"{spec.key} needs the bench certificate")
+        argv = [files.get(part, part).replace("{port}", str(self.port)) for part in spec.argv]
         env = {
             **os.environ,
             **spec.env,
-            "PYTHONPATH": str(BENCH_DIR),
+            # The bench's modules first; an outer PYTHONPATH (another src/) after them.
+            "PYTHONPATH": os.pathsep.join(
+                [str(BENCH_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
+            ),
             "PYTHONUNBUFFERED": "1",
             "BENCH_GC_STATS": "1",
         }

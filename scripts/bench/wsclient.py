@@ -6,6 +6,9 @@ verifies every ``next`` it receives: operation id, event id continuity (each
 event id must be the previous one plus one), payload content, and the count
 expected by the current :class:`Phase`. Anything unexpected is recorded in
 the shared :class:`Tally`, and a run with any error is reported as failed.
+:class:`SseConn` is the same subscription over graphql-sse (one POST, one
+event stream); either can run over TLS (an ``ssl.SSLContext`` trusting the
+bench certificate).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import base64
 import hashlib
 import random
 import socket
+import ssl
 import struct
 import time
 from typing import Any, cast
@@ -220,20 +224,24 @@ class Conn(asyncio.Protocol):
             self.tally.error(f"unexpected message: {payload[:200]!r}")
 
     def _on_next(self, message: dict[str, Any], now: float) -> None:
+        self._on_result(message.get("payload"), message.get("id") == self.op_id, now)
+
+    def _on_result(self, result: Any, good: bool, now: float) -> None:
+        """One execution result (``{"data": {"events": ...}}``), checked against the phase."""
         phase = self.phase
         try:
-            event = message["payload"]["data"]["events"]
+            event = result["data"]["events"]
             event_id = event["id"]
             ts = event["ts"]
-            good = message["id"] == self.op_id and event["payload"] == PAYLOAD
+            good = good and event["payload"] == PAYLOAD
         except (KeyError, TypeError):
-            self.tally.error(f"malformed next: {message!r:.200}")
+            self.tally.error(f"malformed result: {result!r:.200}")
             return
         if event_id == HELLO_ID and good and not self.greeted.done():
             self.greeted.set_result(None)
             return
         if phase is None or not good:
-            self.tally.error(f"unexpected next: {message!r:.200}")
+            self.tally.error(f"unexpected result: {result!r:.200}")
             return
         phase.touched_at = now
         if not phase.strict and event_id < phase.first:
@@ -293,14 +301,27 @@ class Conn(asyncio.Protocol):
 
 
 async def connect(
-    port: int, path: str, tally: Tally, *, timeout: float = 30.0, host: str = "127.0.0.1"
+    port: int,
+    path: str,
+    tally: Tally,
+    *,
+    timeout: float = 30.0,
+    host: str = "127.0.0.1",
+    tls: ssl.SSLContext | None = None,
 ) -> Conn:
-    """Open a WebSocket, send ``connection_init`` and wait for the ack."""
+    """Open a WebSocket (over TLS with *tls*), send ``connection_init`` and wait for the ack."""
     loop = asyncio.get_running_loop()
-    stage = "TCP connect"
+    stage = "TCP connect" if tls is None else "TCP connect and TLS handshake"
     try:
         _, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: Conn(host, port, path, tally), host, port), timeout
+            loop.create_connection(
+                lambda: Conn(host, port, path, tally),
+                host,
+                port,
+                ssl=tls,
+                server_hostname=host if tls is not None else None,
+            ),
+            timeout,
         )
         try:
             stage = "WebSocket upgrade"
@@ -308,6 +329,153 @@ async def connect(
             conn.send_json({"type": "connection_init", "payload": {}})
             stage = "connection_ack"
             await asyncio.wait_for(conn.acked, timeout)
+        except BaseException:
+            conn.abort()
+            raise
+    except TimeoutError:
+        raise TimeoutError(f"{stage} took over {timeout:.0f}s") from None
+    return conn
+
+
+class SseConn(Conn):
+    """One graphql-sse subscription (distinct connections mode) on its own keep-alive
+    HTTP/1.1 connection: ``POST`` with ``Accept: text/event-stream``, then a chunked
+    stream of ``event: next`` messages, each checked like a WebSocket ``next``.
+
+    Only the wire differs from :class:`Conn`: the request is the subscription,
+    the answer's head stands for the upgrade, and there is no ack.
+    """
+
+    def __init__(self, host: str, port: int, path: str, tally: Tally, topic: str) -> None:
+        super().__init__(host, port, path, tally)
+        self.topic = topic
+        self.chunked = False
+        #: Bytes left in the current chunk; 0: a chunk-size line comes next.
+        self.chunk_left = 0
+        self.events = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        body = orjson.dumps({"query": SUBSCRIPTION, "variables": {"topic": self.topic}})
+        head = (
+            f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            "Accept: text/event-stream\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        self.transport.write(head.encode() + body)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        self.buffer += data
+        if not self.open and not self._response_head():
+            return
+        if self.chunked:
+            self._dechunk()
+        else:
+            self.events += self.buffer
+            self.buffer.clear()
+        events = self.events
+        pos = 0
+        while (end := events.find(b"\n\n", pos)) >= 0:
+            self._on_message(bytes(events[pos:end]), now)
+            pos = end + 2
+        del events[:pos]
+
+    def _response_head(self) -> bool:
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        head = bytes(self.buffer[:end]).decode("latin-1").lower().split("\r\n")
+        del self.buffer[: end + 4]
+        fields = dict(line.partition(":")[::2] for line in head[1:])
+        fields = {name.strip(): value.strip() for name, value in fields.items()}
+        streams = fields.get("content-type", "").startswith("text/event-stream")
+        if not head[0].startswith("http/1.1 200") or not streams:
+            problem = f"SSE request refused: {head[0]} ({fields.get('content-type')})"
+            self.tally.error(problem)
+            self.upgraded.set_exception(ConnectionError(problem))
+            self.abort()
+            return False
+        self.chunked = "chunked" in fields.get("transfer-encoding", "")
+        self.open = True
+        self.upgraded.set_result(None)
+        return True
+
+    def _dechunk(self) -> None:
+        """Move the chunks' contents from ``buffer`` to ``events`` (any split)."""
+        raw = self.buffer
+        size = len(raw)
+        pos = 0
+        while pos < size:
+            if self.chunk_left:
+                take = min(self.chunk_left, size - pos)
+                self.events += raw[pos : pos + take]
+                self.chunk_left -= take
+                pos += take
+                continue
+            line_end = raw.find(b"\r\n", pos)
+            if line_end < 0:
+                break
+            line = raw[pos:line_end]
+            pos = line_end + 2
+            if not line:
+                continue  # the CRLF that ends a chunk's data
+            self.chunk_left = int(line.split(b";", 1)[0], 16)
+            if not self.chunk_left and not self.aborted:
+                self.tally.error("the server ended an SSE stream")
+        del raw[:pos]
+
+    def _on_message(self, message: bytes, now: float) -> None:
+        if message.startswith(b":"):
+            return  # a comment: the first flush, or a keep-alive
+        kind, data = b"message", b""
+        for line in message.split(b"\n"):
+            name, _, value = line.partition(b": ")
+            if name == b"event":
+                kind = value
+            elif name == b"data":
+                data = value
+        if kind != b"next":
+            self.tally.error(f"unexpected SSE event: {message[:200]!r}")
+            return
+        try:
+            result = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            self.tally.error(f"not JSON: {data[:120]!r}")
+            return
+        self._on_result(result, True, now)
+
+    def subscribe(self, topic: str) -> None:
+        raise AssertionError("an SSE connection's request is its subscription")
+
+
+async def connect_sse(
+    port: int,
+    path: str,
+    tally: Tally,
+    topic: str,
+    *,
+    timeout: float = 30.0,
+    host: str = "127.0.0.1",
+    tls: ssl.SSLContext | None = None,
+) -> SseConn:
+    """Open a graphql-sse stream subscribed to *topic*; return once its head arrived."""
+    loop = asyncio.get_running_loop()
+    stage = "TCP connect"
+    try:
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(
+                lambda: SseConn(host, port, path, tally, topic),
+                host,
+                port,
+                ssl=tls,
+                server_hostname=host if tls is not None else None,
+            ),
+            timeout,
+        )
+        try:
+            stage = "SSE response head"
+            await asyncio.wait_for(conn.upgraded, timeout)
         except BaseException:
             conn.abort()
             raise
@@ -324,16 +492,23 @@ async def trigger(
     rate: float | None = None,
     topic: str | None = None,
     timeout: float = 10.0,
+    tls: ssl.SSLContext | None = None,
 ) -> int:
-    """POST the ``publish`` mutation; return the id of the first event."""
+    """POST the ``publish`` mutation (over TLS with *tls*); return the first event's id."""
     variables = {"count": count, "rate": rate, "topic": topic}
     body = orjson.dumps({"query": PUBLISH, "variables": variables})
+    host = "127.0.0.1"
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
         "Content-Type: application/json\r\nAccept: application/json\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode()
-    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(
+            host, port, ssl=tls, server_hostname=host if tls is not None else None
+        ),
+        timeout,
+    )
     try:
         writer.write(head + body)
         raw = await asyncio.wait_for(reader.read(), timeout)

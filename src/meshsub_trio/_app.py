@@ -51,7 +51,7 @@ class Context:
     #: Over TLS with client certificates (``Config.ca_certs``): the verified
     #: certificate as ``ssl.SSLSocket.getpeercert()`` gives it (``subject``,
     #: ``issuer``, ``serialNumber``, ``notAfter``, ...); None without one.
-    #: Set on WebSocket contexts before ``authenticate`` runs.
+    #: Set on WebSocket and (native host) HTTP request contexts before ``authenticate`` runs.
     tls_peer: dict[str, Any] | None = None
 
     @property

@@ -4,8 +4,10 @@
 // each subscriber gets its own async iterator; the publisher pushes one shared
 // event object into every iterator, and graphql-ws executes per subscriber.
 //
-// Run: node server.mjs --port N
+// Run: node server.mjs --port N [--cert PEM --key PEM]  (with both: https, so wss://)
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import { parseArgs } from 'node:util';
 import { buildSchema, graphql } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
@@ -119,10 +121,13 @@ events.subscribe = (_root, { topic }) => {
 };
 events.resolve = (event) => event;
 
-const { values } = parseArgs({ options: { port: { type: 'string' } } });
+const { values } = parseArgs({
+  options: { port: { type: 'string' }, cert: { type: 'string' }, key: { type: 'string' } },
+});
 const port = Number(values.port);
+const tls = values.cert !== undefined && values.key !== undefined;
 
-const server = createServer(async (request, response) => {
+const handler = async (request, response) => {
   if (request.method !== 'POST') {
     response.writeHead(405).end();
     return;
@@ -133,11 +138,15 @@ const server = createServer(async (request, response) => {
   const result = await graphql({ schema, source: query, variableValues: variables });
   response.writeHead(200, { 'content-type': 'application/json' });
   response.end(JSON.stringify(result));
-});
+};
+// The same handler and WebSocket server either way; TLS is only the listener.
+const server = tls
+  ? createTlsServer({ cert: readFileSync(values.cert), key: readFileSync(values.key) }, handler)
+  : createServer(handler);
 const wss = new WebSocketServer({ server, path: '/graphql' });
 // keepAlive 0: no server pings during the runs, like every other server here.
 useServer({ schema }, wss, 0);
 server.listen(port, '127.0.0.1', 4096, () => {
-  console.log(`graphql-ws serving on http://127.0.0.1:${port}`);
+  console.log(`graphql-ws serving on ${tls ? 'https' : 'http'}://127.0.0.1:${port}`);
 });
 for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exit(0));

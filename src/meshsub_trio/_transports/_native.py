@@ -34,7 +34,7 @@ from ._asgi import ASGIApp
 from ._hosts import MISDIRECTED, HostPolicy
 from ._native_tls import TlsStream, TlsWebSocket, accept_tls, tls_receive
 from ._native_ws import NativeWebSocket, close_unwatched, receive_some
-from ._requests import header_map, make_context, origin_allowed
+from ._requests import header_map, make_context, origin_allowed, request_tls_peer
 from ._tls import TlsContexts, TlsLayer
 
 log = logging.getLogger("meshsub_trio.native")
@@ -359,7 +359,13 @@ class NativeHost:
                     data += http.send(h11.EndOfMessage())
                 await write(data)
 
-        await self.asgi(scope, receive, send)
+        # Over TLS, every context made for this request carries the client's certificate.
+        peer = stream.layer.peer_cert if isinstance(stream, TlsStream) else None
+        token = request_tls_peer.set(peer)
+        try:
+            await self.asgi(scope, receive, send)
+        finally:
+            request_tls_peer.reset(token)
 
 
 def _body_buffered(http: h11.Connection) -> bool:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable
+from contextvars import ContextVar
 from http.cookies import CookieError, SimpleCookie
+from typing import Any
 from urllib.parse import urlsplit
 
 from .._app import Context
@@ -53,16 +55,24 @@ KEPT_ON_SOCKETS = frozenset(
 )
 
 
-def make_context(
-    headers: dict[str, str], protocol: str, keep: Iterable[str] = ()
-) -> Context:
+#: The verified client certificate of the TLS connection the current plain HTTP
+#: request arrived on. The native host sets it around each request (in that
+#: connection's own task, so it never leaks to another), which lets every
+#: context made for the request (GraphQL over HTTP, SSE, app routes) carry the
+#: peer a WebSocket's context gets, without the ASGI layer knowing about TLS.
+request_tls_peer: ContextVar[dict[str, Any] | None] = ContextVar("request_tls_peer", default=None)
+
+
+def make_context(headers: dict[str, str], protocol: str, keep: Iterable[str] = ()) -> Context:
     """The context of one HTTP request (all its headers) or one WebSocket (only
     :data:`KEPT_ON_SOCKETS` and the names in *keep*, ``Config.keep_headers``)."""
     cookies = parse_cookies(headers.get("cookie"))
     if protocol != "http":
         kept = KEPT_ON_SOCKETS.union(keep) if keep else KEPT_ON_SOCKETS
         headers = {k: v for k, v in headers.items() if k in kept}
-    return Context(headers=headers, cookies=cookies, protocol=protocol)
+    return Context(
+        headers=headers, cookies=cookies, protocol=protocol, tls_peer=request_tls_peer.get()
+    )
 
 
 def origin_allowed(headers: dict[str, str], config: Config) -> bool:
