@@ -20,6 +20,7 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import trio
@@ -42,6 +43,7 @@ from ._settings import (
     parse_flags,
     resolve,
 )
+from ._supervisor._child import end_with_parent, tag_log_lines, worker_role
 from .client._command import add_subscribe_command, run_subscribe
 
 log = logging.getLogger("meshsub_trio")
@@ -267,11 +269,21 @@ def _read_tokens(path: str) -> dict[str, str]:
 
 
 async def run(app: App, config: Config) -> None:
-    """Serve until SIGINT or SIGTERM, then shut down gracefully."""
+    """Serve until SIGINT or SIGTERM, then shut down gracefully.
+
+    A worker of ``serve --workers N`` serves on the sockets its supervisor
+    passed it, and drains the same way when the supervisor is gone.
+    """
+    role = worker_role()
+    listeners = role.listeners() if role is not None else None
+    parent = trio.CancelScope()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
-            server: Server = await nursery.start(serve, app, config)
+            server: Server = await nursery.start(partial(serve, listeners=listeners), app, config)
             print(f"meshsub-trio serving on {server.url}", flush=True)
+            if role is not None:
+                log.info("worker %d serving", role.index, extra={"pid": os.getpid()})
+                nursery.start_soon(_end_with_parent, parent)
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     server.reload_tls()  # new handshakes get the new pair; nobody drops
@@ -279,6 +291,12 @@ async def run(app: App, config: Config) -> None:
                 log.info("%s received: shutting down", signal.Signals(signum).name)
                 server.shutdown()
                 break
+            parent.cancel()
+
+
+async def _end_with_parent(scope: trio.CancelScope) -> None:
+    with scope:
+        await end_with_parent()
 
 
 async def run_on_nats(args: argparse.Namespace, config: Config, url: str) -> None:
@@ -340,12 +358,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_config(resolved)
         return 0
     configure_logging(args.log_level, args.log_format)
+    role = worker_role()
+    if role is not None:
+        tag_log_lines(role.index)
     config = config_from_args(args)
     tls_error = tls_problem(config)
     if tls_error is not None:
         print(f"meshsub-trio: {tls_error}", file=sys.stderr)
         return 1
     url = broker_url(args)
+    if args.workers > 1 and role is None:
+        from ._supervisor import plan_for, run_supervisor
+
+        check_exposure(args)
+        return run_supervisor(plan_for(argv, args, config, data_dir(args)))
     if config.host in ("0.0.0.0", "::", "") and config.allowed_hosts is None:
         log.warning(
             "bound to every address with no --allow-host: any Host header is served "

@@ -8,6 +8,7 @@ see :mod:`._settings` for the precedence.
 from __future__ import annotations
 
 import argparse
+import os
 
 from ._cli_types import (
     count,
@@ -30,6 +31,27 @@ DURABILITY_ENV = "MESHSUB_DURABILITY"
 METRICS_TOKEN_ENV = "MESHSUB_METRICS_TOKEN"
 
 
+#: More workers than this is a typo, not a machine.
+MAX_WORKERS = 512
+
+
+def worker_count(text: str) -> int:
+    """``auto`` (the cores this process may run on) or a whole number from 1."""
+    if text.strip().lower() == "auto":
+        return available_cores()
+    value = positive_count(text)
+    if value > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"{text!r} workers is more than {MAX_WORKERS}")
+    return value
+
+
+def available_cores() -> int:
+    """Cores this process may use (its CPU affinity, so a container's limit counts)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
 def add_serve_options(serve_cmd: argparse.ArgumentParser) -> None:
     """Everything ``serve`` accepts."""
     serve_cmd.add_argument(
@@ -43,6 +65,18 @@ def add_serve_options(serve_cmd: argparse.ArgumentParser) -> None:
     )
     serve_cmd.add_argument(
         "--port", type=port, default=9081, help="port to bind (default 9081; 0 = any)"
+    )
+    serve_cmd.add_argument(
+        "--workers",
+        type=worker_count,
+        default=1,
+        metavar="N|auto",
+        help=(
+            "worker processes sharing the port (SO_REUSEPORT) and serving as one over NATS; "
+            "'auto' is one per core. Without --broker an embedded nats-server is started "
+            "(pip install 'meshsub-trio[workers]'); a worker that dies is restarted "
+            "(default 1: this process serves)"
+        ),
     )
     serve_cmd.add_argument(
         "--keepalive",

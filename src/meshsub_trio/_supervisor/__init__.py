@@ -1,0 +1,21 @@
+"""``serve --workers N``: N processes on one port, one server through NATS.
+
+The supervisor (:mod:`._run`) binds the shared ``SO_REUSEPORT`` sockets
+(:mod:`._sockets`), starts the embedded nats-server when no broker is given
+(:mod:`._embedded_nats`) and keeps one worker per slot alive (:mod:`._worker`);
+a worker is the ordinary server, told its role by :mod:`._child`.
+"""
+
+from ._child import WorkerRole, end_with_parent, tag_log_lines, worker_role
+from ._plan import Plan, plan_for
+from ._run import run_supervisor
+
+__all__ = [
+    "Plan",
+    "WorkerRole",
+    "end_with_parent",
+    "plan_for",
+    "run_supervisor",
+    "tag_log_lines",
+    "worker_role",
+]

@@ -1,0 +1,60 @@
+"""What ``serve --workers N`` runs, decided from the resolved options before anything starts."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+
+from .._config import Config
+from .._serve_options import MEMORY
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the supervisor runs, decided from the resolved options before anything starts."""
+
+    workers: int
+    argv: tuple[str, ...]
+    host: str
+    port: int
+    backlog: int
+    drain_timeout: float
+    #: None: start an embedded nats-server; else the user's ``--broker`` URL.
+    broker: str | None
+    simulator: bool
+    data_dir: str
+    tls: bool = False
+
+
+def worker_command(plan: Plan, index: int, broker: str) -> list[str]:
+    """The user's own ``serve`` options, plus this worker's share of the job."""
+    extra = ["--workers", "1", "--broker", broker]
+    extra.append("--simulator" if plan.simulator and index == 0 else "--no-simulator")
+    argv = list(plan.argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    return [sys.executable, "-m", "meshsub_trio", *argv[:cut], *extra, *argv[cut:]]
+
+
+def plan_for(argv: list[str], args: argparse.Namespace, config: Config, data_dir: str) -> Plan:
+    """The plan for *args* (resolved from every source), or a one-line refusal."""
+    broker = (args.broker or "").strip() or None
+    if broker == MEMORY:
+        raise SystemExit(
+            f"meshsub-trio: --workers {args.workers} shares state through NATS, not "
+            f"--broker {MEMORY}: leave --broker out (an embedded nats-server starts) "
+            "or give nats://HOST:PORT"
+        )
+    simulator = args.simulator if args.simulator is not None else broker is None
+    return Plan(
+        workers=args.workers,
+        argv=tuple(argv),
+        host=config.host,
+        port=config.port,
+        backlog=config.backlog,
+        drain_timeout=config.close_timeout + 0.5,
+        broker=broker,
+        simulator=bool(simulator),
+        data_dir=data_dir,
+        tls=config.certfile is not None,
+    )

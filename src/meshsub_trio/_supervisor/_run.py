@@ -1,0 +1,151 @@
+"""``serve --workers N``: bind the port, start NATS if needed, run N workers as one server.
+
+One Trio nursery owns everything: the embedded nats-server's task and one
+task per worker slot. The workers share state, events, cohorts and cursors
+through NATS only (each is a scale-out process of its own). SIGINT/SIGTERM
+close the supervisor's copies of the sockets, drain every worker at once
+(each as a lone server drains), then stop nats-server after them, so their
+last publishes reach it. SIGHUP is passed on (TLS files reloaded).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator
+
+import trio
+
+from ._embedded_nats import EmbeddedNats, EmbeddedNatsError, find_nats_server, store_directory
+from ._plan import Plan, worker_command
+from ._sockets import SharedSockets, bind_shared
+from ._worker import WorkerFailed, WorkerSlot, announce
+
+log = logging.getLogger("meshsub_trio.workers")
+
+NATS_EXTRA = "pip install 'meshsub-trio[workers]'"
+#: Beyond the workers' own drain bound: their NATS broker's close and the app's lifespan.
+STOP_MARGIN = 10.0
+NATS_STOP_TIMEOUT = 10.0
+
+
+def missing_dependency(plan: Plan) -> str | None:
+    """One line naming what to install, or None when the workers can run."""
+    if any(importlib.util.find_spec(name) is None for name in ("nats", "trio_asyncio")):
+        return f"--workers {plan.workers} needs nats-py and trio-asyncio: {NATS_EXTRA}"
+    if plan.broker is None:
+        try:
+            find_nats_server()
+        except EmbeddedNatsError:
+            return (
+                f"--workers {plan.workers} without --broker runs an embedded nats-server: "
+                f"{NATS_EXTRA}"
+            )
+    return None
+
+
+def run_supervisor(plan: Plan) -> int:
+    """Serve with *plan*'s workers until SIGINT/SIGTERM; the exit status."""
+    problem = missing_dependency(plan)
+    if problem is not None:
+        print(f"meshsub-trio: {problem}", file=sys.stderr)
+        return 1
+    try:
+        shared = bind_shared(plan.host, plan.port, plan.workers, plan.backlog)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        print(f"meshsub-trio: cannot listen on {plan.host}:{plan.port}: {reason}", file=sys.stderr)
+        return 1
+    try:
+        with _store(plan) as store:
+            return trio.run(supervise, plan, shared, store)
+    except (EmbeddedNatsError, WorkerFailed) as error:
+        print(f"meshsub-trio: {error}", file=sys.stderr)
+        return 1
+    finally:
+        shared.close()
+
+
+@contextlib.contextmanager
+def _store(plan: Plan) -> Iterator[str | None]:
+    if plan.broker is not None:
+        yield None
+        return
+    with store_directory(plan.data_dir) as store:
+        yield store
+
+
+async def supervise(plan: Plan, shared: SharedSockets, store: str | None) -> int:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        try:
+            async with trio.open_nursery() as nursery:
+                await _serve(plan, shared, store, nursery, signals)
+        except BaseExceptionGroup as group:
+            leaf = _single(group)
+            if leaf is None:
+                raise
+            raise leaf from None
+    return 0
+
+
+async def _serve(
+    plan: Plan,
+    shared: SharedSockets,
+    store: str | None,
+    nursery: trio.Nursery,
+    signals: AsyncIterator[int],
+) -> None:
+    nats: EmbeddedNats | None = None
+    if store is not None:
+        nats = await nursery.start(EmbeddedNats(find_nats_server(), store).run)
+    broker = nats.url if nats is not None else str(plan.broker)
+    slots = [
+        WorkerSlot(index, worker_command(plan, index, broker), shared.fds(index))
+        for index in range(plan.workers)
+    ]
+    async with trio.open_nursery() as starting:
+        for slot in slots:
+            starting.start_soon(nursery.start, slot.run)
+    print(f"meshsub-trio serving on {_url(plan, shared)}", flush=True)
+    for slot in slots:
+        announce(slot)
+    log.info("%d workers serving", plan.workers, extra={"broker": broker})
+    async for signum in signals:
+        if signum == signal.SIGHUP:
+            for slot in slots:
+                slot.signal(signal.SIGHUP)
+            continue
+        log.info("%s received: draining every worker", signal.Signals(signum).name)
+        break
+    # New connections go nowhere once each worker closes its listener.
+    shared.close()
+    async with trio.open_nursery() as stopping:
+        for slot in slots:
+            stopping.start_soon(slot.stop, plan.drain_timeout + STOP_MARGIN)
+    if nats is not None:
+        await nats.stop(NATS_STOP_TIMEOUT)
+    nursery.cancel_scope.cancel()
+
+
+def _url(plan: Plan, shared: SharedSockets) -> str:
+    sock = shared.per_worker[0][0]
+    host = sock.getsockname()[0]
+    host = f"[{host}]" if ":" in host else host
+    scheme = "https" if plan.tls else "http"
+    return f"{scheme}://{host}:{shared.port}"
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception inside nested groups, else None."""
+    leaves = []
+    stack: list[BaseException] = [group]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, BaseExceptionGroup):
+            stack.extend(item.exceptions)
+        else:
+            leaves.append(item)
+    return leaves[0] if len(leaves) == 1 else None

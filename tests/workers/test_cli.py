@@ -1,0 +1,78 @@
+"""What ``serve --workers`` refuses, each in one line, before it starts anything."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from meshsub_trio import Config
+from meshsub_trio._cli import parse_serve_args, print_config
+from meshsub_trio._supervisor import _run, plan_for
+from meshsub_trio._supervisor._embedded_nats import EmbeddedNatsError
+
+from ._kit import open_supervisor
+
+
+def serve(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, MESHSUB_DATA_DIR=str(data_dir))
+    return subprocess.run(
+        [sys.executable, "-m", "meshsub_trio", "serve", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+
+
+async def test_a_taken_port_or_data_dir_is_refused(tmp_path: Path) -> None:
+    async with open_supervisor(tmp_path) as supervisor:
+        port = str(supervisor.port)
+        # SO_REUSEPORT would let a second --workers server share the port silently.
+        for args in (["--workers", "2", "--port", port], ["--port", port]):
+            done = serve(*args, data_dir=tmp_path / "other")
+            assert done.returncode == 1, done
+            assert "cannot listen on 127.0.0.1:" in done.stderr
+            assert "Address already in use" in done.stderr
+        done = serve("--workers", "2", "--port", "0", data_dir=tmp_path / "data")
+        assert done.returncode == 1
+        assert done.stderr.strip().endswith("(one per --data-dir)"), done.stderr
+
+
+def test_the_memory_broker_is_refused(tmp_path: Path) -> None:
+    args = argparse.Namespace(workers=2, broker="memory", simulator=None)
+    with pytest.raises(SystemExit) as refused:
+        plan_for(["serve"], args, Config(port=0), str(tmp_path))
+    message = str(refused.value)
+    assert "\n" not in message and "leave --broker out" in message
+
+
+def test_config_shows_the_workers(capsys: pytest.CaptureFixture[str]) -> None:
+    _, resolved = parse_serve_args(["config", "--workers", "auto"])
+    print_config(resolved)
+    cores = len(os.sched_getaffinity(0))
+    assert f"workers = {cores!r}  # flag" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        parse_serve_args(["serve", "--workers", "0"])
+    assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_without_the_extra_the_message_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    def missing() -> str:
+        raise EmbeddedNatsError("not found")
+
+    monkeypatch.setattr(_run, "find_nats_server", missing)
+    args = argparse.Namespace(workers=2, broker=None, simulator=None)
+    plan = plan_for(["serve", "--workers", "2"], args, Config(port=0), str(tmp_path))
+    assert _run.run_supervisor(plan) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "meshsub-trio: --workers 2 without --broker runs an embedded nats-server: "
+        "pip install 'meshsub-trio[workers]'\n"
+    )
