@@ -15,6 +15,7 @@ from datetime import UTC
 from typing import Any
 
 import pytest
+import trio
 from graphql import build_schema, parse
 from graphql.execution.executor_throwing_on_incremental import ExecutorThrowingOnIncremental
 from hypothesis import HealthCheck, given, settings
@@ -137,8 +138,9 @@ def test_engine_payloads_match_with_the_switch_off(name: str) -> None:
     assert _engine_payloads(True, name, samples) == _engine_payloads(False, name, samples)
 
 
-def test_an_async_resolver_moves_the_subscription_to_graphql_core() -> None:
+async def test_an_async_resolver_runs_in_the_plan() -> None:
     async def slow(_root: Any, _info: Any) -> int:
+        await trio.sleep(0)
         return 1
 
     app = App(BENCH_SDL, resolvers={"Event": {"id": slow}})
@@ -146,9 +148,10 @@ def test_an_async_resolver_moves_the_subscription_to_graphql_core() -> None:
     prepared = engine.prepare(BENCH_DOCUMENT, {"topic": "t"}, None, None)
     assert not isinstance(prepared, list)
     result = engine.event_payload_now(prepared, {"events": {"id": 0, "ts": 1.0, "payload": "p"}})
-    assert not isinstance(result, bytes)  # graphql-core's coroutine, to be awaited
-    result.close()
-    assert prepared.plan is None and engine.plans.bailed == 1
+    assert not isinstance(result, bytes)  # the plan's coroutine, to be awaited
+    assert await result == b'{"data":{"events":{"id":1,"ts":1.0,"payload":"p"}}}'
+    assert prepared.plan is not None
+    assert (engine.plans.compiled_events, engine.plans.fallback_events) == (1, 0)
 
 
 def test_plan_is_cached_per_document_and_variables() -> None:

@@ -22,7 +22,7 @@ from .._encoding import dumps
 from ._documents import Document, DocumentCache
 from ._errors import public_errors
 from ._limits import Limits
-from ._plan import Bail, Plan
+from ._plan import Plan
 from ._plans import Plans
 from ._trio_gather import install as install_trio_gather
 
@@ -40,8 +40,8 @@ class Prepared:
     kind: OperationType
     #: Who runs it, as error messages and logs name it ("operation 3").
     label: str = "request"
-    #: The compiled plan of its events: UNCOMPILED until the first, None
-    #: when graphql-core executes them (see ``_plans``).
+    #: Its compiled plan (for a subscription, of its events): UNCOMPILED until
+    #: first needed, None when graphql-core executes it (see ``_plans``).
     plan: Plan | None = UNCOMPILED
     #: What the plan is found by: the cache entry, the operation, the variables.
     document: Document | None = None
@@ -92,7 +92,7 @@ class Engine:
         # internals and patches its gather (a clear error if they moved).
         install_trio_gather()
         self.app = app
-        #: Compiled execution of subscription events, and its counters.
+        #: Compiled execution of operations and subscription events, and its counters.
         self.plans = Plans(compiled)
         self.documents = DocumentCache(
             app.schema,
@@ -148,13 +148,24 @@ class Engine:
             return executor
         assert isinstance(executor, ExecutorThrowingOnIncremental)
         kind = executor.operation.operation
-        if kind is not OperationType.SUBSCRIPTION or not self.plans.enabled:
+        if not self.plans.enabled:
             return Prepared(executor, kind, label, None)
         return Prepared(executor, kind, label, UNCOMPILED, document, operation_name, variables)
 
     async def execute(self, prepared: Prepared) -> ExecutionResult:
-        """Run a query or mutation to its single result."""
-        result = prepared.executor.execute_operation()
+        """Run a query or mutation to its single result: on its compiled plan
+        when it has one (a mutation's root fields one after the other)."""
+        executor = prepared.executor
+        plan = self._plan_of(prepared)
+        if plan is not None:
+            self.plans.compiled_events += 1
+            result: Any = plan.run(
+                executor.root_value, executor.context_value, executor.async_helpers
+            )
+        else:
+            if self.plans.enabled:
+                self.plans.fallback_events += 1
+            result = executor.execute_operation()
         if is_awaitable(result):
             result = await result
         assert isinstance(result, ExecutionResult)
@@ -198,25 +209,24 @@ class Engine:
     def _execute_now(self, prepared: Prepared, event: Any) -> Any:
         """The event's result, or an awaitable of it when a resolver needs awaiting:
         from the compiled plan when there is one, else from graphql-core."""
+        plan = self._plan_of(prepared)
+        executor = prepared.executor
+        if plan is not None:
+            self.plans.compiled_events += 1
+            return plan.run(event, executor.context_value, executor.async_helpers)
+        if self.plans.enabled:
+            self.plans.fallback_events += 1
+        return executor.build_per_event_executor(event).execute_operation(False)
+
+    def _plan_of(self, prepared: Prepared) -> Plan | None:
+        """*prepared*'s plan, found (or compiled) the first time it is needed."""
         plan = prepared.plan
         if plan is UNCOMPILED:
             plan = prepared.plan = self.plans.find(
                 prepared.document, prepared.operation_name, prepared.variables, prepared.executor
             )
             prepared.document = prepared.variables = None  # found: no longer needed
-        executor = prepared.executor
-        if plan is not None:
-            try:
-                result = plan.run(event, executor.context_value, executor.async_helpers)
-            except Bail:  # an async resolver: graphql-core from now on
-                prepared.plan = None
-                self.plans.bailed += 1
-            else:
-                self.plans.compiled_events += 1
-                return result
-        if self.plans.enabled:
-            self.plans.fallback_events += 1
-        return executor.build_per_event_executor(event).execute_operation(False)
+        return plan
 
 
 def _encode(result: ExecutionResult, cursor: str | None, label: str) -> bytes:

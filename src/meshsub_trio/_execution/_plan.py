@@ -1,15 +1,22 @@
-"""What a compiled plan needs while it runs: per-event state, cheap paths, bail-outs.
+"""What a compiled plan needs while it runs: per-run state, cheap paths, pending values.
 
 A compiled plan (see ``_compiler``) runs the closures built for one document
 and set of variables. Response paths are kept as plain tuples
 ``(prev, key, typename)`` (a tuple costs a tenth of graphql-core's ``Path``)
 and turned into lists or ``Path`` objects only when an error or a resolver
 needs one.
+
+Work that must be awaited (an async resolver, an awaitable list item,
+``resolve_type`` or ``is_type_of``) makes the closure return a coroutine of
+the plan's own (see ``_pending``) in place of the value: a parent checks
+``type(value) is PENDING`` and settles it the way graphql-core does, so a
+synchronous run never pays for the asynchronous machinery.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from types import CoroutineType
 from typing import Any
 
 from graphql import ExecutionResult, GraphQLError
@@ -19,27 +26,20 @@ from graphql.pyutils import Path
 LazyPath = tuple[Any, str | int, str | None] | None
 
 #: Runs one object's selection set: (source, object path, run) -> response map.
-ObjectFn = Callable[[Any, LazyPath, "Run"], dict[str, Any]]
+ObjectFn = Callable[[Any, LazyPath, "Run"], Any]
 
 #: Resolves and completes one field, or completes one value: (value, path, run).
 ValueFn = Callable[[Any, LazyPath, "Run"], Any]
 
+#: Turns a raw exception at a path into a located error: raised, or recorded.
+FailFn = Callable[[Exception, LazyPath, "Run"], None]
+
 #: Types whose values are never awaitable: skip graphql-core's slower check.
 PLAIN: frozenset[type] = frozenset({str, int, float, bool, type(None), dict, list, tuple})
 
-
-class Bail(BaseException):
-    """A resolver gave an awaitable or an async iterable: the plan runs only
-    synchronous work, so graphql-core executes this event instead. A
-    BaseException, so the field error handlers of the plan let it through."""
-
-
-def bail(value: Any) -> Bail:
-    """The Bail for *value*, closing it first if it is a coroutine nobody will await."""
-    close = getattr(value, "close", None)
-    if close is not None and hasattr(value, "cr_frame"):
-        close()
-    return Bail()
+#: The type of a value still being computed: only the plan's own coroutines
+#: reach a parent (every awaitable from application code is wrapped first).
+PENDING = CoroutineType
 
 
 class Run:
@@ -76,21 +76,42 @@ def to_path(path: LazyPath) -> Path | None:
     return result
 
 
+def field_path(path: LazyPath) -> LazyPath:
+    """The path of the field a (list item) path is in: graphql-core gives
+    ``resolve_type`` and ``is_type_of`` the field's info, item or not."""
+    while path is not None and type(path[1]) is int:
+        path = path[0]
+    return path
+
+
 class Plan:
-    """A compiled subscription selection: run once per event, synchronously."""
+    """A compiled operation: its root selection set over a root value."""
 
     __slots__ = ("root",)
 
     def __init__(self, root: ObjectFn) -> None:
         self.root = root
 
-    def run(self, event: Any, context: Any, helpers: Any) -> ExecutionResult:
-        """graphql-core's result for *event* as root value; raises Bail when a
-        resolver needs awaiting."""
-        run = Run(event, context, helpers)
+    def run(
+        self, root_value: Any, context: Any, helpers: Any
+    ) -> ExecutionResult | Coroutine[Any, Any, ExecutionResult]:
+        """graphql-core's result with *root_value* as root: at once when no
+        resolver needs awaiting, else a coroutine (awaited under Trio or asyncio)."""
+        run = Run(root_value, context, helpers)
         try:
-            data: dict[str, Any] | None = self.root(event, None, run)
+            data = self.root(root_value, None, run)
         except GraphQLError as error:  # a null propagated to the root
             run.errors.append(error)
             data = None
+        if type(data) is PENDING:
+            return _finish_later(data, run)
         return ExecutionResult(data, run.errors or None)
+
+
+async def _finish_later(pending: Coroutine[Any, Any, Any], run: Run) -> ExecutionResult:
+    try:
+        data = await pending
+    except GraphQLError as error:
+        run.errors.append(error)
+        data = None
+    return ExecutionResult(data, run.errors or None)

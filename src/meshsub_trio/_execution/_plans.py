@@ -1,11 +1,12 @@
-"""Which plan runs a subscription's events, and how often graphql-core stood in.
+"""Which plan runs an operation (or a subscription's events), and how often
+graphql-core stood in.
 
 A plan depends on the document, the operation and the variables (they decide
-@skip/@include and the arguments), never on the event or the context, so it
-is compiled at a subscription's first event and cached on the document's
-cache entry, keyed by operation name and the variables' canonical JSON. A
-subscriber whose document cannot be compiled, or whose resolvers turn out to
-be async, runs on graphql-core: the counters say how often.
+@skip/@include and the arguments), never on the root value, the event or the
+context, so it is compiled when first needed (a query's execution, a
+subscription's first event) and cached on the document's cache entry, keyed
+by operation name and the variables' canonical JSON. An operation whose
+document cannot be compiled runs on graphql-core: the counters say how often.
 """
 
 from __future__ import annotations
@@ -32,14 +33,15 @@ class Plans:
     def __init__(self, enabled: bool = True) -> None:
         #: Whether events run on compiled plans at all (``Config.compiled_execution``).
         self.enabled = enabled
-        #: Events executed by a compiled plan.
+        #: Executions (subscription events, queries, mutations) by a compiled plan.
         self.compiled_events = 0
-        #: Events executed by graphql-core while compiled execution is on
+        #: Executions by graphql-core while compiled execution is on
         #: (``meshsub_compiled_fallbacks_total``).
         self.fallback_events = 0
         #: Plans refused: (document, operation, variables) left to graphql-core.
         self.refused = 0
-        #: Subscriptions moved to graphql-core by an awaitable from a resolver.
+        #: Operations moved to graphql-core midway: none since plans await
+        #: async resolvers themselves; kept for ``meshsub_compiled_bailouts``.
         self.bailed = 0
 
     def find(
