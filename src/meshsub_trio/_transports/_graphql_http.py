@@ -4,8 +4,11 @@ Status codes follow the rules the graphql-http audits check: with
 ``application/graphql-response+json`` a request that cannot execute (parse,
 validation or variable errors) is a 400 without ``data``; with
 ``application/json`` a well-formed request always gets 200 and its errors.
-Mutations over GET get 405 (``Allow: POST``); subscriptions are refused with a
-400 that names the WebSocket endpoint.
+Mutations over GET get 405 (``Allow: POST``). A subscription is streamed when
+the client accepts a streaming format (SSE is routed before this module;
+Apollo's multipart is decided here, see :func:`answer_or_stream`); otherwise
+it is refused with a 400 that names the WebSocket endpoint and the streaming
+Accept values.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from .._app import AuthError, Context
 from .._core._state import ServerState
 from .._encoding import JSONDecodeError, dumps, loads
 from .._execution import Prepared, format_errors, format_result
+from .._wire import OperationRequested
 from ._requests import make_context
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
@@ -143,7 +147,44 @@ async def handle_graphql_http(
     its body, as the ASGI app does) passes that *context*; without one the
     request is authenticated here.
     """
+    answer = await _answer(state, method, headers, query_string, body, context, multipart=False)
+    assert isinstance(answer, HttpResponse)  # only a multipart request is streamed
+    return answer
+
+
+async def answer_or_stream(
+    state: ServerState,
+    method: str,
+    headers: dict[str, str],
+    query_string: bytes,
+    body: bytes,
+    context: Context,
+) -> HttpResponse | OperationRequested:
+    """A request whose ``Accept`` takes multipart subscriptions (MP-01).
+
+    A subscription is to be streamed: the answer is the operation to run.
+    So is any operation when the client takes no JSON at all (one part).
+    Everything else is answered as plain GraphQL over HTTP (MP-08): queries
+    and mutations in JSON, and what cannot run (unreadable, invalid) with
+    its status, before any stream starts.
+    """
+    return await _answer(state, method, headers, query_string, body, context, multipart=True)
+
+
+async def _answer(
+    state: ServerState,
+    method: str,
+    headers: dict[str, str],
+    query_string: bytes,
+    body: bytes,
+    context: Context | None,
+    *,
+    multipart: bool,
+) -> HttpResponse | OperationRequested:
     media_type = choose_media_type(headers.get("accept"))
+    only_multipart = multipart and media_type is None
+    if only_multipart:
+        media_type = APPLICATION_JSON  # for answers that are not a stream
     if media_type is None:
         return HttpResponse(
             406,
@@ -169,6 +210,7 @@ async def handle_graphql_http(
         query, variables, operation_name = _check_params(params)
     except _BadRequest as problem:
         return reply(problem.status, {"errors": [{"message": str(problem)}]})
+    extensions = params.get("extensions")
 
     if context is None:
         context = make_context(headers, "http")
@@ -188,9 +230,14 @@ async def handle_graphql_http(
         if prepared.kind is OperationType.MUTATION and method == "GET":
             allow = (("allow", "POST"),)
             return reply(405, {"errors": [{"message": "Mutations need POST"}]}, allow)
+        if multipart and (only_multipart or prepared.kind is OperationType.SUBSCRIPTION):
+            return OperationRequested("multipart", query, variables, operation_name, extensions)
         if prepared.kind is OperationType.SUBSCRIPTION:
             paths = ", ".join(state.config.ws_paths)
-            message = f"Subscriptions are not served over HTTP: open a WebSocket at {paths}"
+            message = (
+                f"Subscriptions are not served over plain HTTP: open a WebSocket at {paths}, "
+                'or stream with Accept: text/event-stream or multipart/mixed;subscriptionSpec="1.0"'
+            )
             return reply(400, {"errors": [{"message": message}]})
         result = await state.engine.execute(prepared)
         return reply(200, format_result(result, label))

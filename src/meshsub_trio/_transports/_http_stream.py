@@ -1,13 +1,19 @@
-"""One HTTP response as an operation's delivery sink: GraphQL over SSE.
+"""One HTTP response as a delivery sink: GraphQL over SSE or multipart.
 
-The same shape as a WebSocket connection, for exactly one operation. The
-stream is one Trio nursery; its children are the operation (the very
+The same shape as a WebSocket connection. The stream is one Trio nursery;
+its children are the operation (the very
 :class:`~meshsub_trio._core._operation.Operation` a WebSocket runs: the same
 engine, streamers, cohorts, bounded buffers and overflow policies, and a
 ``finally`` that runs exactly once), the writer (the only task that sends),
 the keep-alive and a watcher for the client going away. Whatever ends it
 (the operation completing or failing, ``http.disconnect``, a write past
 ``write_timeout``, server shutdown) cancels the nursery or closes the delivery.
+
+The body's format is the stream's *machine*, a sans-IO framer: graphql-sse
+(:class:`~meshsub_trio._wire._sse.SseMachine`) or Apollo's multipart
+(:class:`~meshsub_trio._wire._multipart.MultipartMachine`); the stream
+itself does not know which. A single-connection graphql-sse stream
+(``_sse_single``) is a subclass that serves many operations.
 
 The operation hands its frames to this stream's
 :class:`~meshsub_trio._core._delivery.Delivery`, as it would a WebSocket's;
@@ -20,18 +26,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 from graphql import OperationType
 
 from .._app import Context
-from .._core._delivery import Delivery
+from .._core._delivery import Delivery, Framer
 from .._core._operation import Operation
 from .._encoding import dumps
 from .._execution import Prepared
 from .._wire import OperationRequested
-from .._wire._sse import KEEPALIVE, STREAM_HEADERS, SseMachine
+from .._wire._sse import STREAM_HEADERS, SseMachine
 from ._event_stream import until_disconnect
 from ._graphql_http import BadRequest, check_params, read_params
 
@@ -47,16 +53,31 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 SSE = "sse"
 
 
+class StreamMachine(Framer, Protocol):
+    """A body format: a framer that also opens the body and frames keep-alives."""
+
+    def start(self) -> bytes:
+        """The first chunk, written with the headers."""
+
+    def keepalive(self) -> bytes | None:
+        """A keep-alive, or None once the body has ended."""
+
+
 class HttpStream:
-    """The driver between one HTTP response and one operation."""
+    """The driver between one HTTP response and its operation."""
 
     def __init__(
         self,
         state: ServerState,
         context: Context,
-        request: OperationRequested,
+        request: OperationRequested | None,
         receive: Receive,
         send: Send,
+        *,
+        machine: StreamMachine | None = None,
+        headers: tuple[tuple[str, str], ...] = STREAM_HEADERS,
+        protocol: str = SSE,
+        keepalive: float | None = None,
     ) -> None:
         self.state = state
         self.app = state.app
@@ -64,10 +85,15 @@ class HttpStream:
         self.config = state.config
         self.metrics = state.metrics
         self.context = context
-        self.protocol = SSE
-        self.machine = SseMachine()
+        self.protocol = protocol
+        #: The kind of sink, as interceptors and metrics name it.
+        self.transport = protocol
+        self.machine: StreamMachine = machine if machine is not None else SseMachine()
+        self.headers = headers
+        #: Seconds between keep-alives (0: none); the server's ``keepalive`` by default.
+        self.keepalive = state.config.keepalive if keepalive is None else keepalive
         self.delivery = Delivery(
-            self.machine, self.metrics, protocol=SSE, capacity=state.config.outbox_size
+            self.machine, self.metrics, protocol=protocol, capacity=state.config.outbox_size
         )
         self.delivery.wake_writer = self._on_work
         self.request = request
@@ -81,26 +107,24 @@ class HttpStream:
         #: Errors to stream instead of running an operation (a request-level problem).
         self._refusal: list[dict[str, Any]] | None = None
 
-    #: The kind of sink, as interceptors name it.
-    transport = SSE
-
     # ---- what the operation core calls ----------------------------------
     def operation_finished(self, operation: Operation) -> None:
         """Called exactly once, from the operation's ``finally``."""
-        self.metrics.operation_finished(SSE)
+        self.metrics.operation_finished(self.protocol)
 
     # ---- lifecycle -----------------------------------------------------
     async def run(self) -> None:
-        """Answer with the stream and serve the operation until it ends.
+        """Answer with the stream and serve until it ends.
 
-        The headers and a first ``:`` go out at once (SSE-01, flushes proxies);
-        then the operation runs. Its cleanup has run when this returns.
+        The headers and the machine's first chunk go out at once (SSE-01,
+        flushes proxies); then the operation runs. Every cleanup has run
+        when this returns.
         """
         await self._send(
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [(k.encode(), v.encode()) for k, v in STREAM_HEADERS],
+                "headers": [(k.encode(), v.encode()) for k, v in self.headers],
             }
         )
         streams = self.state.http_streams
@@ -108,27 +132,38 @@ class HttpStream:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                await self.delivery.send(None, KEEPALIVE)
+                await self.delivery.send(None, self.machine.start())
                 nursery.start_soon(self._write_loop)
                 nursery.start_soon(self._watch_disconnect)
-                if self._refusal is not None:
-                    await self.delivery.send(
-                        None, self.machine.error(self.request.id, self._refusal) or b""
-                    )
-                    self.delivery.close()
-                    return
-                operation = Operation(self, self.request)
-                self.operation = operation
-                self.metrics.operation_started(SSE)
-                if self.state.shutting_down:
-                    self.shutdown()
-                if self.config.keepalive > 0:
+                if self.keepalive > 0:
                     nursery.start_soon(self._keepalive_loop)
-                nursery.start_soon(self._run_operation, operation)
+                self._serve(nursery)
         finally:
             self._nursery = None
             streams.discard(self)
             self.delivery.release()
+            self._closed()
+
+    def _serve(self, nursery: trio.Nursery) -> None:
+        """Start what the stream serves: here its one operation (or the refusal)."""
+        assert self.request is not None
+        if self._refusal is not None:
+            frame = self.machine.error(self.request.id, self._refusal)
+            nursery.start_soon(self._send_last, frame or b"")
+            return
+        operation = Operation(self, self.request)
+        self.operation = operation
+        self.metrics.operation_started(self.protocol)
+        if self.state.shutting_down:
+            self.shutdown()
+        nursery.start_soon(self._run_operation, operation)
+
+    def _closed(self) -> None:
+        """The nursery has exited (a subclass lets go of what it registered)."""
+
+    async def _send_last(self, frame: bytes) -> None:
+        await self.delivery.send(None, frame)
+        self.delivery.close()
 
     def refuse(self, errors: list[dict[str, Any]]) -> None:
         """Stream *errors* then ``complete`` instead of running the request."""
@@ -161,9 +196,10 @@ class HttpStream:
         self._abort("disconnect")
 
     async def _keepalive_loop(self) -> None:
-        """A ``:`` comment every ``keepalive`` seconds (SSE-03), under the write deadline."""
+        """A keep-alive (SSE ``:``, a multipart ``{}``) every ``keepalive`` seconds, under
+        the write deadline (SSE-03, MP-03)."""
         while True:
-            await trio.sleep(self.config.keepalive)
+            await trio.sleep(self.keepalive)
             if self.delivery.closed or (frame := self.machine.keepalive()) is None:
                 return
             await self.delivery.send(None, frame)
@@ -201,18 +237,15 @@ class HttpStream:
             await trio.lowlevel.checkpoint()
         if scope.cancelled_caught:
             log.warning(
-                "write stalled %.1fs: dropping a slow SSE consumer",
+                "write stalled %.1fs: dropping a slow %s consumer",
                 self.config.write_timeout,
-                extra={"protocol": SSE, "write_timeout_s": self.config.write_timeout},
+                self.protocol,
+                extra={"protocol": self.protocol, "write_timeout_s": self.config.write_timeout},
             )
             self._abort("stalled")
             return False
         self.delivery.sent(count)
         return True
-
-
-def _ignore() -> None:
-    pass
 
 
 async def serve_graphql_sse(
@@ -235,7 +268,7 @@ async def serve_graphql_sse(
     EventSource hides the body of an HTTP error.
     """
     if method not in ("GET", "POST"):
-        await _respond(send, 405, "Use GET or POST", [("allow", "GET, POST")])
+        await respond(send, 405, "Use GET or POST", [("allow", "GET, POST")])
         return
     try:
         params = read_params(method, headers, query_string, body)
@@ -244,12 +277,14 @@ async def serve_graphql_sse(
             params = {**params, "query": ""}
         query, variables, operation_name = check_params(params)
     except BadRequest as problem:
-        await _respond(send, problem.status, str(problem))
+        await respond(send, problem.status, str(problem))
         return
-    if method == "GET" and not missing and await _is_mutation(
-        state, query, variables, operation_name, context
+    if (
+        method == "GET"
+        and not missing
+        and await is_mutation(state, query, variables, operation_name, context)
     ):
-        await _respond(send, 405, "Mutations need POST", [("allow", "POST")])
+        await respond(send, 405, "Mutations need POST", [("allow", "POST")])
         return
     extensions = params.get("extensions")
     request = OperationRequested("sse", query, variables, operation_name, extensions)
@@ -259,7 +294,7 @@ async def serve_graphql_sse(
     await stream.run()
 
 
-async def _is_mutation(
+async def is_mutation(
     state: ServerState,
     query: str,
     variables: dict[str, Any] | None,
@@ -282,7 +317,7 @@ async def _is_mutation(
         prepared.release()
 
 
-async def _respond(
+async def respond(
     send: Send, status: int, message: str, extra: list[tuple[str, str]] | None = None
 ) -> None:
     body = dumps({"errors": [{"message": message}]})

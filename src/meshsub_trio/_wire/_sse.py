@@ -100,6 +100,10 @@ class SseMachine:
     def closed(self) -> bool:
         return self.state is StreamState.ENDED
 
+    def start(self) -> bytes:
+        """The first chunk: a comment, which flushes the headers through proxies."""
+        return KEEPALIVE
+
     def next(self, _id: str, payload: bytes) -> bytes | None:
         if self.state is StreamState.ENDED:
             return None
@@ -116,6 +120,102 @@ class SseMachine:
         if frame is None:
             return None
         end = self.complete(_id)
+        assert end is not None
+        return frame + end
+
+    def keepalive(self) -> bytes | None:
+        return None if self.state is StreamState.ENDED else KEEPALIVE
+
+
+class LocalProtocolError(Exception):
+    """The driver used a machine out of order (a bug here, not the peer's)."""
+
+
+class OpState(enum.Enum):
+    LIVE = "live"
+    CANCELLED = "cancelled"  # the client stopped it (DELETE): nothing more goes out
+    FINISHED = "finished"  # complete or error went out
+
+
+class SseSingleMachine:
+    """The frames of a single-connection graphql-sse stream: many operations.
+
+    Each event names its operation: ``next`` carries ``{"id", "payload"}``,
+    ``complete`` carries ``{"id"}`` (SSE-24). An id moves ABSENT --open-->
+    LIVE --complete/error--> FINISHED, or LIVE --stop--> CANCELLED, and
+    --release--> ABSENT once its task is gone (then it may be reused).
+    Frames for CANCELLED or FINISHED ids are None (a race with the client's
+    DELETE or the stream closing); for an ABSENT id, or after :meth:`close`,
+    the driver misused the machine and it raises.
+    """
+
+    __slots__ = ("_ops", "state")
+
+    subprotocol = "sse"
+
+    def __init__(self) -> None:
+        self.state = StreamState.STREAMING
+        self._ops: dict[str, OpState] = {}
+
+    @property
+    def closed(self) -> bool:
+        return self.state is StreamState.ENDED
+
+    def start(self) -> bytes:
+        return KEEPALIVE
+
+    def is_active(self, op_id: str) -> bool:
+        """Whether *op_id* is taken (its task has not been released yet)."""
+        return op_id in self._ops
+
+    def open(self, op_id: str) -> None:
+        if self.state is StreamState.ENDED:
+            raise LocalProtocolError("the stream has ended")
+        if op_id in self._ops:
+            raise LocalProtocolError(f"operation {op_id!r} is still active")
+        self._ops[op_id] = OpState.LIVE
+
+    def stop(self, op_id: str) -> bool:
+        """The client stopped *op_id*: True if it was live (its task must be cancelled)."""
+        if self._ops.get(op_id) is not OpState.LIVE:
+            return False
+        self._ops[op_id] = OpState.CANCELLED
+        return True
+
+    def release(self, op_id: str) -> None:
+        if self._ops.pop(op_id, None) is None:
+            raise LocalProtocolError(f"operation {op_id!r} is not active")
+
+    def close(self) -> None:
+        """The stream ends: every live operation is cancelled with it."""
+        self.state = StreamState.ENDED
+        for op_id, op in self._ops.items():
+            if op is OpState.LIVE:
+                self._ops[op_id] = OpState.CANCELLED
+
+    def _live(self, op_id: str) -> bool:
+        op = self._ops.get(op_id)
+        if op is None:
+            raise LocalProtocolError(f"operation {op_id!r} was never opened")
+        return op is OpState.LIVE
+
+    def next(self, op_id: str, payload: bytes) -> bytes | None:
+        if not self._live(op_id):
+            return None
+        return b'event: next\ndata: {"id":' + dumps(op_id) + b',"payload":' + payload + b"}\n\n"
+
+    def complete(self, op_id: str) -> bytes | None:
+        if not self._live(op_id):
+            return None
+        self._ops[op_id] = OpState.FINISHED
+        return b'event: complete\ndata: {"id":' + dumps(op_id) + b"}\n\n"
+
+    def error(self, op_id: str, errors: list[dict[str, Any]]) -> bytes | None:
+        """``next`` with the errors, then ``complete`` (SSE-27), as in distinct mode."""
+        frame = self.next(op_id, dumps({"errors": errors}))
+        if frame is None:
+            return None
+        end = self.complete(op_id)
         assert end is not None
         return frame + end
 

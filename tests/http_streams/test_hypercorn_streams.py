@@ -1,0 +1,58 @@
+"""SSE and multipart streams on the ASGI app under hypercorn: a client that
+leaves ends its operation, and its cleanup runs once.
+
+Not covered here: a reader that stops reading. hypercorn's send to a stalled
+peer cannot be cancelled (see ``_asgi``'s module notes), so the write deadline
+cannot drop it there; the native host's tests cover that case.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from ..integration.test_asgi_host import start_hypercorn
+from .conftest import Tracker
+from .streams_app import make_stream_app
+
+FORMATS = {
+    "sse": "text/event-stream",
+    "multipart": 'multipart/mixed;subscriptionSpec="1.0"',
+}
+
+
+async def cleaned_up(metrics: Any) -> None:
+    with trio.fail_after(10):
+        await metrics.wait_for(
+            lambda m: m.live_operations == 0 and m.cleanups_run == m.operations_started
+        )
+
+
+@pytest.mark.parametrize("protocol", list(FORMATS))
+async def test_disconnect_runs_cleanup_once(
+    nursery: trio.Nursery, tracker: Tracker, protocol: str
+) -> None:
+    hosted = await start_hypercorn(nursery, make_stream_app(tracker))
+    async with (
+        httpx.AsyncClient() as client,
+        client.stream(
+            "POST",
+            f"{hosted.url}/api",
+            json={"query": "subscription { ticks }"},
+            headers={"accept": FORMATS[protocol]},
+        ) as response,
+    ):
+        assert response.status_code == 200
+        received = b""
+        async for chunk in response.aiter_raw():
+            received += chunk
+            if received.count(b'"ticks"') >= 3:
+                break
+        assert hosted.metrics.active_by_protocol(protocol).value == 1
+    await cleaned_up(hosted.metrics)
+    assert hosted.metrics.operations_started == 1
+    assert tracker.cleanups == ["ticks"]
+    hosted.stop.set()
