@@ -3,8 +3,7 @@
 Both run from ``js/ref_servers.cjs`` on the packages ``scripts/install-test-deps``
 installs for tests/interop (graphql-ws 6, subscriptions-transport-ws 0.11, ws 8,
 graphql 16); it reports what reached it (pings, completed iterators) on stdout.
-Strawberry is not here: it is installed only into the benchmark's own
-environment (``scripts/bench/run``), which the test suite does not set up.
+Strawberry (both protocols, under hypercorn) is in ``test_strawberry.py``.
 """
 
 from __future__ import annotations

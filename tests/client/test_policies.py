@@ -75,10 +75,9 @@ def test_status_and_disconnect_verdicts() -> None:
     assert "close 1001 Going away" in str(Disconnect("u", code=1001, reason="Going away"))
 
 
-def test_transports_and_the_planned_seam() -> None:
-    assert transport_for("auto") is not None
-    with pytest.raises(NotImplementedError, match="planned"):
-        transport_for("poll")
+def test_transports_behind_the_seam() -> None:
+    for name in ("auto", "ws", "legacy", "sse", "poll"):
+        assert transport_for(name) is not None
     with pytest.raises(ValueError):
         transport_for("carrier-pigeon")
 

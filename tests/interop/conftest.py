@@ -118,8 +118,15 @@ async def run_asyncio(make_coro: Callable[[], Coroutine[Any, Any, T]], timeout: 
     async def bounded() -> T:
         return await asyncio.wait_for(make_coro(), timeout)
 
+    def run() -> T:
+        # A plain selector loop, whatever the policy: once trio-asyncio is
+        # imported (the NATS tests), its policy would make ``asyncio.run``
+        # build a SyncTrioEventLoop, on which callbacks see no running loop.
+        with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+            return runner.run(bounded())
+
     with trio.fail_after(timeout + 5):
-        return await trio.to_thread.run_sync(asyncio.run, bounded())
+        return await trio.to_thread.run_sync(run)
 
 
 class TrioPortal:

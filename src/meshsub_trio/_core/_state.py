@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -16,10 +16,14 @@ from ._cohort import Cohorts
 from ._connection import Connection
 
 if TYPE_CHECKING:
-    from .._transports._event_stream import EventStreamDriver
-    from .._transports._http_stream import HttpStream
     from .._transports._socket import MessageSocket
     from .._wire import ProtocolMachine
+
+
+class Stoppable(Protocol):
+    """A live HTTP stream or long-poll: server shutdown ends it."""
+
+    def shutdown(self) -> None: ...
 
 
 class ServerState:
@@ -42,7 +46,8 @@ class ServerState:
         self.cohorts = Cohorts(self.engine, linger=config.cohort_linger, metrics=self.metrics)
         self.connections: set[Connection] = set()
         #: Operations and app event streams over HTTP (SSE): ended by shutdown.
-        self.http_streams: set[HttpStream | EventStreamDriver] = set()
+        #: Live HTTP streams and long-polls: each ends on :meth:`shutdown`.
+        self.http_streams: set[Stoppable] = set()
         #: Connections still waiting for ``connection_init``, when a watchdog
         #: task enforces ``init_timeout`` for all of them (None: each its own).
         self.awaiting_init: set[Connection] | None = None

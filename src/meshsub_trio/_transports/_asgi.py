@@ -25,14 +25,18 @@ from .._core._state import ServerState
 from .._encoding import dumps
 from .._metrics import CONTENT_TYPE_LATEST, Metrics
 from .._wire import CloseCode, choose_subprotocol, machine_for
+from .._wire._multipart import wants_multipart
 from .._wire._sse import wants_event_stream
 from ._cors import decide_cors, merge_headers
 from ._event_stream import serve_event_stream
 from ._graphql_http import authenticate, handle_graphql_http
 from ._hosts import MISDIRECTED, HostPolicy
 from ._http_stream import serve_graphql_sse
+from ._multipart_stream import serve_multipart
+from ._poll import serve_graphql_poll, wants_poll
 from ._requests import bearer_matches, header_map, make_context, origin_allowed
 from ._socket import Message, MessageTooBig, SocketClosed
+from ._sse_single import is_single_connection, serve_sse_single
 from ._static import static_response
 
 log = logging.getLogger("meshsub_trio.asgi")
@@ -250,8 +254,23 @@ class ASGIApp:
             await _respond(send, problem.status, _error(problem.message), JSON, _CLOSE)
             return
         if scope["path"] in state.config.http_paths:
-            if wants_event_stream(headers.get("accept")):
+            if is_single_connection(scope["method"], headers, scope.get("query_string", b""), body):
+                await serve_sse_single(
+                    state, scope["method"], headers, scope.get("query_string", b""), body,
+                    context, receive, send,
+                )  # fmt: skip
+            elif wants_event_stream(headers.get("accept")):
                 await self._graphql_sse(scope, receive, send, headers, body, context)
+            elif wants_multipart(headers.get("accept")):
+                await serve_multipart(
+                    state, scope["method"], headers, scope.get("query_string", b""), body,
+                    context, receive, send,
+                )  # fmt: skip
+            elif wants_poll(headers.get("accept")):
+                await serve_graphql_poll(
+                    state, scope["method"], headers, scope.get("query_string", b""), body,
+                    context, receive, send,
+                )  # fmt: skip
             else:
                 await self._graphql(scope, send, headers, body, context)
         else:

@@ -16,6 +16,9 @@
   ``"auto"`` falls back to it for a URL whose WebSocket upgrade is refused
   or stripped (a :class:`TransportChanged` notice), and tries WebSocket
   again on a reconnect after ``websocket_retry_after`` seconds.
+- ``transport="poll"``: long-poll, a loop of requests per operation that
+  resumes by cursor between polls; ``"auto"`` climbs down to it where a
+  buffering proxy holds the SSE stream, and back up later.
 - A lost connection is retried with capped exponential backoff and full
   jitter (:class:`RetryPolicy`), on the next of several URLs; which close
   codes are final is :data:`CLOSE_CODES`. Credentials callbacks run before

@@ -220,6 +220,7 @@ async def open_client(
     ssl_context: ssl.SSLContext | None = None,
     max_message_size: int = 4 * 1024 * 1024,
     websocket_retry_after: float = 300.0,
+    poll_wait: float = 25.0,
     rng: random.Random | None = None,
 ) -> AsyncIterator[Client]:
     """A :class:`Client` for the block; leaving it ends every operation and closes with 1000.
@@ -230,8 +231,11 @@ async def open_client(
     * ``transport``: ``"auto"`` (offer graphql-transport-ws, then legacy
       graphql-ws; fall back to SSE for a URL whose upgrade is refused or
       stripped, and try WebSocket again on a reconnect ``websocket_retry_after``
-      seconds later), ``"ws"``, ``"legacy"`` or ``"sse"`` (graphql-sse, one
-      HTTP stream per operation; ws(s):// URLs mean http(s)://).
+      seconds later), ``"ws"``, ``"legacy"``, ``"sse"`` (graphql-sse, one
+      HTTP stream per operation; ws(s):// URLs mean http(s)://) or ``"poll"``
+      (long-poll, resuming by cursor between polls). ``"auto"`` also climbs
+      down to long-poll when an SSE stream's bytes are held by a proxy.
+    * ``poll_wait``: how long the server may hold each poll (0 to 60 s).
     * ``connection_params``, ``token``, ``headers``: a value, or a function
       (plain or async) called before every attempt, so expiring tokens are
       fetched afresh. A token goes out as ``Authorization: Bearer`` in both the
@@ -261,6 +265,8 @@ async def open_client(
                          (close_timeout, "close_timeout")):  # fmt: skip
         if not number > 0:
             raise ValueError(f"{name} must be above 0")
+    if not 0 <= poll_wait <= 60:
+        raise ValueError("poll_wait must be from 0 to 60 seconds")
     if max_subscriptions < 1 or capacity < 1:
         raise ValueError("max_subscriptions and capacity must be at least 1")
     from ._websocket import websocket_url
@@ -276,6 +282,7 @@ async def open_client(
         max_message_size=max_message_size,
         ssl_context=ssl_context,
         websocket_retry_after=websocket_retry_after,
+        poll_wait=poll_wait,
     )
     session = Session(
         urls,

@@ -73,7 +73,7 @@ def add_subscribe_command(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``subscribe`` to a parser's subcommands (``parser.add_subparsers()``)."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "subscribe",
-        help="subscribe over WebSocket or SSE and print one JSON object per payload",
+        help="subscribe over WebSocket, SSE or long-poll and print one JSON object per payload",
         description=(
             "Subscribe (or run a query) and print each payload as one JSON line on stdout, "
             "exactly as the server sent it; reconnect and resume through outages, saying so "
@@ -99,10 +99,17 @@ def add_subscribe_command(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--transport",
-        choices=["auto", "ws", "legacy", "sse"],
+        choices=["auto", "ws", "legacy", "sse", "poll"],
         default="auto",
-        help="auto: WebSocket, falling back to SSE where the upgrade is refused (default)",
+        help=(
+            "auto: WebSocket, down to SSE where the upgrade is refused, down to long-poll "
+            "where a proxy holds the stream (default)"
+        ),
     )
+    parser.add_argument(
+        "--poll-wait", type=_seconds, default=25.0, metavar="SECONDS",
+        help="long-poll: how long the server may hold each poll, at most 60 (default %(default)s)",
+    )  # fmt: skip
     parser.add_argument(
         "--count", type=_positive_int, metavar="N", help="stop after N payloads (exit 0)"
     )
@@ -193,6 +200,7 @@ async def subscribe_command(
                 pong_timeout=args.pong_timeout,
                 on_cursor_lost=args.on_cursor_lost,
                 on_notice=on_notice,
+                poll_wait=args.poll_wait,
             ) as client,
             client.subscribe(
                 query, args.variables, args.operation_name, cursor=args.cursor

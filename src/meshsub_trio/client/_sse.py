@@ -18,7 +18,10 @@ nursery holding one task per stream, so the session above the seam
   so a stream that delivers no bytes at all for ``ping_interval +
   pong_timeout`` (a partition, or a proxy that buffers responses) is dead
   and the link is aborted. The server's keep-alive must be shorter than
-  that bound (meshsub-trio's default 12 s is, against 10 s + 5 s).
+  that bound (meshsub-trio's default 12 s is, against 10 s + 5 s). A stream
+  whose 200 head arrived but not one body byte (not even the ``:`` the
+  server writes at once) is held by a buffering proxy: :attr:`SseLink.held_by_proxy`
+  tells ``auto`` to climb down to long-poll rather than retry SSE.
 * There is no handshake: the link is ready at once, and what cannot be
   reached shows when the first stream fails.
 * ``complete`` (leaving ``subscribe``'s block) closes that stream's
@@ -103,6 +106,8 @@ class SseLink:
         self._started_at: float | None = None
         #: Whether any stream was answered 200 (the server is there).
         self._answered = False
+        #: A stream's head arrived and then no byte of its body within the bound.
+        self.held_by_proxy = False
 
     # ---- what the session calls ----------------------------------------
     def subscribe(self, op_id: str, payload: dict[str, Any]) -> None:
@@ -171,9 +176,7 @@ class SseLink:
         headers["accept-encoding"] = "identity"  # raw bytes: every ':' counts as life
         return headers
 
-    async def _stream(
-        self, op_id: str, payload: dict[str, Any], scope: trio.CancelScope
-    ) -> None:
+    async def _stream(self, op_id: str, payload: dict[str, Any], scope: trio.CancelScope) -> None:
         """One operation's HTTP stream; any failure ends the link (the session resumes)."""
         httpx = _import_httpx()
         settings = self._settings
@@ -183,13 +186,14 @@ class SseLink:
             deadline=trio.current_time() + bound if settings.ping_interval > 0 else math.inf
         )
         assert self._http is not None  # set before ready
+        heard = _Heard()
         with scope:
             try:
                 with silence:
                     async with self._http.stream(
                         "POST", self._http_url, json=payload, headers=self._headers()
                     ) as response:
-                        ending = await self._read(op_id, response, silence, bound)
+                        ending = await self._read(op_id, response, silence, bound, heard)
                         if ending is None:
                             return  # completed (or a request-level error): the link lives on
                         self._abort(ending)
@@ -205,6 +209,8 @@ class SseLink:
                 if self._streams.get(op_id) is scope:
                     del self._streams[op_id]
             if silence.cancelled_caught:
+                if heard.head and not heard.body:
+                    self.held_by_proxy = True
                 self._abort(self._disconnect(ABNORMAL, f"nothing heard within {bound:g} s"))
 
     async def _read(
@@ -213,6 +219,7 @@ class SseLink:
         response: httpx.Response,
         silence: trio.CancelScope,
         bound: float,
+        heard: _Heard,
     ) -> Disconnect | None:
         """Deliver the stream's events; None once it completed, else why it broke."""
         if response.status_code != 200:
@@ -222,9 +229,11 @@ class SseLink:
         if media != EVENT_STREAM:
             return self._disconnect(BAD_RESPONSE, f"answered {media or 'no content-type'}, not SSE")
         self._answered = True
+        heard.head = True
         handler = self._handler
         parser = SseParser()
         async for chunk in response.aiter_raw():
+            heard.body = True
             if silence.deadline != math.inf:
                 silence.deadline = trio.current_time() + bound
             for event in parser.receive_data(chunk):
@@ -244,3 +253,13 @@ class SseLink:
                     return None  # the complete that follows is moot
                 handler.on_next(op_id, data)
         return self._disconnect(ABNORMAL, "the stream ended without complete")
+
+
+class _Heard:
+    """What one stream has heard so far: its head, and any byte of its body."""
+
+    __slots__ = ("body", "head")
+
+    def __init__(self) -> None:
+        self.head = False
+        self.body = False

@@ -12,9 +12,10 @@ graphql-ws) over one multiplexed WebSocket; ``"sse"`` (graphql-sse's
 distinct connections mode, one HTTP stream per operation: a link's
 ``subscribe`` opens a request in the link's own nursery, and a failed
 request ends the link, so the session resumes every operation as it does
-for a WebSocket); ``"auto"``, the ladder (:mod:`._ladder`): WebSocket
-offering both protocols, down to SSE for a URL whose upgrade is refused.
-Planned: ``"poll"`` (long polling).
+for a WebSocket); ``"poll"`` (long-poll, :mod:`._poll`: a loop of requests
+per operation that resumes by cursor between polls); ``"auto"``, the ladder
+(:mod:`._ladder`): WebSocket offering both protocols, down to SSE for a URL
+whose upgrade is refused, down to long-poll where a proxy holds the stream.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from ._closecodes import Verdict, close_verdict, status_verdict
 
 TransportName = Literal["auto", "ws", "legacy", "sse", "poll"]
 #: Transports this client speaks today, and those planned behind the same seam.
-AVAILABLE: tuple[str, ...] = ("auto", "ws", "legacy", "sse")
-PLANNED: tuple[str, ...] = ("poll",)
+AVAILABLE: tuple[str, ...] = ("auto", "ws", "legacy", "sse", "poll")
+PLANNED: tuple[str, ...] = ()
 
 #: A value, or a function (plain or async) returning it, called before each attempt.
 Provider = Any
@@ -91,7 +92,7 @@ class LinkHandler(Protocol):
     def on_complete(self, op_id: str) -> None: ...
 
     def on_transport_changed(self, url: str, transport: str, reason: str) -> None:
-        """The ladder moved *url* to another transport (down to SSE, or back up)."""
+        """The ladder moved *url* to another transport (down to SSE or poll, or back up)."""
         ...
 
 
@@ -139,6 +140,8 @@ class LinkSettings:
     ssl_context: ssl.SSLContext | None = None
     #: ``auto``: seconds a URL stays on SSE after its upgrade was refused.
     websocket_retry_after: float = 300.0
+    #: ``poll``: how long the server may hold each poll (``?wait=``, at most 60).
+    poll_wait: float = 25.0
 
 
 class Transport(Protocol):
@@ -148,7 +151,7 @@ class Transport(Protocol):
 
 
 def transport_for(name: str) -> Transport:
-    """The transport called *name* (``auto``, ``ws``, ``legacy``, ``sse``)."""
+    """The transport called *name* (``auto``, ``ws``, ``legacy``, ``sse``, ``poll``)."""
     if name == "auto":
         from ._ladder import LadderTransport
 
@@ -157,6 +160,10 @@ def transport_for(name: str) -> Transport:
         from ._sse import SseTransport
 
         return SseTransport()
+    if name == "poll":
+        from ._poll import PollTransport
+
+        return PollTransport()
     if name in AVAILABLE:
         from ._websocket import WebSocketTransport
 
