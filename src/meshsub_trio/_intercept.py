@@ -6,7 +6,12 @@ executes (refuse it, or adjust its context and variables); ``leave`` sees how
 it ended. ``enter`` runs in order, ``leave`` in reverse, and ``leave`` runs
 exactly once for every interceptor whose ``enter`` completed, in the
 operation's ``finally`` (so a slot taken in ``enter`` is always given back).
-The chain runs once per operation; events never pass through it.
+
+The chain runs once per operation. Events pass through it only where an
+interceptor asks for that subscription's values (:class:`ValueInterceptor`,
+e.g. :class:`Throttle`, :class:`Filter`): it then returns a *gate*, one
+function per operation, called with each value the source produces before it
+is executed. Operations without gates pay nothing per event.
 """
 
 from __future__ import annotations
@@ -78,6 +83,8 @@ class OperationOutcome:
     sent: int
     #: Values its overflow policy dropped (a slow subscriber).
     dropped: int = 0
+    #: Values its gates (:class:`ValueInterceptor`) held back.
+    skipped: int = 0
 
 
 class Interceptor(Protocol):
@@ -89,6 +96,133 @@ class Interceptor(Protocol):
 
     def leave(self, op: OperationInfo, outcome: OperationOutcome) -> None:
         """After the end (not awaited: it runs in a ``finally``, maybe cancelled)."""
+
+
+class _Skip:
+    """The type of :data:`SKIP` (one instance, compared by identity)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "SKIP"
+
+
+#: What a gate returns to hold a value back: it is neither executed nor sent.
+SKIP: Any = _Skip()
+
+#: One subscription's gate: a source value in, the value to execute (the same
+#: one, or a replacement) or :data:`SKIP` out. Called on the Trio thread, never
+#: awaited: it must not block.
+Gate = Callable[[Any], Any]
+
+
+class ValueInterceptor(Interceptor, Protocol):
+    """An interceptor that also sees a subscription's values (``Throttle``, ``Filter``).
+
+    ``gate`` is called once per subscription, after the whole ``enter``
+    chain: return a gate for its values, or None to leave them alone (an
+    operation without any gate pays nothing per event). Gates run in chain
+    order on the source's values (what a streamer emits or a subscribe
+    generator yields), before each is executed, for all three kinds of
+    source. A subscription with a gate never joins a cohort: it runs the
+    shared streamer on its own, because a cohort's members share one
+    execution and the same bytes, and a gate decides per subscriber. A gate
+    that raises ends its operation with an ``error``, like a failing source.
+    """
+
+    def gate(self, op: OperationInfo) -> Gate | None:
+        """This subscription's gate (its own state lives in the closure), or None."""
+
+
+#: Which operations a value interceptor applies to (default: every subscription).
+_Applies = Callable[[OperationInfo], bool]
+
+
+def _every(_op: OperationInfo) -> bool:
+    return True
+
+
+class Throttle:
+    """At most ``rate`` values per ``per`` seconds for each subscription; the
+    rest are dropped.
+
+    Dropped, not delayed: a value that arrives when the subscription's last
+    ``per`` seconds already hold ``rate`` values is skipped outright (no
+    timer, no buffer, no task), so the last value of a burst may be one of
+    them. Suits streams that re-send the whole state (the next one sent
+    carries everything); for events that must all arrive, use a streamer's
+    ``Overflow.COALESCE`` instead. A sliding window: never more than
+    ``rate`` in any ``per`` seconds. ``when(op)`` picks the subscriptions.
+    """
+
+    def __init__(
+        self,
+        rate: int,
+        *,
+        per: float = 1.0,
+        when: _Applies = _every,
+        clock: Callable[[], float] = trio.current_time,
+    ) -> None:
+        if rate < 1 or per <= 0:
+            raise ValueError("Throttle needs rate >= 1 and per > 0")
+        self.rate = rate
+        self.per = per
+        self.when = when
+        self.clock = clock
+
+    async def enter(self, op: OperationInfo) -> None:
+        pass
+
+    def leave(self, op: OperationInfo, outcome: OperationOutcome) -> None:
+        pass
+
+    def gate(self, op: OperationInfo) -> Gate | None:
+        if op.kind != "subscription" or not self.when(op):
+            return None
+        rate, per, clock = self.rate, self.per, self.clock
+        passed: deque[float] = deque()  # when the values still in the window were let through
+
+        def throttle(value: Any) -> Any:
+            now = clock()
+            while passed and now - passed[0] >= per:
+                passed.popleft()
+            if len(passed) >= rate:
+                return SKIP
+            passed.append(now)
+            return value
+
+        return throttle
+
+
+class Filter:
+    """Only the values ``predicate(op, value)`` accepts reach the subscriber.
+
+    The predicate sees each source value (what the streamer emitted or the
+    generator yielded) before it is executed: a refused value costs no
+    execution. ``when(op)`` picks the subscriptions.
+    """
+
+    def __init__(
+        self, predicate: Callable[[OperationInfo, Any], bool], *, when: _Applies = _every
+    ) -> None:
+        self.predicate = predicate
+        self.when = when
+
+    async def enter(self, op: OperationInfo) -> None:
+        pass
+
+    def leave(self, op: OperationInfo, outcome: OperationOutcome) -> None:
+        pass
+
+    def gate(self, op: OperationInfo) -> Gate | None:
+        if op.kind != "subscription" or not self.when(op):
+            return None
+        predicate = self.predicate
+
+        def accept(value: Any) -> Any:
+            return value if predicate(op, value) else SKIP
+
+        return accept
 
 
 #: Who a context belongs to: what ``authenticate`` returned (``ctx.auth``).
@@ -237,3 +371,5 @@ class AuditLog:
 if TYPE_CHECKING:  # both satisfy the protocol (checked by mypy only)
     _LIMIT: Interceptor = PerUserLimit()
     _AUDIT: Interceptor = AuditLog()
+    _THROTTLE: ValueInterceptor = Throttle(1)
+    _FILTER: ValueInterceptor = Filter(lambda _op, _value: True)

@@ -5,8 +5,9 @@ embedding) never share numbers. The plain integer fields are the invariants
 tests assert on: after every client is gone they must all return to zero.
 
 Every labelled series whose label values are known in advance (protocols,
-overflow policies, where auth failed, fast-path fallbacks, operation types)
-exists from the start at zero, so a dashboard sees 0 rather than "no data".
+every kind of sink, overflow policies, where auth failed, fast-path
+fallbacks, operation types, the close codes the server itself sends) exists
+from the start at zero, so a dashboard sees 0 rather than "no data".
 Histograms are fixed buckets of plain ints, like the counters: no lock, read
 when scraped.
 """
@@ -27,7 +28,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ._wire import SUPPORTED
+from ._wire import SUPPORTED, CloseCode
 from .brokers._buffer import Overflow
 
 __all__ = ["CONTENT_TYPE_LATEST", "Count", "Histogram", "Metrics"]
@@ -54,12 +55,17 @@ class Count:
 
 
 class Labelled:
-    """Counts by one label's value: *known* ones from the start (at zero), others on first use."""
+    """Counts by one label's value: *known* ones from the start (at zero), others on first use.
 
-    __slots__ = ("_counts",)
+    *shown* values are only rendered at zero until first used: they are not
+    counts yet, so :meth:`items` (what tests read) lists what happened.
+    """
 
-    def __init__(self, known: Iterable[str] = ()) -> None:
+    __slots__ = ("_counts", "_shown")
+
+    def __init__(self, known: Iterable[str] = (), *, shown: Iterable[str] = ()) -> None:
         self._counts: dict[str, Count] = {value: Count() for value in known}
+        self._shown = tuple(shown)
 
     def __call__(self, value: str) -> Count:
         count = self._counts.get(value)
@@ -69,6 +75,12 @@ class Labelled:
 
     def items(self) -> list[tuple[str, int]]:
         return [(value, count.value) for value, count in self._counts.items()]
+
+    def series(self) -> list[tuple[str, int]]:
+        """What /metrics shows: every count, and a zero for each *shown* value not used yet."""
+        counts = self._counts
+        zeros = [(value, 0) for value in self._shown if value not in counts]
+        return [*self.items(), *zeros]
 
 
 class Histogram:
@@ -119,8 +131,9 @@ AUTH_PLACES = ("ws", "http", "metrics")
 #: Where a value left the fast path (written at once by its producer) to wait:
 #: a private stream's pump, a cohort member's buffer, a connection's outbox.
 FALLBACKS = ("pump", "member_buffer", "outbox")
-#: Where operations are delivered: the WebSocket subprotocols, and HTTP streams (SSE).
-TRANSPORTS = (*SUPPORTED, "sse")
+#: Where operations are delivered, as the ``protocol`` label names them: the
+#: WebSocket subprotocols, then every HTTP sink (SSE, multipart, long-poll).
+TRANSPORTS = (*SUPPORTED, "sse", "multipart", "poll")
 #: Operation types, as GraphQL names them (a subscription's events each count).
 OPERATION_TYPES = ("query", "mutation", "subscription")
 
@@ -131,6 +144,9 @@ OPERATION_TYPES = ("query", "mutation", "subscription")
 _KNOWN_CLOSE_CODES = frozenset(range(1000, 1016)) | frozenset(
     {4400, 4401, 4403, 4406, 4408, 4409, 4429, 4499, 4500}
 )
+#: Close codes shown at zero from the start: every one the server itself
+#: closes with (and 1006, a peer that vanished), a fixed set no client can grow.
+SERVER_CLOSE_CODES = tuple(sorted(str(int(code)) for code in CloseCode))
 
 
 def close_code_label(code: int) -> str:
@@ -155,13 +171,14 @@ class CompiledCounts(Protocol):
 
 #: Compiled-execution counters on /metrics: (name, help, attribute).
 _COMPILED = (
-    ("meshsub_compiled_events", "Subscription events run by a compiled plan", "compiled_events"),
+    ("meshsub_compiled_events",
+     "Executions (queries, mutations, events) run by a compiled plan", "compiled_events"),
     ("meshsub_compiled_fallbacks",
      "Events graphql-core ran while compiled execution was on", "fallback_events"),
     ("meshsub_compiled_plans_refused",
      "Documents the compiler left to graphql-core (unsupported constructs)", "refused"),
     ("meshsub_compiled_bailouts",
-     "Plans that met an async resolver mid-event and moved to graphql-core", "bailed"),
+     "Plans that moved to graphql-core mid-run (none: async runs in plans)", "bailed"),
 )  # fmt: skip
 
 
@@ -173,10 +190,11 @@ class Metrics:
         self.active_by_protocol = Labelled(TRANSPORTS)
         self.messages_in_by_protocol = Labelled(SUPPORTED)
         self.messages_out_by_protocol = Labelled(TRANSPORTS)
-        # Close codes are made on first use: tests/security bounds how many
-        # series clients can create, and a zero for each of the ~25 known codes
-        # would be most of them.
-        self.closes_by_code = Labelled()
+        #: Operations started, by protocol (counted once each, not per event).
+        self.operations_by_protocol = Labelled(TRANSPORTS)
+        # The codes the server sends are shown at zero; any other is made on
+        # first use, and a client's own codes are bucketed (close_code_label).
+        self.closes_by_code = Labelled(shown=SERVER_CLOSE_CODES)
         #: Overflow actions as they happen (a discarded or coalesced event, a
         #: stream closed for falling behind), by the subscriber's policy.
         self.dropped_by_policy = Labelled(POLICIES)
@@ -213,6 +231,7 @@ class Metrics:
         self.live_operations += 1
         self.operations_started += 1
         self.active_by_protocol(protocol).inc()
+        self.operations_by_protocol(protocol).inc()
         self._notify()
 
     def operation_finished(self, protocol: str) -> None:
@@ -257,6 +276,8 @@ class _Collector:
              "protocol", m.messages_in_by_protocol),
             (CounterMetricFamily, "meshsub_messages_out", "Messages sent",
              "protocol", m.messages_out_by_protocol),
+            (CounterMetricFamily, "meshsub_operations", "Operations started, by protocol",
+             "protocol", m.operations_by_protocol),
             (CounterMetricFamily, "meshsub_closes", "Connections closed, by close code",
              "code", m.closes_by_code),
             (CounterMetricFamily, "meshsub_dropped_events",
@@ -269,7 +290,7 @@ class _Collector:
         )  # fmt: skip
         for kind, name, documentation, label, counts in labelled:
             family = kind(name, documentation, labels=[label])
-            for value, count in counts.items():
+            for value, count in counts.series():
                 family.add_metric([value], count)
             yield family
         yield CounterMetricFamily(

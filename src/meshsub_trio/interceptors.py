@@ -15,7 +15,12 @@ for every interceptor whose ``enter`` completed:
 - :class:`PerUserLimit`: one user's concurrent subscriptions across all of
   their connections, and their subscribe rate;
 - :class:`AuditLog`: one INFO line when an operation starts, one when it ends
-  (put it first in the chain to log refusals too).
+  (put it first in the chain to log refusals too);
+- :class:`ValueInterceptor`, ``Gate`` and :data:`SKIP`: an interceptor that
+  also sees a subscription's values returns a gate per subscription from
+  ``gate(op)``; it passes, replaces or skips each value before execution;
+- :class:`Throttle`: at most N values per second per subscription (the rest
+  dropped); :class:`Filter`: only the values a predicate accepts.
 
 A re-export only: the implementations live in private modules.
 """
@@ -23,21 +28,31 @@ A re-export only: the implementations live in private modules.
 from __future__ import annotations
 
 from ._intercept import (
+    SKIP,
     AuditLog,
+    Filter,
+    Gate,
     Interceptor,
     OperationInfo,
     OperationOutcome,
     PerUserLimit,
     Reason,
     Refused,
+    Throttle,
+    ValueInterceptor,
 )
 
 __all__ = [
+    "SKIP",
     "AuditLog",
+    "Filter",
+    "Gate",
     "Interceptor",
     "OperationInfo",
     "OperationOutcome",
     "PerUserLimit",
     "Reason",
     "Refused",
+    "Throttle",
+    "ValueInterceptor",
 ]

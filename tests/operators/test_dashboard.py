@@ -24,7 +24,7 @@ async def test_every_series_and_label_the_dashboard_queries_exists(server: Serve
         for target in panel.get("targets", [])
     ]
     assert len(exprs) >= 15
-    # Every series is there at zero from the start, but close codes: made on first use.
+    # Every series is there at zero from the start (close codes: those the server sends).
     async with open_raw_client(server.port, subprotocols=[TRANSPORT]) as client:
         assert (await client.init())["type"] == "connection_ack"
     with trio.fail_after(5):

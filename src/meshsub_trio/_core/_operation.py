@@ -14,14 +14,15 @@ from time import perf_counter as clock
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
-from graphql import ExecutionResult, GraphQLError, OperationType, get_operation_ast
+from graphql import ExecutionResult, OperationType
 
 from .._app import Streamer, StreamerSource
 from .._encoding import dumps
 from .._execution import Prepared, format_errors, format_result, public_error
-from .._intercept import OperationInfo, OperationOutcome, Reason
+from .._intercept import Gate, OperationInfo
 from .._wire import OperationRequested
 from ..brokers._buffer import Overflow
+from . import _chain
 from ._cohort import Cohort, CohortKey, cohort_key
 from ._stream import PrivateStream
 
@@ -69,11 +70,13 @@ class Operation:
         "delivery",
         "dropped",
         "end",
+        "gate",
         "id",
         "info",
         "request",
         "sent",
         "sink",
+        "skipped",
         "started",
         "stopped_by_client",
     )
@@ -94,6 +97,10 @@ class Operation:
         self.end = "complete"
         #: What the app's interceptors saw, once their chain began (else None).
         self.info: OperationInfo | None = None
+        #: Its interceptors' gate on a subscription's values (None: none asked).
+        self.gate: Gate | None = None
+        #: Values the gate held back.
+        self.skipped = 0
 
     @property
     def label(self) -> str:
@@ -117,9 +124,7 @@ class Operation:
                 log.debug("operation started", extra=self.log_fields())
             with self.cancel_scope:
                 try:
-                    if sink.app.interceptors:
-                        await self._run_intercepted()
-                    else:
+                    if not sink.app.interceptors or await _chain.enter(self):
                         await self._run()
                 except Exception:
                     # A bug below us (a resolver's executor, an encoder) ends this
@@ -138,68 +143,8 @@ class Operation:
         finally:
             sink.operation_finished(self)
             if self.info is not None:
-                self._leave(self.info)
+                _chain.leave(self, self.info)
             self._ended()
-
-    async def _run_intercepted(self) -> None:
-        """The interceptors' ``enter`` chain, then :meth:`_run` as adjusted.
-
-        A document that does not validate never reaches them: :meth:`_run`
-        answers it as usual (the document cache makes the second look free).
-        """
-        sink = self.sink
-        request = self.request
-        document = await sink.engine.documents.fetch(request.query)
-        node = document.node
-        operation = get_operation_ast(node, request.operation_name) if node else None
-        if operation is None:
-            await self._run()
-            return
-        context = replace(sink.context, extensions=request.extensions or {})
-        info = OperationInfo(
-            id=self.id,
-            document=request.query,
-            variables=dict(request.variables or {}),
-            operation_name=operation.name.value if operation.name else None,
-            kind=operation.operation.value,
-            context=context,
-            protocol=sink.protocol,
-            transport=sink.transport,
-        )
-        self.info = info
-        try:
-            for interceptor in sink.app.interceptors:
-                await interceptor.enter(info)
-                info.entered += 1
-        except GraphQLError as refusal:
-            self.end = "refused"
-            log.info("%s refused: %s", self.label, refusal.message, extra=self.log_fields())
-            await self._error(format_errors([refusal], self.label))
-            return
-        if info.variables != (request.variables or {}):
-            self.request = replace(request, variables=info.variables)
-        await self._run()
-
-    def _leave(self, info: OperationInfo) -> None:
-        """``leave`` in reverse, for each interceptor whose ``enter`` completed."""
-        if not info.entered:
-            return
-        end = self.end
-        reason: Reason
-        if self.stopped_by_client:
-            reason = "stopped"
-        elif end in ("complete", "error", "closed", "refused"):
-            reason = end  # type: ignore[assignment]
-        else:
-            reason = "error"  # crashed
-        outcome = OperationOutcome(reason, clock() - self.started, self.sent, self.dropped)
-        chain = self.sink.app.interceptors[: info.entered]
-        for interceptor in reversed(chain):
-            try:
-                interceptor.leave(info, outcome)
-            except Exception:
-                # One failing observer must not skip the others' cleanup.
-                log.exception("interceptor %r failed in leave", interceptor)
 
     def _ended(self) -> None:
         """The duration histogram, and one line at DEBUG (operations are many)."""
@@ -276,6 +221,8 @@ class Operation:
                 await self._error(errors)
                 return
             if not isinstance(source, StreamerSource):
+                if self.gate is not None:
+                    source = _chain.GatedSource(self, self.gate, source)
                 await self._run_source(self._iterate(prepared, source))
                 return
             key = self._cohort_key(source)
@@ -329,13 +276,19 @@ class Operation:
     async def _run_streamer(self, prepared: Prepared, source: StreamerSource) -> None:
         """This subscription's own streamer, awaited by this task (see ``_stream``)."""
         spec = source.streamer
-        stream = PrivateStream(self, prepared, spec)
+        gate = self.gate
+        if gate is None:
+            stream = PrivateStream(self, prepared, spec)
+        else:
+            stream = _chain.GatedStream(self, prepared, spec, gate)
         await stream.run(source.context, source.args)  # overflows are counted as they happen
 
     def _cohort_key(self, source: StreamerSource) -> CohortKey | None:
         """The key of the cohort this operation may join, if its streamer is shared."""
         if source.streamer.share is None or not self.sink.state.cohorts.available:
             return None
+        if self.gate is not None:
+            return None  # a gate decides per subscriber: members share every value
         if source.context.resume_cursor is not None:
             return None  # a resuming client replays its own history first
         return self._request_cohort_key()
@@ -356,7 +309,7 @@ class Operation:
         (a resume cursor) always take the full path.
         """
         cohorts = self.sink.state.cohorts
-        if not cohorts or self.request.extensions:
+        if not cohorts or self.request.extensions or self.gate is not None:
             return None
         key = self._request_cohort_key()
         return cohorts.get(key) if key is not None else None
