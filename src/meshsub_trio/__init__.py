@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 #: Names whose modules import nats-py (an optional extra): loaded on first use.
 _NATS_NAMES = {
     "NatsBroker": ".brokers._nats",
-    "NatsOptions": ".brokers._nats",
+    "NatsOptions": ".brokers._nats_options",
     "LogStream": ".brokers._nats_log",
 }
 

@@ -2,7 +2,9 @@
 
 The checklist is ``/work/shared/reference/protocols.md`` section 2, with the
 project's decisions from section 6. The test app and the bare-bytes client
-come from :mod:`.test_transport_ws`.
+come from :mod:`.test_transport_ws`. Items both protocols share are checked
+once per protocol in :mod:`.test_both_protocols`; this module keeps what is
+legacy only.
 """
 
 from __future__ import annotations
@@ -96,20 +98,6 @@ async def test_leg_02_init_is_acked_then_ka(legacy: Any, init: dict[str, Any]) -
         await client.send(init)
         assert await client.receive() == {"type": "connection_ack"}
         assert await client.receive() == {"type": "ka"}
-
-
-async def test_leg_02_on_connect_dict_is_ack_payload(
-    start_server: StartServer, probe: Probe, connect: Connect
-) -> None:
-    """A dict from on_connect is the ack payload on the legacy protocol too."""
-
-    async def on_connect(_ctx: Context) -> dict[str, Any]:
-        return {"token": "secret"}
-
-    server = await start_server(build_app(probe, on_connect=on_connect))
-    async with connect(subprotocols=[LEGACY], target=server) as client:
-        await client.send({"type": "connection_init"})
-        assert await client.receive() == {"type": "connection_ack", "payload": {"token": "secret"}}
 
 
 async def test_leg_03_ka_after_ack_then_periodically(
@@ -247,25 +235,6 @@ async def test_leg_06_stop_before_ack_cancels_held_start(
     assert data_of(seen, "gone") == [], seen[:3]
 
 
-async def test_leg_06_second_init_closes_4429(legacy: Any) -> None:
-    """A second ``connection_init`` closes 4429 (project decision)."""
-    async with legacy() as client:
-        await client.init()
-        await client.send({"type": "connection_init"})
-        _, code, _ = await until_close(client)
-    assert code == 4429
-
-
-async def test_leg_07_start_before_init_closes_4401(legacy: Any, app_server: Server) -> None:
-    """``start`` without ``connection_init`` closes 4401 and runs nothing."""
-    async with legacy() as client:
-        await start(client, "1", "{ hello }")
-        seen, code, reason = await until_close(client)
-    assert seen == []
-    assert (code, reason) == (4401, "Unauthorized")
-    assert app_server.metrics.operations_started == 0
-
-
 async def test_leg_18_connection_terminate_closes(legacy: Any, probe: Probe) -> None:
     """``connection_terminate`` closes the socket normally and ends its operations."""
     async with legacy() as client:
@@ -279,48 +248,6 @@ async def test_leg_18_connection_terminate_closes(legacy: Any, probe: Probe) -> 
 
 
 # ---- operations (LEG-08..17) -------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("query", "field", "values"),
-    [
-        ("subscription { countdown(to: 2) }", "countdown", [2, 1, 0]),
-        ("subscription { gen(to: 2) }", "gen", [0, 1, 2]),
-    ],
-    ids=["streamer", "async-generator"],
-)
-async def test_leg_08_subscription_data_then_complete(
-    legacy: Any, query: str, field: str, values: list[int]
-) -> None:
-    """Each event is a ``data``; the end of the source is ``complete``."""
-    async with legacy() as client:
-        await client.init()
-        await start(client, "1", query)
-        messages = await client.receive_until("complete")
-        await client.expect_silence(0.05)
-    assert messages == [
-        *({"id": "1", "type": "data", "payload": {"data": {field: v}}} for v in values),
-        {"id": "1", "type": "complete"},
-    ]
-
-
-@pytest.mark.parametrize(
-    ("query", "data"),
-    [("{ hello }", {"hello": "world"}), ("mutation { bump }", {"bump": 1})],
-    ids=["query", "mutation"],
-)
-async def test_leg_09_query_and_mutation_execute(
-    legacy: Any, query: str, data: dict[str, Any]
-) -> None:
-    """Queries and mutations over ``start`` get one ``data`` and ``complete``."""
-    async with legacy() as client:
-        await client.init()
-        await start(client, "1", query)
-        messages = await client.receive_until("complete")
-    assert messages == [
-        {"id": "1", "type": "data", "payload": {"data": data}},
-        {"id": "1", "type": "complete"},
-    ]
 
 
 async def test_leg_10_validation_error_is_single_error_object(legacy: Any) -> None:
@@ -339,108 +266,6 @@ async def test_leg_10_validation_error_is_single_error_object(legacy: Any) -> No
             "locations": [{"line": 1, "column": 16}],
         },
     }
-
-
-async def test_leg_10_missing_variable_is_single_error_object(legacy: Any) -> None:
-    """A missing required variable is an ``error`` with an object payload."""
-    async with legacy() as client:
-        await client.init()
-        await start(client, "1", "subscription($n: Int!) { countdown(to: $n) }")
-        message = await receive(client)
-        await legacy_alive(client)
-    assert message["type"] == "error" and message["id"] == "1"
-    assert isinstance(message["payload"], dict)
-    assert "$n" in message["payload"]["message"]
-
-
-async def test_leg_11_syntax_error_is_error_and_others_live_on(legacy: Any, probe: Probe) -> None:
-    """A syntax error: ``error`` with message and locations; a running subscription goes on."""
-    async with legacy() as client:
-        await client.init()
-        await start(client, "live", 'subscription { forever(key: "live") }')
-        assert (await receive(client))["id"] == "live"
-        await start(client, "bad", "subscription { countdown(")
-        error = None
-        with trio.fail_after(5):
-            while error is None:
-                message = await receive(client)
-                if message["id"] == "bad":
-                    error = message
-        assert error["type"] == "error"
-        assert isinstance(error["payload"], dict)
-        assert error["payload"]["message"].startswith("Syntax Error")
-        assert error["payload"]["locations"] == [{"line": 1, "column": 26}]
-        later = [await receive(client) for _ in range(3)]
-        assert all(m["id"] == "live" and m["type"] == "data" for m in later)
-        await client.send({"id": "live", "type": "stop"})
-        await probe.wait_cleaned("live")
-
-
-@pytest.mark.parametrize(
-    ("query", "operation_name"),
-    [
-        ("query A { hello } query B { fast }", "C"),
-        ("query A { hello } query B { fast }", None),
-        ("fragment F on Query { hello }", None),
-    ],
-    ids=["unknown-name", "ambiguous", "fragments-only"],
-)
-async def test_leg_12_undeterminable_operation_is_error_socket_stays(
-    legacy: Any, query: str, operation_name: str | None
-) -> None:
-    """An operation that cannot be picked gets an ``error`` object; the socket lives."""
-    async with legacy() as client:
-        await client.init()
-        await start(client, "1", query, operationName=operation_name)
-        message = await receive(client)
-        await client.expect_silence(0.05)
-        await legacy_alive(client)
-    assert message["type"] == "error" and message["id"] == "1"
-    assert isinstance(message["payload"], dict) and message["payload"]["message"]
-
-
-async def test_leg_12_operation_selected_by_name(legacy: Any) -> None:
-    """operationName selects its operation."""
-    async with legacy() as client:
-        await client.init()
-        await start(client, "1", "query A { hello } query B { fast }", operationName="B")
-        messages = await client.receive_until("complete")
-    assert data_of(messages, "1") == [{"data": {"fast": "fast"}}]
-
-
-async def test_leg_13_field_errors_in_data_and_stream_continues(legacy: Any) -> None:
-    """Resolver errors ride in ``data.errors`` (with path); later events and complete follow."""
-    async with legacy() as client:
-        await client.init()
-        await start(client, "1", "subscription { events(to: 2) { n bad } }")
-        messages = await client.receive_until("complete")
-    assert [m["type"] for m in messages] == ["data", "data", "data", "complete"]
-    middle = messages[1]["payload"]
-    assert middle["data"] == {"events": {"n": 1, "bad": None}}
-    assert [(e["message"], e["path"]) for e in middle["errors"]] == [("odd 1", ["events", "bad"])]
-    assert messages[2]["payload"] == {"data": {"events": {"n": 2, "bad": "even"}}}
-
-
-@pytest.mark.parametrize(
-    ("query", "values", "message"),
-    [
-        ("subscription { boom(after: 2) }", [{"boom": 0}, {"boom": 1}], "Kaboom"),
-        ("subscription { genBoom }", [{"genBoom": 1}], "Generator kaboom"),
-    ],
-    ids=["streamer", "async-generator"],
-)
-async def test_leg_14_source_raising_gives_error_object_no_complete(
-    legacy: Any, query: str, values: list[Any], message: str
-) -> None:
-    """A failing source: its events, then ``error`` with one object, no ``complete``."""
-    async with legacy() as client:
-        await client.init()
-        await start(client, "1", query)
-        messages = await client.receive_until("error")
-        await client.expect_silence(0.05)
-        await legacy_alive(client)
-    assert [p["data"] for p in data_of(messages, "1")] == values
-    assert messages[-1] == {"id": "1", "type": "error", "payload": {"message": message}}
 
 
 @pytest.mark.parametrize("field", ["forever", "genForever"], ids=["streamer", "async-generator"])
@@ -621,19 +446,6 @@ async def test_leg_20_malformed_start_gets_error_socket_stays(
         assert isinstance(reply["payload"], dict)
         await client.expect_silence(0.05)
         await legacy_alive(client)
-
-
-async def test_leg_21_invalid_utf8_text_frame_closes_1007(app_server: Server) -> None:
-    """A text frame that is not UTF-8 closes 1007 (RFC 6455) on the legacy protocol too."""
-    async with bare_upgrade(app_server.port, headers=[("Sec-WebSocket-Protocol", LEGACY)]) as bare:
-        payload = b'{"type":"\xff\xfe"}'
-        await bare.stream.send_all(bytes((0x81, 0x80 | len(payload))) + b"\0\0\0\0" + payload)
-        with trio.fail_after(5):
-            opcode, body = await bare.receive_frame()
-        assert opcode == 0x8
-        assert int.from_bytes(body[:2], "big") == 1007
-    with trio.fail_after(5):
-        await app_server.metrics.wait_idle()
 
 
 @pytest.mark.parametrize("stage", ["before-init", "after-ack"])

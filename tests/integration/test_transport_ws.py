@@ -6,7 +6,8 @@ is checked with short ``expect_silence`` windows, never with sleeps.
 
 This module also holds the small test app (:func:`build_app`), its
 :class:`Probe` and a bare-bytes WebSocket client (:class:`BareSocket`); the
-legacy, subprotocol and limits modules reuse them.
+legacy, subprotocol and limits modules reuse them. Items both protocols
+share are checked once per protocol in :mod:`.test_both_protocols`.
 """
 
 from __future__ import annotations
@@ -454,21 +455,6 @@ async def test_tws_04_text_json_frames_and_extra_properties_ignored(tws: Any) ->
         assert await client.receive() == {"type": "pong"}
 
 
-async def test_tws_04_invalid_utf8_text_frame_closes_1007(app_server: Server) -> None:
-    """A text frame that is not UTF-8 closes 1007 (RFC 6455), and the server lets go."""
-    async with bare_upgrade(
-        app_server.port, headers=[("Sec-WebSocket-Protocol", TRANSPORT)]
-    ) as bare:
-        payload = b'{"type":"\xff\xfe"}'
-        await bare.stream.send_all(bytes((0x81, 0x80 | len(payload))) + b"\0\0\0\0" + payload)
-        with trio.fail_after(5):
-            opcode, body = await bare.receive_frame()
-        assert opcode == 0x8
-        assert int.from_bytes(body[:2], "big") == 1007
-    with trio.fail_after(5):
-        await app_server.metrics.wait_idle()
-
-
 async def test_tws_05_every_server_message_passes_client_validation(
     start_server: StartServer, probe: Probe, connect: Connect
 ) -> None:
@@ -686,19 +672,6 @@ async def test_tws_11_ack_without_payload_is_bare(tws: Any) -> None:
         assert json.loads(await client.ws.get_message()) == {"type": "connection_ack"}
 
 
-async def test_tws_11_on_connect_dict_is_ack_payload(
-    start_server: StartServer, probe: Probe, connect: Connect
-) -> None:
-    """A dict returned by on_connect is sent as the ack payload."""
-
-    async def on_connect(_ctx: Context) -> dict[str, Any]:
-        return {"itsa": "me"}
-
-    server = await start_server(build_app(probe, on_connect=on_connect))
-    async with connect(subprotocols=[TRANSPORT], target=server) as client:
-        assert await client.init() == {"type": "connection_ack", "payload": {"itsa": "me"}}
-
-
 @pytest.mark.parametrize("returned", [True, None], ids=["true", "none"])
 async def test_tws_11_on_connect_true_or_none_acks(
     start_server: StartServer, probe: Probe, connect: Connect, returned: Any
@@ -785,16 +758,6 @@ async def test_tws_14_init_timer_stops_when_init_arrives(
         assert await client.receive() == {"type": "connection_ack"}
         await client.expect_silence(0.1)
         await still_open(client)
-
-
-async def test_tws_15_second_init_after_ack_closes_4429(tws: Any) -> None:
-    """A second connection_init after the ack closes 4429."""
-    async with tws() as client:
-        await client.init()
-        await client.send({"type": "connection_init"})
-        seen, code, reason = await until_close(client)
-    assert seen == []
-    assert (code, reason) == (4429, "Too many initialisation requests")
 
 
 async def test_tws_15_second_init_while_first_pending_closes_4429(
@@ -976,15 +939,6 @@ async def test_tws_23_keepalive_keeps_a_live_peer(
 # ---- subscribe and execution (TWS-24..42) -----------------------------------
 
 
-async def test_tws_24_subscribe_before_init_closes_4401(tws: Any) -> None:
-    """A subscribe with no connection_init closes 4401 Unauthorized."""
-    async with tws() as client:
-        await subscribe(client, "1", "{ hello }")
-        seen, code, reason = await until_close(client)
-    assert seen == []
-    assert (code, reason) == (4401, "Unauthorized")
-
-
 async def test_tws_24_subscribe_while_init_pending_closes_4401(
     start_server: StartServer, probe: Probe, connect: Connect
 ) -> None:
@@ -1083,25 +1037,6 @@ async def test_tws_26_id_reusable_right_after_client_complete(tws: Any, probe: P
         await probe.wait_cleaned(*(f"k{n}" for n in range(5)))
 
 
-@pytest.mark.parametrize(
-    ("query", "field"),
-    [("subscription { countdown(to: 4) }", "countdown"), ("subscription { gen(to: 4) }", "gen")],
-    ids=["streamer", "async-generator"],
-)
-async def test_tws_27_subscription_events_then_complete(tws: Any, query: str, field: str) -> None:
-    """Each source event is a ``next``; the end of the source is ``complete``."""
-    async with tws() as client:
-        await client.init()
-        await subscribe(client, "1", query)
-        messages = await client.receive_until("complete")
-        await client.expect_silence(0.05)
-    values = [4, 3, 2, 1, 0] if field == "countdown" else [0, 1, 2, 3, 4]
-    assert messages == [
-        *({"id": "1", "type": "next", "payload": {"data": {field: v}}} for v in values),
-        {"id": "1", "type": "complete"},
-    ]
-
-
 async def test_tws_27_named_subscription_with_variables(tws: Any) -> None:
     """A named subscription with variables and operationName runs like an anonymous one."""
     async with tws() as client:
@@ -1115,30 +1050,6 @@ async def test_tws_27_named_subscription_with_variables(tws: Any) -> None:
         )
         messages = await client.receive_until("complete")
     assert nexts(messages, "1") == [{"countdown": 2}, {"countdown": 1}, {"countdown": 0}]
-
-
-@pytest.mark.parametrize(
-    ("query", "data"),
-    [
-        ("{ hello }", {"hello": "world"}),
-        ("query TestString { hello }", {"hello": "world"}),
-        ("mutation { bump }", {"bump": 1}),
-    ],
-    ids=["query", "named-query", "mutation"],
-)
-async def test_tws_28_single_result_gets_one_next_then_complete(
-    tws: Any, query: str, data: dict[str, Any]
-) -> None:
-    """A query or mutation gets exactly one ``next`` and then ``complete``."""
-    async with tws() as client:
-        await client.init()
-        await subscribe(client, "1", query)
-        messages = await client.receive_until("complete")
-        await client.expect_silence(0.05)
-    assert messages == [
-        {"id": "1", "type": "next", "payload": {"data": data}},
-        {"id": "1", "type": "complete"},
-    ]
 
 
 async def test_tws_28_operations_run_concurrently(tws: Any, probe: Probe) -> None:
@@ -1236,37 +1147,6 @@ async def test_tws_31_validation_error_is_error_message_and_socket_lives(tws: An
     }
 
 
-@pytest.mark.parametrize(
-    "variables", [None, {}, {"n": "three"}, {"n": None}], ids=["absent", "missing", "wrong", "null"]
-)
-async def test_tws_31_bad_required_variable_is_error_message(
-    tws: Any, variables: dict[str, Any] | None
-) -> None:
-    """A missing, null or mistyped required variable is an ``error``; the next thing is a pong."""
-    async with tws() as client:
-        await client.init()
-        query = "subscription($n: Int!) { countdown(to: $n) }"
-        await subscribe(client, "1", query, variables=variables)
-        message = await client.receive()
-        assert message["type"] == "error" and message["id"] == "1"
-        assert "$n" in message["payload"][0]["message"]
-        await still_open(client)
-
-
-async def test_tws_32_field_error_in_event_keeps_stream_going(tws: Any) -> None:
-    """A resolver error gives ``next`` with errors (with path) and partial data; later events flow."""
-    async with tws() as client:
-        await client.init()
-        await subscribe(client, "1", "subscription { events(to: 2) { n bad } }")
-        messages = await client.receive_until("complete")
-    assert [m["type"] for m in messages] == ["next", "next", "next", "complete"]
-    assert messages[0]["payload"] == {"data": {"events": {"n": 0, "bad": "even"}}}
-    middle = messages[1]["payload"]
-    assert middle["data"] == {"events": {"n": 1, "bad": None}}
-    assert [(e["message"], e["path"]) for e in middle["errors"]] == [("odd 1", ["events", "bad"])]
-    assert messages[2]["payload"] == {"data": {"events": {"n": 2, "bad": "even"}}}
-
-
 async def test_tws_32_field_error_in_query_is_next_with_errors(tws: Any) -> None:
     """A failing field of a query gives ``next`` with null field, errors with path, then complete."""
     async with tws() as client:
@@ -1277,92 +1157,6 @@ async def test_tws_32_field_error_in_query_is_next_with_errors(tws: Any) -> None
     payload = messages[0]["payload"]
     assert payload["data"] == {"hello": "world", "fail": None}
     assert [(e["message"], e["path"]) for e in payload["errors"]] == [("field failed", ["fail"])]
-
-
-@pytest.mark.parametrize(
-    ("query", "events", "message"),
-    [
-        ("subscription { boom(after: 2) }", [{"boom": 0}, {"boom": 1}], "Kaboom"),
-        ("subscription { genBoom }", [{"genBoom": 1}], "Generator kaboom"),
-    ],
-    ids=["streamer", "async-generator"],
-)
-async def test_tws_33_source_raising_gives_error_without_complete(
-    tws: Any, query: str, events: list[Any], message: str
-) -> None:
-    """Events before the failure arrive, then ``error`` (no ``complete``); the socket lives."""
-    async with tws() as client:
-        await client.init()
-        await subscribe(client, "1", query)
-        messages = await client.receive_until("error")
-        await client.expect_silence(0.05)
-        await still_open(client)
-    assert nexts(messages, "1") == events
-    assert messages[-1] == {"id": "1", "type": "error", "payload": [{"message": message}]}
-
-
-async def test_tws_34_syntax_error_is_error_message_and_others_live_on(
-    tws: Any, probe: Probe
-) -> None:
-    """A syntax error is an ``error`` for that operation; a running subscription continues."""
-    async with tws() as client:
-        await client.init()
-        await subscribe(client, "live", 'subscription { forever(key: "live") }')
-        assert (await client.receive())["id"] == "live"
-        await subscribe(client, "bad", "notaquery")
-        error = None
-        with trio.fail_after(5):
-            while error is None:
-                message = await client.receive()
-                if message["id"] == "bad":
-                    error = message
-        assert error["type"] == "error"
-        assert error["payload"][0]["message"].startswith("Syntax Error")
-        after = [await client.receive() for _ in range(3)]
-        assert all(m["id"] == "live" and m["type"] == "next" for m in after)
-        await client.send({"id": "live", "type": "complete"})
-        await probe.wait_cleaned("live")
-
-
-@pytest.mark.parametrize(
-    ("query", "operation_name"),
-    [
-        ("query A { hello } query B { fast }", "C"),
-        ("query A { hello } query B { fast }", ""),
-        ("query A { hello } query B { fast }", None),
-        ("fragment F on Query { hello }", None),
-    ],
-    ids=["unknown-name", "empty-name", "ambiguous", "fragments-only"],
-)
-async def test_tws_35_undeterminable_operation_is_error_message(
-    tws: Any, query: str, operation_name: str | None
-) -> None:
-    """Unknown or empty operationName, several unnamed choices, fragments only: ``error``."""
-    async with tws() as client:
-        await client.init()
-        await subscribe(client, "1", query, operationName=operation_name)
-        message = await client.receive()
-        await client.expect_silence(0.05)
-        await still_open(client)
-    assert message["type"] == "error" and message["id"] == "1"
-    assert message["payload"] and all("message" in e for e in message["payload"])
-
-
-@pytest.mark.parametrize(
-    ("operation_name", "data"),
-    [("A", {"hello": "world"}), ("B", {"fast": "fast"})],
-)
-async def test_tws_35_operation_selected_by_name(
-    tws: Any, operation_name: str, data: dict[str, Any]
-) -> None:
-    """operationName picks its operation from a document with several."""
-    async with tws() as client:
-        await client.init()
-        await subscribe(
-            client, "1", "query A { hello } query B { fast }", operationName=operation_name
-        )
-        messages = await client.receive_until("complete")
-    assert nexts(messages, "1") == [data]
 
 
 async def test_tws_35_null_operation_name_means_absent(tws: Any) -> None:

@@ -31,11 +31,12 @@ from ._broker import (
 from ._nats_outbox import BrokerClosed, PublishQueueFull
 
 if TYPE_CHECKING:
-    from ._nats import NatsBroker, NatsOptions
+    from ._nats import NatsBroker
     from ._nats_log import LogStream
+    from ._nats_options import NatsOptions
 
 #: Names whose modules import nats-py (an optional extra): loaded on first use.
-_NATS_NAMES = {"NatsBroker": "._nats", "NatsOptions": "._nats", "LogStream": "._nats_log"}
+_NATS_NAMES = {"NatsBroker": "._nats", "NatsOptions": "._nats_options", "LogStream": "._nats_log"}
 
 
 def __getattr__(name: str) -> Any:

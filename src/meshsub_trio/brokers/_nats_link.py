@@ -1,0 +1,326 @@
+"""The NATS link under a :class:`NatsBroker`: connecting, closing, link state, fan-out.
+
+Everything that crosses between Trio and nats-py's asyncio loop to keep the
+connection alive lives here; what the broker offers on top (publish,
+subscribe, the log) is in :mod:`._nats`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import Any, Self
+
+import orjson
+import trio
+import trio_asyncio
+from nats.aio.client import Client
+from nats.errors import SlowConsumerError
+from trio_asyncio import TrioEventLoop, aio_as_trio
+
+from ._broker import ConnectionState, MemoryBroker
+from ._nats_log import LogFeed, ensure_stream
+from ._nats_options import NatsOptions
+from ._nats_outbox import BrokerClosed, Outbox
+from ._nats_ping import Pinger
+
+#: The broker's logger: one name for the whole NATS broker, as before the split.
+logger = logging.getLogger(f"{__package__}._nats")
+
+#: Messages the Trio fan-out task handles per checkpoint.
+_FAN_OUT_BATCH = 256
+
+
+class NatsLink:
+    """The connection half of :class:`NatsBroker` (see module doc). Use ``connect``."""
+
+    def __init__(self, servers: Sequence[str], options: NatsOptions) -> None:
+        self._servers = list(servers)
+        self.options = options
+        self._local = MemoryBroker(log_capacity=0)
+        self._nc = Client()
+        self._pinger = Pinger(self._nc)
+        self._loop: TrioEventLoop = trio_asyncio.current_loop.get()
+        self._js: Any = None
+        self._outbox = Outbox(
+            max_messages=options.max_pending,
+            max_bytes=options.max_pending_bytes,
+            batch=options.publish_batch,
+            flush_timeout=options.flush_timeout,
+        )
+        self._inbound_send, self._inbound_recv = trio.open_memory_channel[tuple[str, bytes]](
+            options.inbound_capacity
+        )
+        self._topics: dict[str, _TopicInterest] = {}
+        self._feeds: set[LogFeed] = set()
+        self._state = ConnectionState.CONNECTING
+        self._state_changed = trio.Event()
+        self._connected = asyncio.Event()
+        self._asyncio_tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+        self._fan_out_done = trio.Event()
+        #: Counters: nats-py errors by type, nats-py slow-consumer drops,
+        #: callbacks that had to wait for the fan-out, undecodable messages.
+        self.errors: Counter[str] = Counter()
+        self.slow_consumer = 0
+        self.inbound_waits = 0
+        self.decode_errors = 0
+        self.received = 0
+        self.log_resyncs = 0
+
+    # ----------------------------------------------------------- lifecycle
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls, servers: str | Sequence[str], *, options: NatsOptions | None = None, **overrides: Any
+    ) -> AsyncIterator[Self]:
+        """Connect, and close cleanly (flush, drain) on exit.
+
+        Opens a ``trio_asyncio`` loop unless already inside one. *overrides*
+        replace fields of *options*.
+        """
+        chosen = replace(options or NatsOptions(), **overrides)
+        urls = [servers] if isinstance(servers, str) else list(servers)
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if trio_asyncio.current_loop.get() is None:
+                    await stack.enter_async_context(trio_asyncio.open_loop())
+                async with trio.open_nursery() as nursery:
+                    broker = cls(urls, chosen)
+                    try:
+                        await broker._open(nursery)
+                        yield broker
+                    finally:
+                        with trio.CancelScope(shield=True):
+                            await broker._close()
+                        nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The nurseries (ours, trio-asyncio's) wrap whatever the body or
+            # connect raised; a lone exception is re-raised as itself.
+            leaf = _single_leaf(group)
+            if leaf is None:
+                raise
+            raise leaf from None
+
+    async def _open(self, nursery: trio.Nursery) -> None:
+        try:
+            with trio.fail_after(self.options.connect_timeout):
+                await self._aio(self._connect_nats)()
+        except BaseException as exc:
+            self._fan_out_done.set()  # never started: closing must not wait for it
+            if isinstance(exc, trio.TooSlowError):
+                raise ConnectionError(
+                    f"no NATS server answered at {self._servers} within "
+                    f"{self.options.connect_timeout}s"
+                ) from None
+            raise
+        self._set_state(ConnectionState.CONNECTED)
+        nursery.start_soon(self._fan_out)
+
+    async def _connect_nats(self) -> None:
+        """(asyncio) Connect, create the log stream, start the drain task."""
+        opts = self.options
+        # The two arg-type ignores below: nats-py annotates these seconds as int
+        # but uses them as floats (asyncio timeouts), and fractions matter here.
+        await self._nc.connect(
+            self._servers,
+            name=opts.name,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+            closed_cb=self._on_closed,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=opts.reconnect_wait,  # type: ignore[arg-type]
+            connect_timeout=max(1, int(opts.connect_timeout)),
+            ping_interval=opts.ping_interval,  # type: ignore[arg-type]
+            skip_subject_validation=True,  # topics are validated once, in publish/subscribe
+            drain_timeout=max(1, int(opts.close_timeout)),
+        )
+        self._connected.set()
+        if opts.log is not None:
+            self._js = self._nc.jetstream()
+            try:
+                await ensure_stream(self._js, opts.log)
+            except Exception as exc:
+                raise RuntimeError(
+                    f"cannot set up JetStream stream {opts.log.name!r} ({exc!r}); "
+                    "start nats-server with -js, or pass log=None"
+                ) from exc
+        self._spawn(self._outbox.run(self._nc, self._pinger, self._connected))
+
+    def _aio(self, fn: Any) -> Any:
+        """``aio_as_trio`` on this broker's loop: callers may run outside its context."""
+        return aio_as_trio(fn, loop=self._loop)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._asyncio_tasks.add(task)
+        task.add_done_callback(self._asyncio_tasks.discard)
+
+    async def _close(self) -> None:
+        """Flush what is queued, stop the readers, drain NATS inside the loop."""
+        if self._closing:
+            return
+        self._closing = True
+        self._outbox.close()
+        with trio.move_on_after(self.options.close_timeout):
+            await self._outbox.wait_flushed()
+        lost = self._outbox.abandon()
+        if lost:
+            logger.warning("NATS broker closed with %d unsent messages", lost)
+        feeds = list(self._feeds)
+        with trio.move_on_after(self.options.close_timeout):
+            await self._aio(self._shutdown_nats)()
+        self._inbound_send.close()
+        with trio.move_on_after(self.options.close_timeout):
+            await self._fan_out_done.wait()  # what was already received is still delivered
+        self._local.close()
+        for feed in feeds:
+            feed.buffer.close()
+        self._set_state(ConnectionState.CLOSED)
+
+    async def _shutdown_nats(self) -> None:
+        """(asyncio) Stop log consumers and our tasks, then drain (or close) the link."""
+        feeds, self._feeds = list(self._feeds), set()
+        for feed in feeds:
+            await feed.close()
+        tasks = list(self._asyncio_tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            if self._nc.is_connected:
+                await self._nc.drain()
+        except Exception as exc:
+            logger.debug("NATS drain failed: %r", exc)
+        if not self._nc.is_closed:
+            with contextlib.suppress(Exception):  # also when connect never completed
+                await self._nc.close()
+        await self._pinger.abandon()
+
+    # -------------------------------------------------------- link state
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._state
+
+    async def wait_state_change(self, seen: ConnectionState) -> ConnectionState:
+        """Return the current state as soon as it differs from *seen*."""
+        while self._state is seen:
+            await self._state_changed.wait()
+        await trio.lowlevel.checkpoint()
+        return self._state
+
+    async def wait_connected(self) -> None:
+        """Wait until the link is up (raises BrokerClosed once closed)."""
+        while self._state is not ConnectionState.CONNECTED:
+            if self._state is ConnectionState.CLOSED:
+                raise BrokerClosed("the NATS broker is closed")
+            await self.wait_state_change(self._state)
+
+    def _set_state(self, state: ConnectionState) -> None:
+        if self._state is state or self._state is ConnectionState.CLOSED:
+            return
+        self._state = state
+        self._state_changed.set()
+        self._state_changed = trio.Event()
+
+    # nats-py callbacks (asyncio side): synchronous Trio calls only.
+
+    async def _on_error(self, exc: Exception) -> None:
+        name = type(exc).__name__
+        self.errors[name] += 1
+        if isinstance(exc, SlowConsumerError):
+            self.slow_consumer += 1
+        logger.debug("NATS error: %r", exc)
+
+    async def _on_disconnected(self) -> None:
+        self._connected.clear()
+        if not self._closing:
+            self._set_state(ConnectionState.RECONNECTING)
+
+    async def _on_reconnected(self) -> None:
+        self._connected.set()
+        self._set_state(ConnectionState.CONNECTED)
+        if self._feeds or self.options.log is not None:
+            self._spawn(self._resume_logs())
+
+    async def _on_closed(self) -> None:
+        self._connected.clear()
+        self._set_state(ConnectionState.CLOSED)
+
+    async def _resume_logs(self) -> None:
+        """(asyncio) After a reconnect: make sure the stream exists, resync every reader."""
+        log = self.options.log
+        assert log is not None
+        delay = self.options.reconnect_wait
+        while not self._closing:
+            try:
+                await ensure_stream(self._js, log)
+                for feed in list(self._feeds):
+                    await feed.resync()
+                return
+            except Exception as exc:  # JetStream not ready yet, or the link dropped again
+                logger.debug("log resync failed, retrying: %r", exc)
+                await asyncio.sleep(delay)
+
+    async def _fan_out(self) -> None:
+        """(Trio) Decode each inbound message once and hand it to the local subscribers.
+
+        Takes up to a batch of queued messages per checkpoint: a checkpoint
+        per message would cost a scheduler pass each (stack notes §3b).
+        """
+        recv = self._inbound_recv
+        while True:
+            try:
+                self._deliver_local(await recv.receive())
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                self._fan_out_done.set()
+                return
+            for _ in range(_FAN_OUT_BATCH - 1):
+                try:
+                    item = recv.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break
+                self._deliver_local(item)
+
+    def _deliver_local(self, item: tuple[str, bytes]) -> None:
+        topic, data = item
+        self.received += 1
+        if self._local.subscriber_count(topic):
+            try:
+                message = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                self.decode_errors += 1
+                return
+            self._local.publish(topic, message)
+
+    # -------------------------------------------------------------- log
+
+
+class _TopicInterest:
+    """This process's one NATS subscription to a topic, shared by its local subscribers."""
+
+    __slots__ = ("lock", "refs", "sub")
+
+    def __init__(self) -> None:
+        self.refs = 0
+        self.sub: Any = None
+        self.lock = trio.Lock()
+
+
+def _single_leaf(group: BaseExceptionGroup[Any]) -> BaseException | None:
+    """The only exception inside (possibly nested) groups, or None."""
+    inner: BaseException = group
+    while isinstance(inner, BaseExceptionGroup):
+        if len(inner.exceptions) != 1:
+            return None
+        inner = inner.exceptions[0]
+    return inner
