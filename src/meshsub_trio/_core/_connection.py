@@ -60,7 +60,6 @@ class Connection:
     """The driver between one socket and one protocol machine."""
 
     __slots__ = (
-        "_activity",
         "_close_reason",
         "_close_started",
         "_closing_since",
@@ -77,7 +76,11 @@ class Connection:
         "delivery",
         "direct",
         "engine",
+        "heard",
         "init_deadline",
+        "ka_phase",
+        "ka_pinged_at",
+        "ka_slot",
         "machine",
         "metrics",
         "operations",
@@ -117,7 +120,12 @@ class Connection:
         self._closing_since: float | None = None
         self._close_started = False
         self.init_deadline = math.inf
-        self._activity = trio.Event()
+        #: Anything arrived since the last keep-alive probe (the wheel's to clear).
+        self.heard = True
+        #: The keep-alive wheel's bookkeeping (see ``_keepalive``).
+        self.ka_slot = -1
+        self.ka_phase = 0
+        self.ka_pinged_at = 0.0
         socket.on_activity = self._on_activity
         #: Set when this host can write without waiting (the native host).
         self.direct: DirectSocket | None = socket if is_direct(socket) else None
@@ -171,7 +179,11 @@ class Connection:
                     self._act_on_close()  # closed before it started (server shutting down)
                 try:
                     if self.config.keepalive > 0:
-                        nursery.start_soon(self._keepalive_loop)
+                        wheel = self.state.keepalive
+                        if wheel is not None:
+                            wheel.add(self)  # the server's one keep-alive task
+                        else:
+                            nursery.start_soon(self._keepalive_loop)
                     await self._read_loop()
                 except _SOCKET_ERRORS:
                     # The peer vanished while we wrote (a pong, a reply): a
@@ -187,6 +199,8 @@ class Connection:
         finally:
             if self.state.awaiting_init is not None:
                 self.state.awaiting_init.discard(self)
+            if self.state.keepalive is not None:
+                self.state.keepalive.discard(self)
             self.delivery.close()
             await self._finish()
             self.metrics.connection_closed(self.close_code or CloseCode.ABNORMAL)
@@ -448,40 +462,50 @@ class Connection:
 
     # ---- keep-alive ----------------------------------------------------
     def _on_activity(self) -> None:
-        self._activity.set()
+        self.heard = True
+
+    def keepalive_probe(self) -> bool:
+        """This interval's keep-alive, sent without waiting: a ping frame where
+        the host can (an answer is then due), and the protocol's own message
+        (legacy ``ka``; transport-ws ``ping``, a probe where frames cannot be)."""
+        machine = self.machine
+        if self.close_code is not None or machine.closed:
+            return False
+        self.heard = False
+        probe = False
+        if self.direct is not None:
+            try:
+                probe = self.direct.ping_now()
+            except _SOCKET_ERRORS:
+                self.close(CloseCode.ABNORMAL, "", send_close_frame=False)
+                return False
+        if machine.keepalive_is_probe:
+            if not probe and (message := machine.keepalive()) is not None:
+                self.delivery.send_nowait(None, message)
+                probe = True
+        elif (message := machine.keepalive()) is not None:
+            self.delivery.send_nowait(None, message)
+        return probe
+
+    def keepalive_expired(self) -> None:
+        """Nothing at all arrived within the pong deadline after a probe."""
+        if self.close_code is not None:
+            return
+        log.info(
+            "peer silent for %.3fs after a ping: closing",
+            self.config.pong_deadline,
+            extra=self.log_fields(),
+        )
+        self.close(CloseCode.ABNORMAL, "", send_close_frame=False)
 
     async def _keepalive_loop(self) -> None:
-        """Every interval: a keep-alive, then proof of life within the pong deadline."""
-        while True:
+        """A connection served outside a running server state keeps itself alive."""
+        while self.close_code is None:
             await trio.sleep(self.config.keepalive)
-            self._activity = trio.Event()
-            try:
-                probe = await self.socket.ping()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                self.close(CloseCode.ABNORMAL, "", send_close_frame=False)
-                return
-            if self.machine.closed:
-                return  # closing: the reader is handling the machine's Close
-            if self.machine.keepalive_is_probe:
-                # transport-ws ``ping`` asks for a ``pong``: the fallback probe
-                # where the host cannot send ping frames.
-                if not probe and (message := self.machine.keepalive()) is not None:
-                    await self.send(message)
-                    probe = True
-            elif (message := self.machine.keepalive()) is not None:
-                await self.send(message)
-            if not probe:
-                continue  # nothing here can prove the peer alive; the host must
-            with trio.move_on_after(self.config.pong_deadline):
-                await self._activity.wait()
-                continue
-            log.info(
-                "peer silent for %.3fs after a ping: closing",
-                self.config.pong_deadline,
-                extra=self.log_fields(),
-            )
-            self.close(CloseCode.ABNORMAL, "", send_close_frame=False)
-            return
+            if self.keepalive_probe():
+                await trio.sleep(self.config.pong_deadline)
+                if not self.heard:
+                    self.keepalive_expired()
 
 
 def _ignore() -> None:

@@ -167,6 +167,15 @@ class Delivery:
         self._frames.append((owner, frame))
         self.wake_writer()
 
+    def send_nowait(self, owner: Sender | None, frame: bytes) -> None:
+        """:meth:`send` for a control frame that must not wait (a keep-alive):
+        queued past the bound if need be, which one frame per interval keeps small."""
+        if self.can_write_now():
+            self.write_now([frame])
+        elif not self.closed:
+            self._frames.append((owner, frame))
+            self.wake_writer()
+
     async def send_payload(self, sender: Sender, payload: bytes) -> None:
         """``next`` with *payload* for *sender*."""
         frame = self.framer.next(sender.id, payload)

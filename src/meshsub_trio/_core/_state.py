@@ -14,6 +14,7 @@ from .._execution import Engine
 from .._metrics import Metrics
 from ._cohort import Cohorts
 from ._connection import Connection
+from ._keepalive import KeepAliveWheel
 
 if TYPE_CHECKING:
     from .._transports._socket import MessageSocket
@@ -51,6 +52,8 @@ class ServerState:
         #: Connections still waiting for ``connection_init``, when a watchdog
         #: task enforces ``init_timeout`` for all of them (None: each its own).
         self.awaiting_init: set[Connection] | None = None
+        #: Every connection's keep-alive, while :meth:`running` (None otherwise).
+        self.keepalive: KeepAliveWheel | None = None
         self.shutting_down = False
 
     @asynccontextmanager
@@ -60,10 +63,14 @@ class ServerState:
             if self.config.init_timeout > 0:
                 self.awaiting_init = set()
                 nursery.start_soon(self._watch_init)
+            if self.config.keepalive > 0:
+                self.keepalive = KeepAliveWheel(self.config.keepalive, self.config.pong_deadline)
+                nursery.start_soon(self.keepalive.run)
             try:
                 yield
             finally:
                 self.awaiting_init = None
+                self.keepalive = None
                 nursery.cancel_scope.cancel()
 
     async def _watch_init(self) -> None:

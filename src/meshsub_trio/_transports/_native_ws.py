@@ -42,6 +42,10 @@ _NOT_ON_THE_WIRE = frozenset({1005, 1006, 1015})
 OPEN, REMOTE_CLOSING, LOCAL_CLOSING, CLOSED = range(4)
 
 
+
+#: The keep-alive ping, framed once.
+_PING_FRAME = frame(PING, b"meshsub")
+
 async def receive_some(fd: int, *, try_first: bool = True) -> bytes:
     """Bytes from a non-blocking socket (b"" at its end), waiting only if there are none.
 
@@ -225,9 +229,12 @@ class NativeWebSocket:
         await self.flush()
 
     async def ping(self) -> bool:
+        return self.ping_now()
+
+    def ping_now(self) -> bool:
         if self._state != OPEN:
             return False
-        self._write(frame(PING, b"meshsub"))
+        self._write(_PING_FRAME)
         return True
 
     async def close(self, code: int, reason: str) -> None:

@@ -69,6 +69,9 @@ class DirectSocket(MessageSocket, Protocol):
     def start_close(self, code: int, reason: str) -> None:
         """Write the close frame without waiting; ``close`` finishes it."""
 
+    def ping_now(self) -> bool:
+        """Write a ping frame without waiting; False once closing."""
+
     async def flush(self) -> None: ...
 
 

@@ -1,0 +1,112 @@
+"""Keep-alive for every connection of a server from one task: a timing wheel.
+
+A task per connection that sleeps, pings and waits for a pong costs each idle
+connection a task, a cancel scope per interval and an Event (about 3 KiB and
+19 tracked objects), and wakes the scheduler once per connection per
+interval. At 20,000 idle connections that was 16.5% of a core; here the
+server's one task wakes every *tick* and handles only the connections due.
+
+The wheel is a dict of slots (``trio.current_time() // tick``), each an
+insertion-ordered dict of connections, so adding and removing one is O(1)
+and a tick scans the few slots due, never every connection. Each connection
+alternates two phases:
+
+- **ping** (due ``interval`` after its last ping): :meth:`Pingable.keepalive_probe`
+  sends the ping frame and/or the protocol's keep-alive message, without
+  waiting; if an answer is expected the connection moves to *check*;
+- **check** (due ``deadline`` after the ping): if nothing at all arrived since
+  the ping (:attr:`Pingable.heard`), :meth:`Pingable.keepalive_expired` drops it.
+
+Pings are rounded down to a slot and checks up, so a peer is never given less
+than ``deadline`` to answer, and a dead peer holds a connection for at most
+``interval + deadline + tick`` (``tick`` is a tenth of the shorter of the two).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import trio
+
+#: A connection waits for its next ping / for its pong deadline.
+PING = 0
+CHECK = 1
+
+
+class Pingable(Protocol):
+    """What the wheel needs from a connection (its fields are the wheel's own)."""
+
+    #: Set by the connection on any inbound traffic; cleared by each probe.
+    heard: bool
+    ka_slot: int
+    ka_phase: int
+    ka_pinged_at: float
+
+    def keepalive_probe(self) -> bool:
+        """Send this interval's keep-alive now; True when an answer is due."""
+
+    def keepalive_expired(self) -> None:
+        """Nothing arrived within the deadline after a probe: drop the peer."""
+
+
+class KeepAliveWheel:
+    """One server's keep-alives, driven by :meth:`run`."""
+
+    def __init__(self, interval: float, deadline: float) -> None:
+        self.interval = interval
+        self.deadline = deadline
+        self.tick = min(interval, deadline) / 10
+        self._slots: dict[int, dict[Pingable, None]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(slot) for slot in self._slots.values())
+
+    def add(self, connection: Pingable) -> None:
+        """Keep *connection* alive from now on: first ping one interval away."""
+        now = trio.current_time()
+        connection.heard = True
+        connection.ka_pinged_at = now
+        self._schedule(connection, PING, now + self.interval)
+
+    def discard(self, connection: Pingable) -> None:
+        """Forget *connection* (it ended); nothing is kept for it."""
+        slot = self._slots.get(connection.ka_slot)
+        if slot is not None:
+            slot.pop(connection, None)
+            if not slot:
+                del self._slots[connection.ka_slot]
+
+    async def run(self) -> None:
+        """Every tick: ping the connections due, drop those silent past the deadline."""
+        tick = self.tick
+        while True:
+            await trio.sleep(tick)
+            now = trio.current_time()
+            current = math.floor(now / tick)
+            for key in [k for k in self._slots if k <= current]:
+                for connection in self._slots.pop(key):
+                    self._due(connection, now)
+
+    def _due(self, connection: Pingable, now: float) -> None:
+        if connection.ka_phase == CHECK:
+            if not connection.heard:
+                connection.keepalive_expired()
+                return
+            self._schedule(connection, PING, connection.ka_pinged_at + self.interval)
+            return
+        connection.ka_pinged_at = now
+        if connection.keepalive_probe():
+            self._schedule(connection, CHECK, now + self.deadline)
+        else:
+            self._schedule(connection, PING, now + self.interval)
+
+    def _schedule(self, connection: Pingable, phase: int, at: float) -> None:
+        ticks = at / self.tick
+        key = math.ceil(ticks) if phase == CHECK else math.floor(ticks)
+        connection.ka_phase = phase
+        connection.ka_slot = key
+        slot = self._slots.get(key)
+        if slot is None:
+            self._slots[key] = slot = {}
+        slot[connection] = None

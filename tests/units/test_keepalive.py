@@ -1,0 +1,126 @@
+"""The keep-alive wheel on its own, on Trio's mock clock: who is pinged when,
+who is dropped, and that the dead-peer bound holds (interval + deadline + tick)."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from meshsub_trio import Config, Server, serve
+from meshsub_trio._core._keepalive import KeepAliveWheel
+from meshsub_trio.examples.countdown import app as countdown_app
+from meshsub_trio.testing import live_tasks
+
+from ..rawws import open_raw_websocket
+
+
+class Peer:
+    """A connection as the wheel sees it; ``alive`` decides whether it answers."""
+
+    def __init__(self, *, alive: bool = True, probes: bool = True) -> None:
+        self.alive = alive
+        self.probes = probes
+        self.heard = True
+        self.ka_slot = -1
+        self.ka_phase = 0
+        self.ka_pinged_at = 0.0
+        self.pings: list[float] = []
+        self.dropped_at: float | None = None
+
+    def keepalive_probe(self) -> bool:
+        self.pings.append(trio.current_time())
+        self.heard = False
+        if self.alive:
+            self.heard = True  # its pong arrives within the deadline
+        return self.probes
+
+    def keepalive_expired(self) -> None:
+        self.dropped_at = trio.current_time()
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+async def run_for(wheel: KeepAliveWheel, seconds: float) -> None:
+    with trio.move_on_after(seconds):
+        await wheel.run()
+
+
+async def test_live_peers_are_pinged_every_interval_and_kept(clock: trio.testing.MockClock) -> None:
+    wheel = KeepAliveWheel(interval=10.0, deadline=5.0)
+    peers = [Peer() for _ in range(50)]
+    for peer in peers:
+        wheel.add(peer)
+    await run_for(wheel, 61.0)
+    for peer in peers:
+        assert peer.dropped_at is None
+        assert 5 <= len(peer.pings) <= 7, peer.pings
+        gaps = [b - a for a, b in zip(peer.pings, peer.pings[1:], strict=False)]
+        assert all(10.0 - wheel.tick <= gap <= 10.0 + wheel.tick for gap in gaps), gaps
+    assert len(wheel) == 50
+
+
+async def test_a_dead_peer_is_dropped_within_the_bound(clock: trio.testing.MockClock) -> None:
+    wheel = KeepAliveWheel(interval=10.0, deadline=5.0)
+    alive, dead = Peer(), Peer(alive=False)
+    start = trio.current_time()
+    wheel.add(alive)
+    wheel.add(dead)
+    await run_for(wheel, 40.0)
+    assert alive.dropped_at is None
+    assert dead.dropped_at is not None
+    took = dead.dropped_at - start
+    # Never less than the deadline after its ping, never more than the bound.
+    assert dead.dropped_at - dead.pings[-1] >= 5.0
+    assert took <= 10.0 + 5.0 + wheel.tick, took
+    assert len(wheel) == 1  # the dropped one is gone from the wheel
+
+
+async def test_a_peer_without_a_probe_is_only_pinged(clock: trio.testing.MockClock) -> None:
+    wheel = KeepAliveWheel(interval=1.0, deadline=1.0)
+    silent = Peer(alive=False, probes=False)  # e.g. legacy ``ka`` on a host that cannot ping
+    wheel.add(silent)
+    await run_for(wheel, 5.5)
+    assert silent.dropped_at is None and len(silent.pings) >= 4
+
+
+async def test_discard_forgets_a_peer(clock: trio.testing.MockClock) -> None:
+    wheel = KeepAliveWheel(interval=1.0, deadline=1.0)
+    gone = Peer(alive=False)
+    wheel.add(gone)
+    wheel.discard(gone)
+    wheel.discard(gone)  # twice is harmless
+    await run_for(wheel, 5.0)
+    assert gone.pings == [] and len(wheel) == 0
+
+
+async def test_a_server_keeps_connections_alive_without_a_task_each() -> None:
+    """Many idle subscribed connections add no keep-alive task, and leave the wheel when they go."""
+    config = Config(port=0, keepalive=0.2, pong_timeout=0.2)
+    async with trio.open_nursery() as nursery:
+        server: Server = await nursery.start(serve, countdown_app, config)
+        before = len(live_tasks())
+        sockets = []
+        for n in range(20):
+            ws = await open_raw_websocket(server.port)
+            await ws.init()
+            await ws.send_json(
+                {"id": str(n), "type": "subscribe",
+                 "payload": {"query": "subscription { countdown(to: 100000) }"}}
+            )  # fmt: skip
+            sockets.append(ws)
+        with trio.fail_after(5):
+            await server.metrics.wait_for(lambda m: m.live_operations == 20)
+        per_connection = (len(live_tasks()) - before) / 20
+        # The connection's nursery body and its operation: no keep-alive task.
+        assert per_connection <= 2, per_connection
+        assert server.state.keepalive is not None and len(server.state.keepalive) == 20
+        for ws in sockets:
+            await ws.aclose()
+        with trio.fail_after(5):
+            await server.metrics.wait_for(lambda m: m.live_connections == 0)
+        assert len(server.state.keepalive) == 0
+        server.shutdown()
