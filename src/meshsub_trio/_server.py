@@ -18,6 +18,7 @@ import trio
 from ._app import App
 from ._config import Config
 from ._core._state import ServerState
+from ._fdlimit import SpareDescriptor, raise_fd_limit
 from ._metrics import Metrics
 from ._transports._native import NativeHost
 from ._transports._tls import TlsContexts
@@ -27,6 +28,8 @@ log = logging.getLogger("meshsub_trio.server")
 _ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 #: Connections accepted per wake-up before letting other tasks run.
 _ACCEPT_BATCH = 64
+#: Seconds between two "out of descriptors" log lines (each says how many went).
+_SHED_LOG_EVERY = 10.0
 
 
 class Server:
@@ -86,6 +89,9 @@ class Server:
         ``SocketListener.accept`` costs two scheduler passes each.
         """
         raw = socket.socket(fileno=os.dup(listener.socket.fileno()))
+        spare = SpareDescriptor()
+        shed = 0
+        logged_at = -_SHED_LOG_EVERY
         try:
             raw.setblocking(False)
             # Set once here, inherited by every accepted socket (Linux), instead
@@ -101,11 +107,22 @@ class Server:
                     except OSError as error:
                         if error.errno not in _ACCEPT_ERRORS:
                             raise
-                        log.error("accept failed (%s): backing off", error)
+                        # Out of descriptors: answer the waiting clients 503 now
+                        # rather than leave them queued with no answer.
+                        shed += spare.shed(raw, _ACCEPT_BATCH)
+                        now = trio.current_time()
+                        if now - logged_at >= _SHED_LOG_EVERY:
+                            log.error(
+                                "accept failed (%s): %d connection(s) turned away with 503",
+                                error,
+                                shed,
+                            )
+                            logged_at, shed = now, 0
                         await trio.sleep(0.1)
                         break
                     nursery.start_soon(self._handle, host, trio.socket.from_stdlib_socket(accepted))
         finally:
+            spare.close()
             trio.lowlevel.notify_closing(raw)
             raw.close()
 
@@ -158,6 +175,8 @@ async def serve(
     inherited from a supervisor) instead of binding ``config.host:config.port``.
     """
     config = config or Config()
+    ceiling = raise_fd_limit()
+    log.debug("descriptor limit %d: at most about that many connections", ceiling)
     state = ServerState(app, config, metrics)
     host = NativeHost(state)
     async with app.lifespan(), state.running():

@@ -39,6 +39,8 @@ CohortKey = tuple[str, bytes, str | None, Hashable]
 
 #: Most values executed before fanning out, when a burst is already queued.
 _BURST = 64
+#: Members served between two checkpoints of one fan-out.
+_FAN_OUT_SLICE = 2048
 
 
 class Cohort:
@@ -151,11 +153,15 @@ class Cohort:
                 if keep_latest:
                     self.latest = payloads[-1]
                 written = 0
-                for member in tuple(self.members):
+                for n, member in enumerate(tuple(self.members), 1):
                     try:
                         written += member.put_many(payloads, since)
                     except BufferClosed:
                         self.members.discard(member)
+                    if not n % _FAN_OUT_SLICE:
+                        # A fan-out to tens of thousands takes a while: let
+                        # accepts, pongs and HTTP requests in between slices.
+                        await trio.lowlevel.checkpoint()
                 if written:
                     latency.observe(clock() - since, written * count)
             nursery.cancel_scope.cancel()
