@@ -28,8 +28,16 @@ pytestmark = pytest.mark.filterwarnings("error")
 class Framer:
     """Envelopes anyone can read: ``N<id>:<payload>``, ``C<id>``, ``E<id>``."""
 
+    result_type = b"N"
+
     def __init__(self) -> None:
         self.ended: set[str] = set()
+
+    def may_send(self, op_id: str) -> bool:
+        return op_id not in self.ended
+
+    def wrap(self, op_id: str, payload: bytes) -> bytes:
+        return b"N" + op_id.encode() + b":" + payload
 
     def next(self, op_id: str, payload: bytes) -> bytes | None:
         return None if op_id in self.ended else b"N" + op_id.encode() + b":" + payload
@@ -53,12 +61,20 @@ class MemorySocket:
     def __init__(self) -> None:
         self.written: list[bytes] = []
         self.writes = 0
+        self.encodes = 0
         self.backlog = 0
         self.on_backlog = lambda: None
 
     def write_frames(self, frames: list[bytes]) -> None:
+        self.write_encoded(self.encode_frames(frames))
+
+    def encode_frames(self, frames: list[bytes]) -> bytes:
+        self.encodes += 1
+        return b"\x00".join(frames)
+
+    def write_encoded(self, data: bytes) -> None:
         self.writes += 1
-        self.written.extend(frames)
+        self.written.extend(data.split(b"\x00"))
 
 
 @dataclass
@@ -177,6 +193,29 @@ def test_a_lane_writes_a_burst_in_one_call_when_nothing_is_ahead() -> None:
     assert lane.put_many([b"a", b"b", b"c"]) is True
     assert socket.written == [b"N7:a", b"N7:b", b"N7:c"] and socket.writes == 1
     assert op.sent == 3
+
+
+def test_a_fan_out_frames_a_burst_once_per_operation_id() -> None:
+    """Lanes on different connections share the wire bytes of a burst when
+    their operation ids match; each connection's own check still applies."""
+    sockets, lanes, senders = [], [], []
+    for op_id in ("1", "1", "2", "1"):
+        delivery, socket = direct_delivery()
+        sender = Sender(op_id)
+        sockets.append(socket)
+        senders.append(sender)
+        lanes.append(delivery.lane(sender, 4, Overflow.DROP_OLDEST))
+    ended = lanes[3].delivery.framer
+    assert isinstance(ended, Framer)
+    ended.ended.add("1")  # this connection's operation already ended
+    cache: dict[tuple[bytes, str], bytes] = {}
+    for lane in lanes:
+        assert lane.put_many([b"a", b"b"], 0.0, cache) is True
+    assert [s.written for s in sockets] == [
+        [b"N1:a", b"N1:b"], [b"N1:a", b"N1:b"], [b"N2:a", b"N2:b"], []
+    ]
+    assert sum(s.encodes for s in sockets) == 2  # once for "1", once for "2"
+    assert [s.sent for s in senders] == [2, 2, 2, 0]
 
 
 def test_a_lane_buffers_under_its_policy_and_drains_in_order() -> None:

@@ -31,7 +31,7 @@ from .._encoding import dumps_canonical
 from .._execution import Engine, Prepared
 from .._metrics import Metrics
 from ..brokers._buffer import BufferClosed, EventBuffer
-from ._delivery import Lane
+from ._delivery import BurstCache, Lane
 
 log = logging.getLogger("meshsub_trio.cohort")
 
@@ -153,9 +153,10 @@ class Cohort:
                 if keep_latest:
                     self.latest = payloads[-1]
                 written = 0
+                cache: BurstCache = {}
                 for n, member in enumerate(tuple(self.members), 1):
                     try:
-                        written += member.put_many(payloads, since)
+                        written += member.put_many(payloads, since, cache)
                     except BufferClosed:
                         self.members.discard(member)
                     if not n % _FAN_OUT_SLICE:

@@ -52,6 +52,25 @@ class Framer(Protocol):
         """An ``error`` frame, or None once the operation ended."""
 
 
+class BurstFramer(Framer, Protocol):
+    """A framer whose check and envelope can be taken apart (the WebSocket
+    machines): a fan-out then frames a burst once per operation id."""
+
+    #: What distinguishes its envelopes (``next`` or legacy ``data``).
+    result_type: bytes
+
+    def may_send(self, op_id: str) -> bool:
+        """Whether a ``next`` may be sent for *op_id* now."""
+
+    def wrap(self, op_id: str, payload: bytes) -> bytes:
+        """The ``next`` envelope, unchecked."""
+
+
+#: Wire bytes of a burst, per (envelope kind, operation id): shared by every
+#: lane a cohort serves in one fan-out (most clients use the same ids).
+BurstCache = dict[tuple[bytes, str], bytes]
+
+
 class Sender(Protocol):
     """What a delivery needs from the operation it sends for."""
 
@@ -70,6 +89,7 @@ class Delivery:
 
     __slots__ = (
         "_backlog_limit",
+        "_burst",
         "_frames",
         "_lanes",
         "_messages_out",
@@ -97,6 +117,9 @@ class Delivery:
         self.metrics = metrics
         #: The socket that takes bytes without waiting; None: every frame is queued.
         self.direct = direct
+        # Only WebSocket connections have a direct socket, and their framers
+        # are the protocol machines, which split check from envelope.
+        self._burst: BurstFramer | None = framer if direct is not None else None  # type: ignore[assignment]
         self._backlog_limit = backlog_limit
         #: Bound of the frame queue (lanes have their own bounds).
         self.capacity = capacity
@@ -136,6 +159,28 @@ class Delivery:
         except _SOCKET_ERRORS:
             return  # the sink's reader sees the connection go and ends it
         self._messages_out.inc(len(frames))
+
+    def write_burst(self, sender: Sender, payloads: list[bytes], cache: BurstCache) -> None:
+        """Write a cohort's burst for *sender* at once (check :meth:`can_write_now`
+        first), framed once per envelope kind and operation id across the fan-out."""
+        burst = self._burst
+        direct = self.direct
+        assert burst is not None and direct is not None
+        op_id = sender.id
+        if not burst.may_send(op_id):
+            return
+        key = (burst.result_type, op_id)
+        data = cache.get(key)
+        if data is None:
+            wrap = burst.wrap
+            data = cache[key] = direct.encode_frames([wrap(op_id, p) for p in payloads])
+        try:
+            direct.write_encoded(data)
+        except _SOCKET_ERRORS:
+            return  # the sink's reader sees the connection go and ends it
+        count = len(payloads)
+        self._messages_out.inc(count)
+        sender.sent += count
 
     def write_payload_now(self, sender: Sender, payload: bytes) -> None:
         """Frame *payload* and write it at once (check :meth:`can_write_now` first)."""
@@ -283,12 +328,16 @@ class Lane:
     def put(self, payload: bytes) -> None:
         self.put_many([payload])
 
-    def put_many(self, payloads: list[bytes], since: float = 0.0) -> bool:
+    def put_many(
+        self, payloads: list[bytes], since: float = 0.0, cache: BurstCache | None = None
+    ) -> bool:
         """The cohort's next values, in order (the oldest emitted at *since*); never waits.
 
         True when they were written at once: the cohort then measures their
         latency for the whole burst; buffered ones are measured when drained.
-        Raises :class:`BufferClosed` once the operation has left.
+        A fan-out passes one *cache* to all its lanes, so each burst is framed
+        once per operation id. Raises :class:`BufferClosed` once the operation
+        has left.
         """
         buffer = self._buffer
         if buffer.consumer_closed:
@@ -296,7 +345,11 @@ class Lane:
         delivery = self.delivery
         if not len(buffer) and delivery.can_write_now():
             sender = self.sender
-            if not sender.stopped_by_client:
+            if sender.stopped_by_client:
+                return True
+            if cache is not None:
+                delivery.write_burst(sender, payloads, cache)
+            else:
                 next_frame = delivery.framer.next
                 frames = [f for p in payloads if (f := next_frame(sender.id, p)) is not None]
                 if frames:

@@ -184,17 +184,25 @@ class NativeWebSocket:
 
     def write_frames(self, frames: list[bytes]) -> None:
         """Send text frames now, or leave them in the backlog; never waits."""
-        if self._state != OPEN:
-            raise trio.ClosedResourceError("websocket is closing")
+        self.write_encoded(self.encode_frames(frames))
+
+    @staticmethod
+    def encode_frames(frames: list[bytes]) -> bytes:
+        """*frames* as server text frames on the wire (unmasked: a header, then the bytes)."""
         if len(frames) == 1:
             payload = frames[0]
-            self._write(frame_header(TEXT, len(payload)) + payload)
-            return
+            return frame_header(TEXT, len(payload)) + payload
         parts: list[bytes] = []
         for payload in frames:
             parts.append(frame_header(TEXT, len(payload)))
             parts.append(payload)
-        self._write(b"".join(parts))
+        return b"".join(parts)
+
+    def write_encoded(self, data: bytes) -> None:
+        """Send bytes from :meth:`encode_frames` now, or leave them in the backlog."""
+        if self._state != OPEN:
+            raise trio.ClosedResourceError("websocket is closing")
+        self._write(data)
 
     async def flush(self) -> None:
         """Wait until the backlog is written (cancellable).

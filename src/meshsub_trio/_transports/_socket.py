@@ -66,6 +66,12 @@ class DirectSocket(MessageSocket, Protocol):
 
     def write_frames(self, frames: list[bytes]) -> None: ...
 
+    def encode_frames(self, frames: list[bytes]) -> bytes:
+        """Text frames as wire bytes (the same for every connection of the host)."""
+
+    def write_encoded(self, data: bytes) -> None:
+        """Write what :meth:`encode_frames` gave: a fan-out encodes once, writes many."""
+
     def start_close(self, code: int, reason: str) -> None:
         """Write the close frame without waiting; ``close`` finishes it."""
 

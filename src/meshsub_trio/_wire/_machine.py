@@ -141,6 +141,20 @@ class MachineBase:
             return None
         return b'{"id":%b,"type":"%b","payload":%b}' % (dumps(op_id), self.result_type, payload)
 
+    def may_send(self, op_id: str) -> bool:
+        """Whether a result frame may be sent for *op_id* now (what :meth:`next`
+        checks, raising the same way for an id it does not know)."""
+        if self._operations.get(op_id) is _LIVE:
+            return True
+        self._check_ended(op_id, "next")
+        return False
+
+    def wrap(self, op_id: str, payload: bytes) -> bytes:
+        """The result frame :meth:`next` would give, without the check: for a
+        fan-out that frames a burst once per operation id, then checks each
+        connection's machine with :meth:`may_send`."""
+        return b'{"id":%b,"type":"%b","payload":%b}' % (dumps(op_id), self.result_type, payload)
+
     def complete(self, op_id: str) -> bytes | None:
         """The ``complete`` frame, once; None if *op_id* already ended."""
         if self._operations.get(op_id) is not _LIVE:
