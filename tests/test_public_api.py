@@ -119,11 +119,16 @@ EXPECTED: dict[str, set[str]] = {
         "Authenticator",
         "BadUserInput",
         "BrokerUnavailable",
+        "DEFAULT_PORT",
+        "GRAPHQL_PATH",
         "LOCAL_USER",
         "LOCAL_USER_ID",
         "MesheryApp",
         "Model",
+        "PLAYGROUND_PATH",
         "ReplicatedBus",
+        "STREAM_NAME",
+        "STREAM_SUBJECTS",
         "Simulator",
         "StorageLimitExceeded",
         "StorageLimits",
@@ -137,6 +142,7 @@ EXPECTED: dict[str, set[str]] = {
         "app",
         "create_app",
         "default_data_dir",
+        "log_stream",
         "schema_sdl",
         "topics",
     },
@@ -246,3 +252,33 @@ def test_the_nats_broker_is_imported_lazily() -> None:
         "assert 'nats' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_what_meshery_deployments_rely_on_stays() -> None:
+    """Meshery's endpoint, playground, port and JetStream stream live in its package
+    now (none in the core), with the values existing clients and data use."""
+    from meshsub_trio import Config, LogStream
+    from meshsub_trio.meshery import (
+        DEFAULT_PORT,
+        GRAPHQL_PATH,
+        PLAYGROUND_PATH,
+        STREAM_NAME,
+        STREAM_SUBJECTS,
+        create_app,
+        log_stream,
+    )
+
+    assert (GRAPHQL_PATH, PLAYGROUND_PATH) == (
+        "/api/system/graphql/query",
+        "/api/system/graphql/playground",
+    )
+    assert (DEFAULT_PORT, STREAM_NAME, STREAM_SUBJECTS) == (9081, "MESHERY", ("meshery.>",))
+    stream = log_stream(heartbeat=0.5)
+    assert (stream.name, stream.subjects, stream.heartbeat) == ("MESHERY", ("meshery.>",), 0.5)
+    assert LogStream.under("meshery", heartbeat=0.5) == stream
+    assert (LogStream().name, LogStream().subjects) == ("MESHSUB", ("meshsub.>",))
+    app = create_app(simulator=False)
+    served = Config().serving(app.graphql_paths, app.playground_paths)
+    assert served.ws_paths == ("/ws", GRAPHQL_PATH)
+    assert served.http_paths == ("/api", GRAPHQL_PATH)
+    assert served.playground_paths == (PLAYGROUND_PATH, "/playground")

@@ -214,6 +214,15 @@ def _auth_scope(context: Context) -> Hashable:
     return scope
 
 
+def _paths(paths: Sequence[str], name: str) -> tuple[str, ...]:
+    if isinstance(paths, str):
+        raise TypeError(f"{name} is a sequence of paths, not one string: {paths!r}")
+    for path in paths:
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ValueError(f"{name}: {path!r} is not a path starting with '/'")
+    return tuple(paths)
+
+
 @asynccontextmanager
 async def _no_lifespan() -> AsyncIterator[None]:
     yield
@@ -244,6 +253,11 @@ class App:
     ``interceptors`` is an ordered chain (see :mod:`meshsub_trio.interceptors`)
     that sees every WebSocket and HTTP-stream operation before it executes
     (to refuse it or adjust its context and variables) and after it ends.
+    ``graphql_paths`` are the app's own GraphQL endpoints, each answering
+    GraphQL over HTTP and WebSocket upgrades (default ``/graphql``; ``()``:
+    none), and ``playground_paths`` its own playground pages (default none);
+    hosts serve them beside the generic paths of their :class:`Config`
+    (``/ws``, ``/api``, ``/playground``).
     """
 
     def __init__(
@@ -259,6 +273,8 @@ class App:
         cohort_scope: CohortScope = _auth_scope,
         http_routes: Mapping[str, HttpHandler] | None = None,
         interceptors: Sequence[Interceptor] = (),
+        graphql_paths: Sequence[str] = ("/graphql",),
+        playground_paths: Sequence[str] = (),
     ) -> None:
         self.schema = build_schema(schema) if isinstance(schema, str) else schema
         self.authenticate = authenticate
@@ -269,6 +285,9 @@ class App:
         self.http_routes: dict[str, HttpHandler] = dict(http_routes or {})
         #: Empty: operations skip the chain (one test per operation, none per event).
         self.interceptors: tuple[Interceptor, ...] = tuple(interceptors)
+        #: Where hosts serve this app's own endpoint and playground (``Config.serving``).
+        self.graphql_paths: tuple[str, ...] = _paths(graphql_paths, "graphql_paths")
+        self.playground_paths: tuple[str, ...] = _paths(playground_paths, "playground_paths")
         for type_name, fields in (resolvers or {}).items():
             for field_name, resolver in fields.items():
                 self._attach_resolver(type_name, field_name, resolver)

@@ -4,6 +4,13 @@ With ``--broker nats://host:port`` (or ``MESHSUB_BROKER``) several processes
 behind a load balancer serve as one: each connects to the same NATS
 (JetStream enabled), replicates Meshery's model over it, and the broker stays
 open for as long as the process serves.
+
+What is Meshery's comes from :mod:`meshsub_trio.meshery`: its port
+(``DEFAULT_PORT``) when it is the app served (no APP given; any other APP gets
+``Config.port``), and the JetStream stream of ``--broker`` (``log_stream()``),
+which every APP gets, as before: the broker exists before the app, so the app
+cannot be asked, and an APP wrapping Meshery keeps its data. Endpoint paths
+come with the App itself.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -45,6 +52,9 @@ from ._settings import (
 )
 from ._supervisor._child import end_with_parent, tag_log_lines, worker_role
 from .client._command import add_subscribe_command, run_subscribe
+
+if TYPE_CHECKING:
+    from .brokers._nats_log import LogStream
 
 log = logging.getLogger("meshsub_trio")
 
@@ -133,7 +143,29 @@ def parse_serve_args(argv: Sequence[str]) -> tuple[argparse.Namespace, Resolved]
         resolved = resolve(args, options)
     except SettingError as error:
         raise SystemExit(f"meshsub-trio: {error}") from None
+    if args.port is None:  # nowhere gave one: the served app's
+        args.port = resolved.values["port"] = default_port(args)
     return args, resolved
+
+
+def default_port(args: argparse.Namespace) -> int:
+    """Meshery's port when serving the default app, else :attr:`Config.port`."""
+    if args.app is not None:
+        return Config.port
+    from .meshery import DEFAULT_PORT
+
+    return DEFAULT_PORT
+
+
+def log_stream() -> LogStream:
+    """The JetStream stream of ``--broker nats://``: Meshery's (``MESHERY`` over
+    ``meshery.>``), whichever APP is served. The broker is connected before the
+    app is built, so the app cannot name it; ``--broker`` belongs to the default
+    app's options, and an APP wrapping Meshery (``create_app(broker=...)``) needs
+    exactly this stream and keeps the data deployments have in it."""
+    from .meshery import log_stream as meshery_stream
+
+    return meshery_stream()
 
 
 def print_config(resolved: Resolved) -> None:
@@ -311,7 +343,9 @@ async def run_on_nats(args: argparse.Namespace, config: Config, url: str) -> Non
     servers = [part.strip() for part in url.split(",") if part.strip()]
     connected = False
     try:
-        async with NatsBroker.connect(servers, name=f"meshsub-trio[{os.getpid()}]") as broker:
+        async with NatsBroker.connect(
+            servers, name=f"meshsub-trio[{os.getpid()}]", log=log_stream()
+        ) as broker:
             connected = True
             log.info("connected to NATS at %s", url)
             await run(app_from_args(args, broker), config)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ._wire import SUPPORTED
-
-MESHERY_ENDPOINT = "/api/system/graphql/query"
 
 
 def _env_flag(name: str) -> bool:
@@ -17,16 +17,23 @@ def _env_flag(name: str) -> bool:
 
 @dataclass
 class Config:
-    """Everything a host needs to know; every field has a safe default."""
+    """Everything a host needs to know; every field has a safe default.
+
+    The paths here are the host's generic ones; an app's own endpoints
+    (``App(graphql_paths=..., playground_paths=...)``) are served beside them
+    (:meth:`serving`).
+    """
 
     host: str = "127.0.0.1"
-    port: int = 9081
-    #: Paths that accept WebSocket upgrades (one path may also serve HTTP).
-    ws_paths: tuple[str, ...] = ("/ws", MESHERY_ENDPOINT)
-    #: Paths that answer GraphQL over HTTP (GET and POST).
-    http_paths: tuple[str, ...] = ("/api", MESHERY_ENDPOINT)
-    #: Paths that serve the GraphiQL playground.
-    playground_paths: tuple[str, ...] = ("/api/system/graphql/playground", "/playground")
+    port: int = 8000
+    #: Paths that accept WebSocket upgrades (one path may also serve HTTP),
+    #: besides the app's ``graphql_paths``.
+    ws_paths: tuple[str, ...] = ("/ws",)
+    #: Paths that answer GraphQL over HTTP (GET and POST), besides the app's
+    #: ``graphql_paths``.
+    http_paths: tuple[str, ...] = ("/api",)
+    #: Paths that serve the GraphiQL playground, besides the app's ``playground_paths``.
+    playground_paths: tuple[str, ...] = ("/playground",)
     #: Subprotocols spoken, in the server's order of support.
     subprotocols: tuple[str, ...] = SUPPORTED
     #: Seconds between keep-alives (ping frame / ``ping`` / ``ka``); 0 turns them off.
@@ -110,6 +117,20 @@ class Config:
     #: ``"required"``, ``"optional"`` or ``"none"`` (None: required when ``ca_certs`` is set).
     client_cert: str | None = None
 
+    def serving(self, graphql: Sequence[str] = (), playground: Sequence[str] = ()) -> Config:
+        """This config with an app's own paths added: *graphql* endpoints (HTTP
+        and WebSocket) after :attr:`ws_paths` and :attr:`http_paths` (the
+        playground page presets the last path that speaks both), *playground*
+        pages before :attr:`playground_paths`. Itself when nothing is new."""
+        ws = _added(self.ws_paths, graphql)
+        http = _added(self.http_paths, graphql)
+        pages = tuple(p for p in dict.fromkeys(playground) if p not in self.playground_paths)
+        if ws == self.ws_paths and http == self.http_paths and not pages:
+            return self
+        return dataclasses.replace(
+            self, ws_paths=ws, http_paths=http, playground_paths=(*pages, *self.playground_paths)
+        )
+
     @property
     def pong_deadline(self) -> float:
         return self.keepalive if self.pong_timeout is None else self.pong_timeout
@@ -118,3 +139,7 @@ class Config:
     def dead_peer_bound(self) -> float:
         """The longest a silent peer can hold a connection: interval + deadline."""
         return self.keepalive + self.pong_deadline
+
+
+def _added(paths: tuple[str, ...], more: Sequence[str]) -> tuple[str, ...]:
+    return (*paths, *(p for p in dict.fromkeys(more) if p not in paths))

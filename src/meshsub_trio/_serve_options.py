@@ -64,7 +64,13 @@ def add_serve_options(serve_cmd: argparse.ArgumentParser) -> None:
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)"
     )
     serve_cmd.add_argument(
-        "--port", type=port, default=9081, help="port to bind (default 9081; 0 = any)"
+        "--port",
+        type=port,
+        default=None,
+        help=(
+            "port to bind (0 = any; default: Meshery's 9081 when serving the default app, "
+            f"else {Config.port})"
+        ),
     )
     serve_cmd.add_argument(
         "--workers",
@@ -106,8 +112,26 @@ def add_serve_options(serve_cmd: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="keep a shared streamer running this long after its last subscriber leaves",
     )
-    serve_cmd.add_argument("--ws-path", action="append", dest="ws_paths", metavar="PATH")
-    serve_cmd.add_argument("--http-path", action="append", dest="http_paths", metavar="PATH")
+    serve_cmd.add_argument(
+        "--ws-path",
+        action="append",
+        dest="ws_paths",
+        metavar="PATH",
+        help=(
+            "a WebSocket path besides the app's own endpoint (repeatable; "
+            f"default {', '.join(Config.ws_paths)})"
+        ),
+    )
+    serve_cmd.add_argument(
+        "--http-path",
+        action="append",
+        dest="http_paths",
+        metavar="PATH",
+        help=(
+            "a GraphQL-over-HTTP path besides the app's own endpoint (repeatable; "
+            f"default {', '.join(Config.http_paths)})"
+        ),
+    )
     serve_cmd.add_argument(
         "--allow-origin",
         action="append",

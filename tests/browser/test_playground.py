@@ -56,7 +56,7 @@ async def test_playground_runs_a_subscription_in_chromium(start_server: Any) -> 
     assert node is not None, "node is not on PATH"
     seen: list[tuple[str, Any]] = []
     server: Server = await start_server(_app(seen))
-    url = f"http://127.0.0.1:{server.port}/api/system/graphql/playground"
+    url = f"http://127.0.0.1:{server.port}/playground"
     with trio.fail_after(BOUND):
         done = await trio.run_process(
             [node, str(JS_DIR / "playground.mjs"), url, TOKEN],

@@ -18,7 +18,7 @@ from meshsub_trio._wire._sse import SseEvent, SseParser
 
 from .conftest import EVENT_STREAM, Tracker, all_cleaned_up
 
-PATHS = ("/api", "/api/system/graphql/query")
+PATHS = ("/api", "/graphql")
 
 
 def url(server: Server, path: str = "/api") -> str:

@@ -116,7 +116,7 @@ async def test_accept_variants_and_methods(mp_server: Server, accept: str, metho
     async with httpx.AsyncClient() as client:
         response = await client.request(
             method,
-            url(mp_server, "/api/system/graphql/query"),
+            url(mp_server, "/graphql"),
             json=body if method == "POST" else None,
             params=body if method == "GET" else None,
             headers={"accept": accept},

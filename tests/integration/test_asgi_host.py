@@ -29,7 +29,7 @@ from ..wsclient import LEGACY, TRANSPORT, RawClient, open_raw_client
 
 GR = "application/graphql-response+json"
 JSON = "application/json"
-MESHERY = "/api/system/graphql/query"
+MESHERY = "/graphql"
 SOON = 5.0  # generous bound for "happens"
 SLACK = 0.5  # scheduling allowance on top of a configured deadline
 
@@ -215,7 +215,7 @@ async def test_graphql_over_http_under_hypercorn(hosted: Hosted, case: Case) -> 
 async def test_metrics_and_playground_under_hypercorn(hosted: Hosted) -> None:
     async with httpx.AsyncClient(base_url=hosted.url, timeout=SOON) as http:
         metrics = await http.get("/metrics")
-        playground = await http.get("/api/system/graphql/playground")
+        playground = await http.get("/playground")
     assert metrics.status_code == 200
     assert "meshsub_connections" in metrics.text
     assert "meshsub_active_operations" in metrics.text

@@ -27,7 +27,7 @@ from ..wsclient import TRANSPORT, open_raw_client
 
 GR = "application/graphql-response+json"
 JSON = "application/json"
-MESHERY = "/api/system/graphql/query"
+MESHERY = "/graphql"
 WS_PATHS = ("/ws", MESHERY)
 SOON = 5.0  # generous bound for "is answered"
 
@@ -98,6 +98,7 @@ def make_app(probe: Probe, **hooks: Any) -> App:
             "Mutation": {"bump": bump},
         },
         streamers={"countdown": countdown},
+        playground_paths=("/graphiql",),
         **hooks,
     )
 
@@ -842,7 +843,7 @@ async def test_metrics_reports_live_connections_and_operations(
         assert found[key] == 1
 
 
-@pytest.mark.parametrize("path", ["/api/system/graphql/playground", "/playground"])
+@pytest.mark.parametrize("path", ["/graphiql", "/playground"])
 async def test_playground_serves_html(client: httpx.AsyncClient, path: str) -> None:
     response = await client.get(path)
     assert response.status_code == 200
@@ -871,7 +872,7 @@ async def test_unknown_path_is_404(client: httpx.AsyncClient, path: str) -> None
 
 
 async def test_meshery_path_also_upgrades_to_websocket(http_server: Server) -> None:
-    """``/api/system/graphql/query`` serves HTTP and WebSocket subscriptions."""
+    """``/graphql`` serves HTTP and WebSocket subscriptions."""
     async with open_raw_client(http_server.port, path=MESHERY, subprotocols=[TRANSPORT]) as ws:
         assert ws.subprotocol == TRANSPORT
         assert (await ws.init())["type"] == "connection_ack"

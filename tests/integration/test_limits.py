@@ -410,7 +410,7 @@ async def test_limits_depth_limit_disabled_with_none(
 # ---- Origin allow-list -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/ws", "/api/system/graphql/query"])
+@pytest.mark.parametrize("path", ["/ws", "/graphql"])
 @pytest.mark.parametrize(
     "origin",
     [

@@ -19,7 +19,7 @@ from meshsub_trio import Server
 from ..wsclient import LEGACY, TRANSPORT, RawClient
 from .test_transport_ws import Connect, bare_upgrade, until_close
 
-ENDPOINTS = ["/ws", "/api/system/graphql/query"]
+ENDPOINTS = ["/ws", "/graphql"]
 QUERY = {"query": "{ hello }"}
 
 

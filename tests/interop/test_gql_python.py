@@ -22,7 +22,7 @@ from meshsub_trio import Server
 
 from .conftest import TrioPortal, run_asyncio, wait_idle, wait_metrics, ws_url
 
-MESHERY_PATH = "/api/system/graphql/query"
+MESHERY_PATH = "/graphql"
 HELLO = {"hello": "Hello from meshsub-trio"}
 APOLLO = WebsocketsTransport.APOLLO_SUBPROTOCOL  # "graphql-ws", the legacy protocol
 TRANSPORT_WS = WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL  # "graphql-transport-ws"

@@ -21,7 +21,7 @@ from .conftest import NodeRun, run_node
 
 pytestmark = pytest.mark.node
 
-MESHERY_PATH = "/api/system/graphql/query"
+MESHERY_PATH = "/graphql"
 #: audit id -> the protocols.md §6 decision that makes its warning deliberate.
 DELIBERATE_WARNINGS: dict[str, str] = {}
 #: graphql-http 1.23.1 has 61 audits (13 MUST, 23 SHOULD, 25 MAY).

@@ -30,7 +30,7 @@ from .conftest import (
 
 pytestmark = pytest.mark.node
 
-MESHERY_PATH = "/api/system/graphql/query"
+MESHERY_PATH = "/graphql"
 HELLO = {"data": {"hello": "Hello from meshsub-trio"}}
 
 

@@ -31,7 +31,7 @@ async def sse_server(start_server: Callable[..., Awaitable[Server]], tracker: Tr
     return await start_server(app=make_app(tracker))
 
 
-def http_url(server: Server, path: str = "/api/system/graphql/query") -> str:
+def http_url(server: Server, path: str = "/graphql") -> str:
     return f"http://127.0.0.1:{server.port}{path}"
 
 

@@ -23,7 +23,7 @@ SOON = 10.0
 async def connect(server: NatsServer, **options: Any) -> AsyncIterator[NatsBroker]:
     """A broker with test-friendly timings: fast reconnects and heartbeats."""
     options.setdefault("reconnect_wait", 0.1)
-    options.setdefault("log", LogStream(heartbeat=0.5))
+    options.setdefault("log", LogStream(name="MESHERY", subjects=("meshery.>",), heartbeat=0.5))
     async with NatsBroker.connect(server.url, **options) as broker:
         yield broker
 

@@ -40,7 +40,7 @@ async def log_broker(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
         yield MemoryBroker(log_capacity=RETAIN)
         return
     async with open_nats_server() as server, connect(
-        server, log=LogStream(max_msgs=RETAIN, heartbeat=0.5)
+        server, log=LogStream(name="MESHERY", subjects=("meshery.>",), max_msgs=RETAIN, heartbeat=0.5)
     ) as broker:
         yield broker
 

@@ -15,9 +15,20 @@ from typing import Any
 import httpx
 import pytest
 
-from meshsub_trio import Server
+from meshsub_trio import App, Server
+from meshsub_trio.examples.countdown import app as countdown_app
 
-MESHERY = "/api/system/graphql/query"
+MESHERY = "/graphql"
+#: A playground page the app declares itself, besides Config's ``/playground``.
+APP_PLAYGROUND = "/graphiql"
+
+
+@pytest.fixture
+async def server(start_server: Any) -> Server:
+    """The countdown example with a playground page of its own."""
+    app = App(countdown_app.schema, playground_paths=(APP_PLAYGROUND,))
+    server: Server = await start_server(app=app)
+    return server
 
 
 def _find(pattern: str, text: str) -> str:
@@ -35,7 +46,7 @@ async def test_landing_page_links_what_a_person_needs(server: Server) -> None:
         page = await http.get("/")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         links = re.findall(r'href="([^"]+)"', page.text)
-        for path in ("/api/system/graphql/playground", "/playground", "/healthz", "/metrics"):
+        for path in (APP_PLAYGROUND, "/playground", "/healthz", "/metrics"):
             assert path in links, path
         # Endpoints are shown (not linked); the page fills in its scheme and host.
         for kind, path in (("http", MESHERY), ("http", "/api"), ("ws", MESHERY), ("ws", "/ws")):
@@ -51,7 +62,7 @@ async def test_landing_page_links_what_a_person_needs(server: Server) -> None:
         assert readme.text.startswith("# meshsub-trio")
 
 
-@pytest.mark.parametrize("path", ["/api/system/graphql/playground", "/playground"])
+@pytest.mark.parametrize("path", [APP_PLAYGROUND, "/playground"])
 async def test_playground_page_is_offline_and_presets_its_endpoints(server: Server, path: str) -> None:
     async with _client(server) as http:
         page = await http.get(path)

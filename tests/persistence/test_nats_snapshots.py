@@ -34,7 +34,7 @@ USERS = (LOCAL_USER_ID, "someone-else")
 
 
 def tiny_log() -> LogStream:
-    return LogStream(max_msgs=RETAIN, heartbeat=0.5)  # the stream `serve` uses too
+    return LogStream(name="MESHERY", subjects=("meshery.>",), max_msgs=RETAIN, heartbeat=0.5)  # the stream `serve` uses too
 
 
 def view(app: MesheryApp) -> dict[str, Any]:

@@ -59,7 +59,7 @@ class Replica:
 @asynccontextmanager
 async def open_replica(nats: NatsServer, **broker_options: Any) -> AsyncIterator[Replica]:
     broker_options.setdefault("reconnect_wait", 0.1)
-    broker_options.setdefault("log", LogStream(heartbeat=0.5))
+    broker_options.setdefault("log", LogStream(name="MESHERY", subjects=("meshery.>",), heartbeat=0.5))
     async with NatsBroker.connect(nats.url, **broker_options) as broker:
         app = create_app(broker=broker, simulator=False)
         async with trio.open_nursery() as nursery:

@@ -160,7 +160,7 @@ async def test_perf_results_resume_with_pages_as_of_each_result(nats_server: Nat
 
 async def test_bad_and_expired_cursors_are_clear_errors(nats_server: NatsServer) -> None:
     async with (
-        open_replica(nats_server, log=LogStream(max_msgs=30, heartbeat=0.5)) as a,
+        open_replica(nats_server, log=LogStream(name="MESHERY", subjects=("meshery.>",), max_msgs=30, heartbeat=0.5)) as a,
         trio.open_nursery() as nursery,
     ):
         early = Reader(EVENTS, "early")

@@ -30,7 +30,7 @@ def test_pattern_within(inner: str, outer: str, within: bool) -> None:
 
 
 async def test_a_wildcard_reader_sees_every_topic_in_one_order(nats_server: NatsServer) -> None:
-    log = LogStream(heartbeat=0.5)
+    log = LogStream(name="MESHERY", subjects=("meshery.>",), heartbeat=0.5)
     async with NatsBroker.connect(nats_server.url, log=log) as broker:
         for bad in ("meshery.>.x", "meshery.ev*", "other.>"):
             with pytest.raises(ValueError):

@@ -648,7 +648,7 @@ async def test_user2_sees_and_changes_nothing_of_user1s(new_world: WorldFactory,
 async def token_replica(nats: NatsServer) -> AsyncIterator[tuple[Replica, httpx.AsyncClient]]:
     """A replica in token mode on its own NATS connection, with an HTTP client."""
     async with NatsBroker.connect(
-        nats.url, reconnect_wait=0.1, log=LogStream(heartbeat=0.5)
+        nats.url, reconnect_wait=0.1, log=LogStream(name="MESHERY", subjects=("meshery.>",), heartbeat=0.5)
     ) as broker:
         app = create_app(broker=broker, simulator=False, tokens=TOKENS)
         async with trio.open_nursery() as nursery:

@@ -32,7 +32,8 @@ class ServerState:
 
     def __init__(self, app: App, config: Config, metrics: Metrics | None = None) -> None:
         self.app = app
-        self.config = config
+        #: *config* with the app's own endpoint and playground paths added.
+        self.config = config.serving(app.graphql_paths, app.playground_paths)
         self.engine = Engine(
             app,
             max_depth=config.max_depth,

@@ -36,8 +36,8 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 #: Frames queued between the producer and the writer before the producer waits.
 FRAME_BUFFER = 64
-#: What Meshery's SSE handlers send besides :data:`STREAM_HEADERS`.
-_MESHERY_HEADERS = (("connection", "keep-alive"),)
+#: Sent on every event stream besides :data:`STREAM_HEADERS` (as Go and Node SSE servers do).
+_KEEP_ALIVE_HEADERS = (("connection", "keep-alive"),)
 
 
 
@@ -74,7 +74,7 @@ class EventStreamDriver:
                     self._send, answer.status, answer.body, answer.content_type, answer.headers
                 )
                 return
-            headers = [*STREAM_HEADERS, *_MESHERY_HEADERS, *self.stream.headers]
+            headers = [*STREAM_HEADERS, *_KEEP_ALIVE_HEADERS, *self.stream.headers]
             await self._send(
                 {
                     "type": "http.response.start",

@@ -49,7 +49,7 @@ async def static_response(
 def _find(path: str, config: Config) -> Asset | None:
     if path in config.playground_paths:
         ws_path = config.ws_paths[-1] if config.ws_paths else "/ws"
-        # Prefer an endpoint that speaks both (Meshery's does): one URL to remember.
+        # Prefer an endpoint that speaks both (an app's own does): one URL to remember.
         both = [p for p in config.http_paths if p in config.ws_paths]
         http_path = both[-1] if both else (config.http_paths[-1] if config.http_paths else ws_path)
         return playground_page(http_path, ws_path)

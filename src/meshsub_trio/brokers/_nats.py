@@ -159,7 +159,7 @@ class NatsBroker(NatsLink):
 
         ``after=None``: from now on; ``after=N``: everything after stream
         sequence *N*, then live, with no gap and no duplicate. *topic* may
-        be a wildcard subject (``meshery.>``): one reader then sees every
+        be a wildcard subject (``app.>``): one reader then sees every
         matching topic in the stream's single order (what a model replica
         needs). Raises CursorExpired/CursorError as the in-memory broker
         does. The reader is

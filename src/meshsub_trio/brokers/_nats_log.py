@@ -1,10 +1,11 @@
 """The NATS broker's resumable log: one JetStream stream, one ordered consumer per reader.
 
-Every message published on a subject the stream captures (``meshery.>`` by
-default) is stored with a stream sequence number; that number is the cursor,
-and it is the same on every process. A reader resuming ``after=N`` gets an
-ordered push consumer starting at ``N + 1``: replay and live delivery come
-from the same consumer, so there is no switch-over to get wrong.
+Every message published on a subject the stream captures (``meshsub.>`` by
+default; an app names its own, e.g. :meth:`LogStream.under`) is stored with a
+stream sequence number; that number is the cursor, and it is the same on
+every process. A reader resuming ``after=N`` gets an ordered push consumer
+starting at ``N + 1``: replay and live delivery come from the same consumer,
+so there is no switch-over to get wrong.
 
 Readers are lossless: the consumer's callback waits (inside asyncio, without
 crossing into Trio) while the reader's buffer is full, and JetStream flow
@@ -31,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -48,12 +50,23 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+#: The prefix of the default stream's topics (:class:`LogStream` with no arguments).
+DEFAULT_PREFIX = "meshsub"
+
+
 @dataclass(frozen=True)
 class LogStream:
-    """The JetStream stream behind ``subscribe_log`` and its retention bound."""
+    """The JetStream stream behind ``subscribe_log`` and its retention bound.
 
-    name: str = "MESHERY"
-    subjects: tuple[str, ...] = ("meshery.>",)
+    The stream belongs to the app that publishes into it: the default,
+    ``LogStream.under("meshsub")``, is stream ``MESHSUB`` over ``meshsub.>``;
+    an app publishing elsewhere names its own (``LogStream.under("myapp")``,
+    or ``name`` and ``subjects`` given outright). A topic outside
+    ``subjects`` has no log (``subscribe_log`` raises ValueError).
+    """
+
+    name: str = DEFAULT_PREFIX.upper()
+    subjects: tuple[str, ...] = (f"{DEFAULT_PREFIX}.>",)
     #: Retention: whichever limit is hit first evicts the oldest messages, and
     #: cursors before them expire.
     max_msgs: int = 100_000
@@ -64,6 +77,20 @@ class LogStream:
     #: Idle heartbeat of each reader's consumer: how fast nats-py notices a
     #: consumer that vanished without a reconnect.
     heartbeat: float = 2.0
+
+    @classmethod
+    def under(cls, prefix: str, **tunables: Any) -> LogStream:
+        """The stream of every topic under *prefix* (``prefix.>``), named after it
+        (upper case, other characters than letters, digits, ``-`` and ``_`` as ``_``);
+        *tunables* are the other fields (retention, storage, heartbeat)."""
+        if (
+            not prefix
+            or any(not token for token in prefix.split("."))
+            or re.search(r"[\s*>]", prefix)
+        ):
+            raise ValueError(f"invalid topic prefix {prefix!r}")
+        name = re.sub(r"[^A-Za-z0-9_-]", "_", prefix).upper()
+        return cls(name=name, subjects=(f"{prefix}.>",), **tunables)
 
     def config(self) -> api.StreamConfig:
         return api.StreamConfig(
@@ -101,7 +128,7 @@ def subject_matches(pattern: str, subject: str) -> bool:
 def pattern_within(inner: str, outer: str) -> bool:
     """Whether every subject matching pattern *inner* also matches pattern *outer*.
 
-    Used for log readers over wildcards (``meshery.>``): a plain subject is
+    Used for log readers over wildcards (``app.>``): a plain subject is
     covered exactly when :func:`subject_matches` says so.
     """
     want = outer.split(".")

@@ -9,6 +9,13 @@ events (``/api/system/events``, Meshery-style) and apply model changes
 Given a broker shared by several processes (``create_app(broker=nats)``),
 the model is replicated over it (:class:`ReplicatedBus`): every process
 serves the same state and events, and event cursors resume on any of them.
+That broker's JetStream log is Meshery's stream (``log=log_stream()``:
+``MESHERY`` over ``meshery.>``).
+
+What the core does not know about Meshery lives here: its endpoint and
+playground paths (``GRAPHQL_PATH``, ``PLAYGROUND_PATH``, declared by the app
+itself), its port (``DEFAULT_PORT``, what ``meshsub-trio serve`` binds when
+serving it) and its stream (``STREAM_NAME``, ``STREAM_SUBJECTS``).
 
 ``create_app(data_dir=DIR)`` keeps the model in an embedded SQLite database
 there (``default_data_dir()`` is where ``meshsub-trio serve`` keeps it): a
@@ -22,7 +29,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._api._schema import schema_sdl
-from ._app import MesheryApp, create_app
+from ._app import (
+    DEFAULT_PORT,
+    GRAPHQL_PATH,
+    PLAYGROUND_PATH,
+    STREAM_NAME,
+    STREAM_SUBJECTS,
+    MesheryApp,
+    create_app,
+    log_stream,
+)
 from ._auth import LOCAL_USER, LOCAL_USER_ID, Authenticator, User
 from ._model import _topics as topics
 from ._model._model import Model
@@ -41,8 +57,13 @@ from ._storage._store_errors import (
 )
 
 __all__ = [
+    "DEFAULT_PORT",
+    "GRAPHQL_PATH",
     "LOCAL_USER",
     "LOCAL_USER_ID",
+    "PLAYGROUND_PATH",
+    "STREAM_NAME",
+    "STREAM_SUBJECTS",
     "Authenticator",
     "BadUserInput",
     "BrokerUnavailable",
@@ -62,6 +83,7 @@ __all__ = [
     "app",
     "create_app",
     "default_data_dir",
+    "log_stream",
     "schema_sdl",
     "topics",
 ]

@@ -7,7 +7,7 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import trio
 
@@ -29,6 +29,30 @@ from ._storage._datadir import MEMORY
 from ._storage._durable import attach, drain, open_store
 from ._storage._store import Store
 from ._storage._tables import Retention
+
+if TYPE_CHECKING:
+    from ..brokers._nats_log import LogStream
+
+#: Meshery's GraphQL endpoint (HTTP and WebSocket) and its playground page,
+#: where Meshery's UI and clients look for them.
+GRAPHQL_PATH = "/api/system/graphql/query"
+PLAYGROUND_PATH = "/api/system/graphql/playground"
+#: Meshery server's port: what ``meshsub-trio serve`` binds when it serves this app.
+DEFAULT_PORT = 9081
+#: The JetStream stream the model is replicated over (``serve --broker nats://``):
+#: every topic the model publishes is under ``meshery.`` (see ``_model/_topics.py``).
+#: Deployments keep their data in it: never rename.
+STREAM_NAME = "MESHERY"
+STREAM_SUBJECTS = ("meshery.>",)
+
+
+def log_stream(**tunables: Any) -> LogStream:
+    """The :class:`LogStream` a ``NatsBroker`` shared by Meshery processes needs
+    (``NatsBroker.connect(url, log=log_stream())``); *tunables* are its retention,
+    storage and heartbeat. Needs the ``nats`` extra."""
+    from ..brokers._nats_log import LogStream
+
+    return LogStream(name=STREAM_NAME, subjects=STREAM_SUBJECTS, **tunables)
 
 
 class MesheryApp(App):
@@ -71,6 +95,18 @@ def shares_bus(broker: Any) -> TypeGuard[LogBroker]:
     return hasattr(broker, "subscribe_log") and hasattr(broker, "wait_state_change")
 
 
+def _check_stream(broker: Any) -> None:
+    """Refuse a NATS broker whose JetStream log does not hold Meshery's topics."""
+    log: Any = getattr(getattr(broker, "options", None), "log", None)
+    covers = getattr(log, "covers", None)
+    if callable(covers) and not all(covers(subject) for subject in STREAM_SUBJECTS):
+        raise ValueError(
+            f"the broker's log (stream {log.name!r} over {list(log.subjects)}) does not hold "
+            f"Meshery's topics {list(STREAM_SUBJECTS)}: connect it with "
+            "log=meshsub_trio.meshery.log_stream()"
+        )
+
+
 def _seeded_ids(seed: int, starts: int = 0) -> Callable[[], str]:
     # A server restarted on its database gets ids it never handed out before:
     # the first run's ids again would overwrite what that run created.
@@ -98,6 +134,7 @@ def create_app(
       every process applies every change in the shared log's order, and the
       app's lifespan runs the replicator and waits until this process caught
       up with the log before serving. Run the simulator on one process only.
+      A ``NatsBroker``'s log must be Meshery's stream (``log=log_stream()``).
     * ``simulator``/``rate``/``seed``: run the simulated cluster while served,
       ``rate`` times as fast; a seed makes its story (and generated ids) repeatable.
     * ``data_dir``: a directory whose database (:mod:`._store`) keeps designs,
@@ -129,11 +166,10 @@ def create_app(
     chosen_broker = (
         broker if broker is not None else ResumeLogBroker(log_bytes=limits.resume_log_bytes)
     )
-    bus = (
-        ReplicatedBus(chosen_broker, snapshots=snapshots_for(chosen_broker))
-        if shares_bus(chosen_broker)
-        else None
-    )
+    bus = None
+    if shares_bus(chosen_broker):
+        _check_stream(chosen_broker)
+        bus = ReplicatedBus(chosen_broker, snapshots=snapshots_for(chosen_broker))
     retention = Retention()
     store = (
         open_store(data_dir, chosen_broker, durability=durability, retention=retention)
@@ -213,6 +249,8 @@ def create_app(
             ),
             **make_sse_routes(model, sse),
         },
+        graphql_paths=(GRAPHQL_PATH,),
+        playground_paths=(PLAYGROUND_PATH,),
     )
     app.model = model
     app.broker = model.broker
