@@ -136,9 +136,15 @@ class Config:
         return self.keepalive if self.pong_timeout is None else self.pong_timeout
 
     @property
+    def keepalive_tick(self) -> float:
+        """How often the server's keep-alive wheel wakes: a tenth of the shorter period."""
+        return min(self.keepalive, self.pong_deadline) / 10
+
+    @property
     def dead_peer_bound(self) -> float:
-        """The longest a silent peer can hold a connection: interval + deadline."""
-        return self.keepalive + self.pong_deadline
+        """The longest a silent peer can hold a connection: interval + deadline,
+        plus two wheel ticks (a ping may go out a tick late, a check rounds up)."""
+        return self.keepalive + self.pong_deadline + 2 * self.keepalive_tick
 
 
 def _added(paths: tuple[str, ...], more: Sequence[str]) -> tuple[str, ...]:

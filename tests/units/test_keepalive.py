@@ -1,5 +1,5 @@
 """The keep-alive wheel on its own, on Trio's mock clock: who is pinged when,
-who is dropped, and that the dead-peer bound holds (interval + deadline + tick)."""
+who is dropped, and that the dead-peer bound holds (interval + deadline + 2 ticks)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ class Peer:
         self.ka_slot = -1
         self.ka_phase = 0
         self.ka_pinged_at = 0.0
+        self.ka_due = 0.0
         self.pings: list[float] = []
         self.dropped_at: float | None = None
 
@@ -75,7 +76,7 @@ async def test_a_dead_peer_is_dropped_within_the_bound(clock: trio.testing.MockC
     took = dead.dropped_at - start
     # Never less than the deadline after its ping, never more than the bound.
     assert dead.dropped_at - dead.pings[-1] >= 5.0
-    assert took <= 10.0 + 5.0 + wheel.tick, took
+    assert took <= 10.0 + 5.0 + 2 * wheel.tick, took
     assert len(wheel) == 1  # the dropped one is gone from the wheel
 
 
@@ -124,3 +125,25 @@ async def test_a_server_keeps_connections_alive_without_a_task_each() -> None:
             await server.metrics.wait_for(lambda m: m.live_connections == 0)
         assert len(server.state.keepalive) == 0
         server.shutdown()
+
+
+async def test_a_long_deadline_does_not_slow_the_cadence(clock: trio.testing.MockClock) -> None:
+    """Pings stay ``interval`` apart when the pong deadline is longer (a client
+    that answers at once is pinged on schedule, not once per deadline)."""
+    wheel = KeepAliveWheel(interval=0.05, deadline=1.0)
+    peer = Peer()
+    wheel.add(peer)
+    await run_for(wheel, 1.0)
+    assert peer.dropped_at is None
+    assert 18 <= len(peer.pings) <= 20, peer.pings
+
+
+async def test_a_silent_peer_still_gets_the_whole_deadline(clock: trio.testing.MockClock) -> None:
+    wheel = KeepAliveWheel(interval=0.05, deadline=1.0)
+    dead = Peer(alive=False)
+    start = trio.current_time()
+    wheel.add(dead)
+    await run_for(wheel, 3.0)
+    assert dead.dropped_at is not None and len(dead.pings) == 1
+    assert dead.dropped_at - dead.pings[0] >= 1.0
+    assert dead.dropped_at - start <= 0.05 + 1.0 + 2 * wheel.tick

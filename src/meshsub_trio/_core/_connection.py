@@ -78,6 +78,7 @@ class Connection:
         "engine",
         "heard",
         "init_deadline",
+        "ka_due",
         "ka_phase",
         "ka_pinged_at",
         "ka_slot",
@@ -126,6 +127,7 @@ class Connection:
         self.ka_slot = -1
         self.ka_phase = 0
         self.ka_pinged_at = 0.0
+        self.ka_due = 0.0
         socket.on_activity = self._on_activity
         #: Set when this host can write without waiting (the native host).
         self.direct: DirectSocket | None = socket if is_direct(socket) else None

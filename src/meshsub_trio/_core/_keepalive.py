@@ -14,12 +14,17 @@ alternates two phases:
 - **ping** (due ``interval`` after its last ping): :meth:`Pingable.keepalive_probe`
   sends the ping frame and/or the protocol's keep-alive message, without
   waiting; if an answer is expected the connection moves to *check*;
-- **check** (due ``deadline`` after the ping): if nothing at all arrived since
-  the ping (:attr:`Pingable.heard`), :meth:`Pingable.keepalive_expired` drops it.
+- **check** (due ``min(interval, deadline)`` after the ping): if the peer
+  answered (:attr:`Pingable.heard`), its next ping is due ``interval`` after
+  the last one, so the cadence stays ``interval`` even when ``deadline`` is
+  longer; if not, the check waits on until ``deadline`` after the ping, and a
+  peer still silent then is dropped by :meth:`Pingable.keepalive_expired`.
 
 Pings are rounded down to a slot and checks up, so a peer is never given less
 than ``deadline`` to answer, and a dead peer holds a connection for at most
-``interval + deadline + tick`` (``tick`` is a tenth of the shorter of the two).
+``interval + deadline + 2 * tick`` (``tick`` is a tenth of the shorter of the
+two; a ping may leave a tick late, and a check is rounded up to a tick), which
+is :attr:`Config.dead_peer_bound`.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class Pingable(Protocol):
     ka_slot: int
     ka_phase: int
     ka_pinged_at: float
+    ka_due: float
 
     def keepalive_probe(self) -> bool:
         """Send this interval's keep-alive now; True when an answer is due."""
@@ -66,7 +72,7 @@ class KeepAliveWheel:
         """Keep *connection* alive from now on: first ping one interval away."""
         now = trio.current_time()
         connection.heard = True
-        connection.ka_pinged_at = now
+        connection.ka_pinged_at = connection.ka_due = now
         self._schedule(connection, PING, now + self.interval)
 
     def discard(self, connection: Pingable) -> None:
@@ -86,26 +92,37 @@ class KeepAliveWheel:
             current = math.floor(now / tick)
             for key in [k for k in self._slots if k <= current]:
                 for connection in self._slots.pop(key):
-                    self._due(connection, now)
+                    self._due(connection, now, current)
 
-    def _due(self, connection: Pingable, now: float) -> None:
+    def _due(self, connection: Pingable, now: float, current: int) -> None:
         if connection.ka_phase == CHECK:
             if not connection.heard:
-                connection.keepalive_expired()
+                expires_at = connection.ka_pinged_at + self.deadline
+                if math.ceil(expires_at / self.tick) > current:
+                    self._schedule(connection, CHECK, expires_at)
+                else:
+                    connection.keepalive_expired()
                 return
-            self._schedule(connection, PING, connection.ka_pinged_at + self.interval)
-            return
+            # Answered: the next ping keeps the cadence of the due times (no
+            # drift from tick rounding), but never bursts to catch up.
+            next_due = max(connection.ka_due + self.interval, connection.ka_pinged_at)
+            if math.floor(next_due / self.tick) > current:
+                self._schedule(connection, PING, next_due)
+                return
+            connection.ka_due = next_due
         connection.ka_pinged_at = now
         if connection.keepalive_probe():
-            self._schedule(connection, CHECK, now + self.deadline)
+            self._schedule(connection, CHECK, now + min(self.interval, self.deadline))
         else:
-            self._schedule(connection, PING, now + self.interval)
+            self._schedule(connection, PING, max(connection.ka_due + self.interval, now))
 
     def _schedule(self, connection: Pingable, phase: int, at: float) -> None:
         ticks = at / self.tick
         key = math.ceil(ticks) if phase == CHECK else math.floor(ticks)
         connection.ka_phase = phase
         connection.ka_slot = key
+        if phase == PING:
+            connection.ka_due = at
         slot = self._slots.get(key)
         if slot is None:
             self._slots[key] = slot = {}
