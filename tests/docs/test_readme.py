@@ -281,9 +281,23 @@ async def test_embedding(tmp_path: Path) -> None:
     assert answer.json() == {"data": {"hello": "world"}}
 
 
+async def cluster_synced(port: int) -> None:
+    """Until the simulated cluster's first sync is in (a moment after start):
+    before it, the README's namespace query rightly answers ``[]``."""
+    query = {"query": "{ getAvailableNamespaces { namespace } }"}
+    async with httpx.AsyncClient() as http:
+        with trio.fail_after(30):
+            while True:
+                answer = await http.post(f"http://127.0.0.1:{port}/api", json=query)
+                if answer.json()["data"]["getAvailableNamespaces"]:
+                    return
+                await trio.sleep(0.05)  # polling a condition, bounded above
+
+
 async def test_python_client(tmp_path: Path) -> None:
     block = find(KINDS["Python client"])
     async with meshery() as port:
+        await cluster_synced(port)
         script = tmp_path / "client.py"
         script.write_text(on_port(block, port), "utf-8")
         async with running([sys.executable, str(script)]) as client:
