@@ -6,7 +6,8 @@ For the bench document (scripts/bench/workload.py) and each of the eight
 Meshery UI subscription documents, one event value is executed over and over
 the way the engine does it (graphql-core: ``build_per_event_executor`` +
 ``execute_operation``; compiled: ``Plan.run``), and the best of R runs of N
-executions is reported in microseconds per event, with the ratio. The Meshery
+executions is reported in microseconds per event, with the ratio. The two
+sides' runs alternate, so that load from other processes falls on both. The Meshery
 values are the well-typed samples the differential tests draw (fixed seed),
 and every value is first checked to give the same encoded response both ways.
 """
@@ -39,20 +40,22 @@ from meshsub_trio._execution._compiler import compile_plan  # noqa: E402
 from meshsub_trio.meshery import create_app  # noqa: E402
 
 
-def best(run: Callable[[], Any], events: int, repeat: int) -> float:
-    """Best microseconds per call over *repeat* runs of *events* calls (GC off)."""
-    timings = []
+def best(runs: list[Callable[[], Any]], events: int, repeat: int) -> list[float]:
+    """Best microseconds per call of each of *runs* over *repeat* rounds, each
+    round timing *events* calls of every one in turn (GC off)."""
+    timings: list[list[float]] = [[] for _ in runs]
     gc.disable()
     try:
         for _ in range(repeat):
-            started = time.perf_counter()
-            for _ in range(events):
-                run()
-            timings.append((time.perf_counter() - started) / events * 1e6)
-            gc.collect()
+            for run, times in zip(runs, timings, strict=True):
+                started = time.perf_counter()
+                for _ in range(events):
+                    run()
+                times.append((time.perf_counter() - started) / events * 1e6)
+                gc.collect()
     finally:
         gc.enable()
-    return min(timings)
+    return [min(times) for times in timings]
 
 
 def sample(strategy: Any, seed: int) -> Any:
@@ -103,8 +106,7 @@ def main() -> None:
         expected = outcome(core())
         assert outcome(compiled()) == expected, name
         assert b'"errors":[]' in expected, (name, expected[:200])
-        slow = best(core, options.events, options.repeat)
-        fast = best(compiled, options.events, options.repeat)
+        slow, fast = best([core, compiled], options.events, options.repeat)
         size = len(dumps({"data": core().data}))
         print(f"{name:<28} {size:>6} {slow:>16.2f} {fast:>12.2f} {slow / fast:>6.1f}x")
 

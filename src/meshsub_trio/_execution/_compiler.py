@@ -21,8 +21,8 @@ graphql-core: introspection, middleware, abort signals, hooks,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 from graphql import GraphQLField, GraphQLObjectType, OperationType, located_error
 from graphql.execution.collect_fields import FieldDetails, collect_fields
@@ -34,10 +34,19 @@ from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef, Typ
 
 from .._app import _identity
 from ._completion import Completion, InfoFn, Unsupported
-from ._pending import awaited_completion, awaited_value, close_all, serial_rest, settle_fields
+from ._leaves import quick, unchanged
+from ._pending import (
+    awaited_completion,
+    close_all,
+    later,
+    pending_keys,
+    serial_rest,
+    settle_fields,
+)
 from ._plan import (
     PENDING,
     PLAIN,
+    FailFn,
     LazyPath,
     ObjectFn,
     Plan,
@@ -122,19 +131,17 @@ class _Compiler(Completion):
 
         def run_object(source: Any, path: LazyPath, run: Run) -> Any:
             result = {}
-            pending: list[str] | None = None
             try:
                 for key, field in plan:
-                    value = result[key] = field(source, path, run)
-                    if type(value) is PENDING:
-                        if pending is None:
-                            pending = []
-                        pending.append(key)
+                    result[key] = field(source, path, run)
             except Exception:
-                close_all(result[key] for key in pending or ())
+                if run.pending:
+                    close_all(result.values())
                 raise
-            if pending is not None:
-                return settle_fields(result, pending)
+            if run.pending:
+                keys = pending_keys(result)
+                if keys:
+                    return settle_fields(result, keys)
             return result
 
         return run_object
@@ -181,7 +188,6 @@ class _Compiler(Completion):
         complete = self._complete(definition.type, details, parent_name, name, info)
         args = self._arguments(definition, node)
         nonnull = isinstance(definition.type, GraphQLNonNull)
-        is_awaitable = self.executor.is_awaitable
         resolve = definition.resolve or self.executor.field_resolver
 
         def fail(raw: Exception, path: LazyPath, run: Run) -> None:
@@ -189,15 +195,6 @@ class _Compiler(Completion):
             if nonnull:
                 raise error
             run.errors.append(error)
-
-        def finish(value: Any, path: LazyPath, run: Run) -> Any:
-            """Complete a resolved value: later if it or its completion must be awaited."""
-            if type(value) not in PLAIN and is_awaitable(value):
-                return awaited_value(value, complete, fail, path, run)
-            completed = complete(value, path, run)
-            if type(completed) is PENDING:
-                return awaited_completion(completed, fail, path, run)
-            return completed
 
         if args is None:  # coercing the arguments fails: the field is an error each time
             executor = self.executor
@@ -215,45 +212,15 @@ class _Compiler(Completion):
 
             return failing_field
 
+        site = _Site(key, name, parent_name, args, self.executor.is_awaitable, make_info)
         if resolve is _identity:  # meshsub's subscription field: the event itself
-
-            def identity_field(source: Any, path: LazyPath, run: Run) -> Any:
-                at = (path, key, parent_name)
-                try:
-                    return finish(source, at, run)
-                except Exception as raw:
-                    fail(raw, at, run)
-                    return None
-
-            return identity_field
-
+            return _identity_field(site, complete, fail)
         if resolve is default_field_resolver:
-
-            def default_field(source: Any, path: LazyPath, run: Run) -> Any:
-                at = (path, key, parent_name)
-                try:
-                    if type(source) is dict or isinstance(source, Mapping):
-                        value = source.get(name)
-                    else:
-                        value = getattr(source, name, None)
-                    if callable(value):
-                        value = value(make_info(at, run), **args)
-                    return finish(value, at, run)
-                except Exception as raw:
-                    fail(raw, at, run)
-                    return None
-
-            return default_field
-
-        def custom_field(source: Any, path: LazyPath, run: Run) -> Any:
-            at = (path, key, parent_name)
-            try:
-                return finish(resolve(source, make_info(at, run), **args), at, run)
-            except Exception as raw:
-                fail(raw, at, run)
-                return None
-
-        return custom_field
+            leaf_type = quick(definition.type)
+            if leaf_type is not None:
+                return _default_leaf_field(site, complete, fail, *leaf_type)
+            return _default_field(site, complete, fail)
+        return _custom_field(site, resolve, complete, fail)
 
     def _arguments(self, definition: GraphQLField, node: FieldNode) -> dict[str, Any] | None:
         """The field's coerced arguments (fixed: the variables are), None if they fail."""
@@ -298,3 +265,124 @@ class _Compiler(Completion):
             )
 
         return make_info
+
+
+# -- field closures ----------------------------------------------------------------
+#
+# One closure per field, chosen at compile time by resolver and return type.
+# Each returns the completed value, or a pending one (``_pending.later`` when
+# the resolver's value must be awaited, ``awaited_completion`` when its
+# completion turned asynchronous): a value of a PLAIN type is never awaited,
+# a leaf's completion is never pending and needs no path, and the path tuple
+# of a leaf field is built only for an error or a resolver's info.
+
+
+class _Site(NamedTuple):
+    """What every closure of one field knows about it."""
+
+    key: str
+    name: str
+    parent_name: str
+    args: dict[str, Any]
+    is_awaitable: Callable[[Any], bool]
+    make_info: InfoFn
+
+
+def _default_leaf_field(
+    site: _Site, complete: ValueFn, fail: FailFn, fast: Any, exact: bool
+) -> ValueFn:
+    """A scalar or enum field with the default resolver; values of type *fast*
+    come back unchanged (all of them if *exact*, see ``_leaves.quick``)."""
+    key, name, parent_name, args, is_awaitable, make_info = site
+
+    def default_leaf_field(source: Any, path: LazyPath, run: Run) -> Any:
+        value: Any
+        try:
+            if type(source) is dict or isinstance(source, Mapping):
+                value = source.get(name)
+            else:
+                value = getattr(source, name, None)
+            kind = type(value)
+            if kind is fast and (exact or unchanged(value)):
+                return value
+            if kind not in PLAIN:
+                if callable(value):
+                    value = value(make_info((path, key, parent_name), run), **args)
+                if type(value) not in PLAIN and is_awaitable(value):
+                    return later(value, complete, fail, (path, key, parent_name), run)
+            return complete(value, None, run)
+        except Exception as raw:
+            fail(raw, (path, key, parent_name), run)
+            return None
+
+    return default_leaf_field
+
+
+def _default_field(site: _Site, complete: ValueFn, fail: FailFn) -> ValueFn:
+    """A list, object or abstract field with the default resolver."""
+    key, name, parent_name, args, is_awaitable, make_info = site
+
+    def default_field(source: Any, path: LazyPath, run: Run) -> Any:
+        at = (path, key, parent_name)
+        value: Any
+        try:
+            if type(source) is dict or isinstance(source, Mapping):
+                value = source.get(name)
+            else:
+                value = getattr(source, name, None)
+            if type(value) not in PLAIN:
+                if callable(value):
+                    value = value(make_info(at, run), **args)
+                if type(value) not in PLAIN and is_awaitable(value):
+                    return later(value, complete, fail, at, run)
+            completed = complete(value, at, run)
+        except Exception as raw:
+            fail(raw, at, run)
+            return None
+        if type(completed) is PENDING:
+            return awaited_completion(completed, fail, at, run)
+        return completed
+
+    return default_field
+
+
+def _identity_field(site: _Site, complete: ValueFn, fail: FailFn) -> ValueFn:
+    """meshsub's subscription field: the event itself, completed."""
+    key, _name, parent_name, _args, is_awaitable, _make_info = site
+
+    def identity_field(source: Any, path: LazyPath, run: Run) -> Any:
+        at = (path, key, parent_name)
+        try:
+            if type(source) not in PLAIN and is_awaitable(source):
+                return later(source, complete, fail, at, run)
+            completed = complete(source, at, run)
+        except Exception as raw:
+            fail(raw, at, run)
+            return None
+        if type(completed) is PENDING:
+            return awaited_completion(completed, fail, at, run)
+        return completed
+
+    return identity_field
+
+
+def _custom_field(site: _Site, resolve: Any, complete: ValueFn, fail: FailFn) -> ValueFn:
+    """A field with its own resolver: the one place a value may be awaitable
+    because of the schema rather than the data."""
+    key, _name, parent_name, args, is_awaitable, make_info = site
+
+    def custom_field(source: Any, path: LazyPath, run: Run) -> Any:
+        at = (path, key, parent_name)
+        try:
+            value = resolve(source, make_info(at, run), **args)
+            if type(value) not in PLAIN and is_awaitable(value):
+                return later(value, complete, fail, at, run)
+            completed = complete(value, at, run)
+        except Exception as raw:
+            fail(raw, at, run)
+            return None
+        if type(completed) is PENDING:
+            return awaited_completion(completed, fail, at, run)
+        return completed
+
+    return custom_field

@@ -31,14 +31,15 @@ from graphql.execution.executor import Executor, default_type_resolver
 from graphql.pyutils import Undefined, inspect, is_iterable
 from graphql.type import GraphQLResolveInfo
 
-from ._leaves import leaf
+from ._leaves import leaf, quick, unchanged
 from ._pending import (
     async_items,
     awaited_completion,
-    awaited_value,
     checked_later,
     close_all,
     item_failer,
+    later,
+    pending_indices,
     settle_items,
     typed_later,
 )
@@ -81,27 +82,27 @@ class Completion:
             inner_type = return_type.of_type
             if isinstance(inner_type, GraphQLScalarType | GraphQLEnumType):
                 return leaf(inner_type, null_message)
-            inner = self._complete(inner_type, details, parent_name, field_name, info)
+            if isinstance(inner_type, GraphQLList):
+                inner = self._list(inner_type, details, parent_name, field_name, info)
+            else:
+                inner = self._composite(inner_type, details, parent_name, field_name, info)
 
             def complete_non_null(value: Any, path: LazyPath, run: Run) -> Any:
+                # Every completion of a list, object or abstract value gives
+                # None for None or Undefined only, and a response map, a list
+                # or a pending value otherwise: checked first, it is the same.
+                if value is None or value is Undefined:
+                    raise TypeError(null_message)
                 if isinstance(value, Exception):
                     raise value
-                completed = inner(value, path, run)
-                if completed is None:
-                    raise TypeError(null_message)
-                return completed  # pending or not: graphql-core checks no further
+                return inner(value, path, run)  # pending or not: graphql-core checks no further
 
             return complete_non_null
         if isinstance(return_type, GraphQLScalarType | GraphQLEnumType):
             return leaf(return_type, None)
         if isinstance(return_type, GraphQLList):
             return self._list(return_type, details, parent_name, field_name, info)
-        if isinstance(return_type, GraphQLObjectType):
-            run_object = self._object_value(return_type, details, info)
-        elif isinstance(return_type, GraphQLInterfaceType | GraphQLUnionType):
-            run_object = self._abstract(return_type, details, parent_name, field_name, info)
-        else:  # pragma: no cover - graphql-core has no other output type
-            raise Unsupported(f"output type {return_type}")
+        run_object = self._composite(return_type, details, parent_name, field_name, info)
 
         def complete_object(value: Any, path: LazyPath, run: Run) -> Any:
             if value is None or value is Undefined:
@@ -111,6 +112,22 @@ class Completion:
             return run_object(value, path, run)
 
         return complete_object
+
+    def _composite(
+        self,
+        return_type: GraphQLOutputType,
+        details: list[FieldDetails],
+        parent_name: str,
+        field_name: str,
+        info: InfoFn,
+    ) -> ObjectFn:
+        """An object or abstract value's completion, given it is neither null
+        nor an exception."""
+        if isinstance(return_type, GraphQLObjectType):
+            return self._object_value(return_type, details, info)
+        if isinstance(return_type, GraphQLInterfaceType | GraphQLUnionType):
+            return self._abstract(return_type, details, parent_name, field_name, info)
+        raise Unsupported(f"output type {return_type}")  # pragma: no cover - no other type
 
     def _selection(self, object_type: GraphQLObjectType, details: list[FieldDetails]) -> ObjectFn:
         """The compiled sub-selection of *details* on *object_type* (memoised)."""
@@ -151,6 +168,7 @@ class Completion:
         def checked_object(value: Any, path: LazyPath, run: Run) -> Any:
             verdict = is_type_of(value, info(path, run))
             if type(verdict) is not bool and is_awaitable(verdict):
+                run.pending = True
                 return checked_later(verdict, invalid, run_object, value, path, run)
             if not verdict:
                 raise invalid(value)
@@ -221,6 +239,7 @@ class Completion:
             if type(name) is not str:
                 name = resolve_type(value, info(path, run), abstract_type)
                 if type(name) not in PLAIN and is_awaitable(name):
+                    run.pending = True
                     return typed_later(name, finish, value, path, run)
             return runtime(name, value)(value, path, run)
 
@@ -236,6 +255,8 @@ class Completion:
     ) -> ValueFn:
         item_type = return_type.of_type
         complete_item = self._complete(item_type, details, parent_name, field_name, info)
+        leaf_items = quick(item_type)  # leaf items are never pending once completed
+        fast, exact = leaf_items or (None, False)
         nodes = [detail.node for detail in details]
         item_fail = item_failer(nodes, isinstance(item_type, GraphQLNonNull))
         is_awaitable = self.executor.is_awaitable
@@ -252,6 +273,7 @@ class Completion:
             kind = type(value)
             if kind is not list and kind is not tuple:
                 if is_async_iterable(value):
+                    run.pending = True
                     iterator = value.__aiter__()
                     return async_items(
                         iterator, complete_item, item_fail, is_awaitable, nodes, path, run
@@ -260,15 +282,27 @@ class Completion:
                     raise GraphQLError(not_iterable)
             completed: list[Any] = []
             append = completed.append
-            pending: list[int] | None = None
             items = iter(value)
-            index = 0
             try:
-                for item in items:
-                    item_path = (path, index, None)
-                    if type(item) not in PLAIN and is_awaitable(item):
-                        done: Any = awaited_value(item, complete_item, item_fail, item_path, run)
-                    else:
+                if leaf_items is not None:
+                    for index, item in enumerate(items):
+                        kind = type(item)
+                        if kind is fast and (exact or unchanged(item)):
+                            append(item)
+                        elif kind not in PLAIN and is_awaitable(item):
+                            append(later(item, complete_item, item_fail, (path, index, None), run))
+                        else:
+                            try:
+                                append(complete_item(item, None, run))
+                            except Exception as raw:
+                                item_fail(raw, (path, index, None), run)
+                                append(None)
+                else:
+                    for index, item in enumerate(items):
+                        item_path = (path, index, None)
+                        if type(item) not in PLAIN and is_awaitable(item):
+                            append(later(item, complete_item, item_fail, item_path, run))
+                            continue
                         try:
                             done = complete_item(item, item_path, run)
                         except Exception as raw:
@@ -277,18 +311,16 @@ class Completion:
                         else:
                             if type(done) is PENDING:
                                 done = awaited_completion(done, item_fail, item_path, run)
-                    if type(done) is PENDING:
-                        if pending is None:
-                            pending = []
-                        pending.append(index)
-                    append(done)
-                    index += 1
+                        append(done)
             except Exception:
-                close_all(completed[index] for index in pending or ())
+                if run.pending:
+                    close_all(completed)
                 close_all(_drained(items, is_awaitable))
                 raise
-            if pending is not None:
-                return settle_items(completed, pending)
+            if run.pending:
+                indices = pending_indices(completed)
+                if indices:
+                    return settle_items(completed, indices)
             return completed
 
         return complete_list

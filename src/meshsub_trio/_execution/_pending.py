@@ -5,6 +5,11 @@ docstring), with the same order of awaiting and error handling, so a plan's
 result and error list match graphql-core's when resolvers are async too.
 Siblings are gathered with the engine's dispatcher (a Trio nursery under
 Trio), the first failure cancelling the rest, as graphql-core does.
+
+Whoever first wraps an application awaitable sets the run's ``pending``
+flag (``later`` does it for resolver values and list items; the abstract
+type, ``is_type_of`` and async iterable paths of ``_completion`` do it
+themselves): objects and lists look for pending values only then.
 """
 
 from __future__ import annotations
@@ -20,6 +25,24 @@ from ._plan import PENDING, FailFn, LazyPath, ObjectFn, Run, ValueFn, as_list
 from ._trio_gather import gather_dispatch
 
 Pending = Coroutine[Any, Any, Any]
+
+
+def later(
+    awaitable: Awaitable[Any], complete: ValueFn, fail: FailFn, path: LazyPath, run: Run
+) -> Pending:
+    """The pending completion of *awaitable* (see ``awaited_value``); flags the run."""
+    run.pending = True
+    return awaited_value(awaitable, complete, fail, path, run)
+
+
+def pending_keys(result: dict[str, Any]) -> list[str]:
+    """The keys of *result* whose values are still pending, in order."""
+    return [key for key, value in result.items() if type(value) is PENDING]
+
+
+def pending_indices(items: list[Any]) -> list[int]:
+    """The indices of *items* still pending, in order."""
+    return [index for index, value in enumerate(items) if type(value) is PENDING]
 
 
 async def awaited_value(

@@ -8,14 +8,18 @@ needs one.
 
 Work that must be awaited (an async resolver, an awaitable list item,
 ``resolve_type`` or ``is_type_of``) makes the closure return a coroutine of
-the plan's own (see ``_pending``) in place of the value: a parent checks
-``type(value) is PENDING`` and settles it the way graphql-core does, so a
-synchronous run never pays for the asynchronous machinery.
+the plan's own (see ``_pending``) in place of the value, and sets the run's
+``pending`` flag. Objects and lists look for pending values among what they
+built (``type(value) is PENDING``) only once that flag is set, and settle
+them the way graphql-core does: a synchronous run pays one attribute read
+per object or list for the asynchronous machinery.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from types import CoroutineType
 from typing import Any
 
@@ -34,8 +38,13 @@ ValueFn = Callable[[Any, LazyPath, "Run"], Any]
 #: Turns a raw exception at a path into a located error: raised, or recorded.
 FailFn = Callable[[Exception, LazyPath, "Run"], None]
 
-#: Types whose values are never awaitable: skip graphql-core's slower check.
-PLAIN: frozenset[type] = frozenset({str, int, float, bool, type(None), dict, list, tuple})
+#: Types whose values are neither awaitable nor callable: skip graphql-core's
+#: slower check (and the default resolver's call). Exact types only, each
+#: immutable (no ``__await__`` can be added), with no instance ``__dict__``.
+PLAIN: frozenset[type] = frozenset(
+    {str, int, float, bool, type(None), dict, list, tuple}
+    | {datetime, date, time, timedelta, Decimal, bytes, frozenset, set}
+)
 
 #: The type of a value still being computed: only the plan's own coroutines
 #: reach a parent (every awaitable from application code is wrapped first).
@@ -45,13 +54,16 @@ PENDING = CoroutineType
 class Run:
     """The state of one execution: the errors so far and what resolvers see."""
 
-    __slots__ = ("context", "errors", "helpers", "root")
+    __slots__ = ("context", "errors", "helpers", "pending", "root")
 
     def __init__(self, root: Any, context: Any, helpers: Any) -> None:
         self.root = root
         self.context = context
         self.helpers = helpers
         self.errors: list[GraphQLError] = []
+        #: Whether anything had to be awaited so far: set by whoever first
+        #: wraps an application awaitable (``_pending.later`` and friends).
+        self.pending = False
 
 
 def as_list(path: LazyPath) -> list[str | int]:
