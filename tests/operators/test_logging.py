@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -43,6 +44,18 @@ def _access(records: list[logging.LogRecord]) -> list[dict[str, Any]]:
         for r in records
         if r.name == "meshsub_trio.access"
     ]
+
+
+@pytest.fixture(autouse=True)
+def root_logger_restored() -> Iterator[None]:
+    """``configure_logging`` sets the root logger's level and handlers for the
+    process; left at DEBUG, every later test in the run would build and capture
+    every debug line (the churn test's RSS grew by megabytes from that)."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    root.setLevel(level)
+    root.handlers[:] = handlers
 
 
 def test_json_lines_carry_time_level_logger_message_and_fields() -> None:
