@@ -178,14 +178,19 @@ async def test_shutdown_ends_the_stream(sse_server: Server, tracker: Tracker) ->
     ) as response:
         parser = SseParser()
         events: list[SseEvent] = []
+        raw = b""
         with trio.fail_after(5):
             async for chunk in response.aiter_raw():
+                raw += chunk
                 events += parser.receive_data(chunk)
                 if len(events) == 2:
                     sse_server.shutdown()
-        # The response ended cleanly (the chunked body finished), without ``complete``.
+        # The response ended cleanly (the chunked body finished) after a whole
+        # event, without ``complete``: the client reconnects instead of believing
+        # the subscription is over.
         assert len(events) >= 2
         assert all(e.event == "next" for e in events)
+        assert raw.endswith(b"\n\n")
     await all_cleaned_up(sse_server)
     assert tracker.cleanups == ["ticks"]
 

@@ -280,3 +280,60 @@ async def test_slow_reader_is_dropped(start_server: Any, tracker: Tracker) -> No
     await all_cleaned_up(server, timeout=10)  # never read: the write deadline drops it
     assert tracker.cleanups == ["blobs"]
     await stream.aclose()
+
+
+async def test_shutdown_ends_with_an_error_part_and_the_close(
+    mp_server: Server, tracker: Tracker
+) -> None:
+    """MP-05/06: a client takes a body without ``--graphql--`` as a network failure,
+    so shutdown says why in a last error part, then closes the body properly."""
+    async with (
+        httpx.AsyncClient() as client,
+        client.stream(
+            "POST",
+            url(mp_server),
+            json={"query": "subscription { ticks }"},
+            headers={"accept": ACCEPT},
+        ) as response,
+    ):
+        reader = PartReader()
+        parts: list[Any] = []
+        with trio.fail_after(5):
+            async for chunk in response.aiter_raw():
+                parts += reader.feed(chunk)
+                if len(parts) >= 2 and not mp_server.state.shutting_down:
+                    mp_server.shutdown()
+    assert reader.closed, reader.buffer
+    assert reader.buffer == b"--\r\n"
+    *events, last = parts
+    assert len(events) >= 2
+    assert events == [{"payload": {"data": {"ticks": n}}} for n in range(len(events))]
+    assert last == {"payload": None, "errors": [{"message": "Server shutting down"}]}
+    await all_cleaned_up(mp_server)
+    assert tracker.cleanups == ["ticks"]
+
+
+async def test_shutdown_of_an_idle_stream_closes_it_too(
+    mp_server: Server, tracker: Tracker
+) -> None:
+    async with (
+        httpx.AsyncClient() as client,
+        client.stream(
+            "POST",
+            url(mp_server),
+            json={"query": "subscription { silent }"},
+            headers={"accept": ACCEPT},
+        ) as response,
+    ):
+        with trio.fail_after(5):
+            await mp_server.metrics.wait_for(lambda m: m.live_operations == 1)
+            body = b""
+            async for chunk in response.aiter_raw():
+                body += chunk
+                if not mp_server.state.shutting_down:
+                    mp_server.shutdown()
+    parts, reader = read_all(body)
+    assert reader.closed
+    assert parts == [{"payload": None, "errors": [{"message": "Server shutting down"}]}]
+    await all_cleaned_up(mp_server)
+    assert tracker.cleanups == ["silent"]

@@ -230,3 +230,33 @@ async def test_shutdown_ends_the_stream(server: Server, tracker: Tracker) -> Non
                     await events.next()
     await all_cleaned_up(server)
     assert tracker.cleanups == ["ticks"]
+
+
+async def test_put_with_a_live_token_is_refused(server: Server) -> None:
+    """SSE-22: re-reserving a live token is a client bug; answering 201 with a
+    second token would leave the first one waiting for nothing."""
+    async with httpx.AsyncClient() as client:
+        api = f"{server.url}/api"
+        token = (await client.put(api, headers=ALICE)).text
+        registered = {"errors": [{"message": "Stream already registered"}]}
+        for carried in ({"headers": {**ALICE, TOKEN: token}}, {"params": {"token": token}}):
+            kw: dict[str, Any] = {"headers": ALICE, **carried}
+            again = await client.put(api, **kw)
+            assert again.status_code == 409
+            assert again.json() == registered
+        # Once its stream is open, the token is still taken.
+        async with client.stream(
+            "GET", api, params={"token": token}, headers={**ALICE, "accept": "text/event-stream"}
+        ) as response:
+            assert response.status_code == 200
+            opened_put = await client.put(api, headers={**ALICE, TOKEN: token})
+            assert opened_put.status_code == 409
+            assert opened_put.json() == registered
+        # Another user's token reads like an unknown one: a new reservation.
+        theirs = (await client.put(api, headers=BOB)).text
+        for carried_token in (theirs, "unknown"):
+            fresh = await client.put(api, headers={**ALICE, TOKEN: carried_token})
+            assert fresh.status_code == 201
+            assert fresh.text not in (theirs, carried_token, token)
+        plain = await client.put(api, headers=ALICE)
+        assert plain.status_code == 201 and plain.text != token

@@ -204,6 +204,14 @@ class HttpStream:
                 return
             await self.delivery.send(None, frame)
 
+    def _last_words(self) -> bytes | None:
+        """A frame to end the body with, after everything queued (None: nothing).
+
+        Asked by the writer only, so it follows whatever the operation left
+        behind (a cohort's buffered events included).
+        """
+        return None
+
     # ---- writing -------------------------------------------------------
     def _on_work(self) -> None:
         self._work.set()
@@ -219,7 +227,8 @@ class HttpStream:
             if frames and not await self._write(b"".join(frames), more=True, count=len(frames)):
                 return
             if delivery.closed and not delivery.has_work:
-                await self._write(b"", more=False, count=0)
+                last = self._last_words()
+                await self._write(last or b"", more=False, count=1 if last else 0)
                 assert self._nursery is not None
                 self._nursery.cancel_scope.cancel()  # the watcher and the keep-alive
                 return

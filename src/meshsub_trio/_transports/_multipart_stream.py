@@ -27,6 +27,26 @@ log = logging.getLogger("meshsub_trio.http_stream")
 MULTIPART = "multipart"
 
 
+#: The last part's error when the server shuts down mid-stream.
+SHUTTING_DOWN = "Server shutting down"
+
+
+class MultipartStream(HttpStream):
+    """A multipart response that ends the way Apollo's clients expect, even on shutdown.
+
+    Shutdown cancels the operation, which then sends nothing: left at that,
+    the body would end on a bare delimiter, which a client takes for a lost
+    connection. So the writer ends it with an error part (MP-05) and the
+    close (MP-06), after whatever was queued. An operation that already
+    completed or failed has closed the body; then nothing is added.
+    """
+
+    def _last_words(self) -> bytes | None:
+        if self.end != "shutdown" or self.request is None:
+            return None
+        return self.machine.error(self.request.id, [{"message": SHUTTING_DOWN}])
+
+
 def heartbeat_interval(keepalive: float) -> float:
     """Seconds between heartbeat parts: 5 s (Apollo Router's), or the server's
     ``keepalive`` when that is shorter; none when keep-alives are off."""
@@ -59,7 +79,7 @@ async def serve_multipart(
         await send({"type": "http.response.start", "status": answer.status, "headers": raw})
         await send({"type": "http.response.body", "body": answer.body})
         return
-    stream = HttpStream(
+    stream = MultipartStream(
         state,
         context,
         answer,

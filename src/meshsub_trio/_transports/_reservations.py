@@ -9,12 +9,20 @@ dropped at once, so the token can be reserved again (SSE-31).
 No task and no timer: expiry is checked against the clock passed in, on
 every lookup and every new reservation (which also sweeps the stale ones),
 so what a client abandons costs nothing once it has expired.
+
+What waits for a stream is bounded, since a client could otherwise fill
+memory with reservations (and the operations posted to them) faster than
+they expire: at most :data:`MAX_WAITING_PER_OWNER` unopened reservations per
+user and :data:`MAX_WAITING` per server. Both are counters kept as
+reservations come and go, so a check costs O(1).
 """
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections import deque
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
@@ -26,21 +34,50 @@ if TYPE_CHECKING:
 
 #: Seconds a reservation waits for its stream (graphql-sse's own client opens it at once).
 RESERVATION_TTL = 10.0
+#: Unopened reservations one user may hold: graphql-sse's client holds one per
+#: tab, opened within a round trip, so this is far beyond honest use.
+MAX_WAITING_PER_OWNER = 64
+#: Unopened reservations one server holds, whoever made them (anonymous ones
+#: have only this bound: without ``authenticate`` every client is one owner).
+MAX_WAITING = 10_000
+
+
+class ReservationRefused(Exception):
+    """Too many reservations wait for their streams: the ``PUT`` is refused.
+
+    ``status`` is 429 for one user's cap, 503 for the server's (not the
+    caller's fault); ``retry_after`` is when every reservation that waits
+    now has opened or expired.
+    """
+
+    def __init__(self, status: int, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
 
 
 class Reservation:
     """One token: its owner, its stream once open, and operations posted before that."""
 
-    __slots__ = ("expires", "owner", "pending", "stream", "token")
+    __slots__ = ("expires", "key", "owner", "pending", "stream", "token", "waiting")
 
     def __init__(self, token: str, owner: Any, expires: float) -> None:
         self.token = token
         self.owner = owner
+        #: What the per-owner count is kept under (None: not counted per owner).
+        self.key = _owner_key(owner)
         self.expires = expires
         #: The open stream (None until the client connects it).
         self.stream: SingleStream | None = None
         #: Operations accepted before the stream opened: started when it does (SSE-28).
         self.pending: dict[str, OperationRequested] = {}
+        #: Counted against the caps: registered, and no stream yet.
+        self.waiting = False
+
+    def operation_count(self) -> int:
+        """Operations held for the stream or running on it (``max_operations`` caps them)."""
+        stream = self.stream
+        return len(self.pending) + (len(stream.operations) if stream is not None else 0)
 
     def is_active(self, op_id: str) -> bool:
         """Whether *op_id* is taken: waiting for the stream, or running on it."""
@@ -52,24 +89,55 @@ class Reservation:
 class Reservations:
     """The reservations of one server."""
 
-    def __init__(self, ttl: float = RESERVATION_TTL) -> None:
+    def __init__(
+        self,
+        ttl: float = RESERVATION_TTL,
+        *,
+        max_waiting: int = MAX_WAITING,
+        max_waiting_per_owner: int = MAX_WAITING_PER_OWNER,
+    ) -> None:
         self.ttl = ttl
+        self.max_waiting = max_waiting
+        self.max_waiting_per_owner = max_waiting_per_owner
         self._by_token: dict[str, Reservation] = {}
         # Reservations in the order they expire (the ttl is fixed): a sweep pops
         # from the front, so it costs only what it removes.
         self._expiry: deque[Reservation] = deque()
+        #: Reservations waiting for their stream, in all and per owner.
+        self.waiting = 0
+        self._waiting_by_owner: dict[Hashable, int] = {}
 
     def __len__(self) -> int:
         return len(self._by_token)
 
     def reserve(self, owner: Any, now: float) -> Reservation:
-        """A new reservation for *owner*, with an unguessable token."""
+        """A new reservation for *owner*, with an unguessable token.
+
+        Raises :class:`ReservationRefused` when too many already wait. The
+        sweep runs first, so expired ones are never counted.
+        """
         self._sweep(now)
+        retry_after = math.ceil(self.ttl)
+        if self.waiting >= self.max_waiting:
+            raise ReservationRefused(503, "Too many streams being reserved", retry_after)
+        key = _owner_key(owner)
+        by_owner = self._waiting_by_owner
+        if key is not None and by_owner.get(key, 0) >= self.max_waiting_per_owner:
+            raise ReservationRefused(429, "Too many reservations waiting", retry_after)
         token = secrets.token_urlsafe(24)
         reservation = Reservation(token, owner, now + self.ttl)
         self._by_token[token] = reservation
         self._expiry.append(reservation)
+        reservation.waiting = True
+        self.waiting += 1
+        if key is not None:
+            by_owner[key] = by_owner.get(key, 0) + 1
         return reservation
+
+    def open(self, reservation: Reservation, stream: SingleStream) -> None:
+        """Its stream has connected: it no longer waits, nor counts against the caps."""
+        reservation.stream = stream
+        self._stop_waiting(reservation)
 
     def find(self, token: str | None, owner: Any, now: float) -> Reservation | None:
         """*owner*'s live reservation for *token*, else None (unknown, expired, someone else's)."""
@@ -79,16 +147,31 @@ class Reservations:
         if reservation is None:
             return None
         if reservation.stream is None and now >= reservation.expires:
-            del self._by_token[token]
+            self.drop(reservation)
             return None
         if reservation.owner != owner:
             return None
         return reservation
 
     def drop(self, reservation: Reservation) -> None:
-        """Its stream has closed: the token is free again."""
+        """Its stream has closed (or it expired): the token is free again."""
         if self._by_token.get(reservation.token) is reservation:
             del self._by_token[reservation.token]
+        self._stop_waiting(reservation)
+
+    def _stop_waiting(self, reservation: Reservation) -> None:
+        """Uncount it, once, whichever way it stopped waiting."""
+        if not reservation.waiting:
+            return
+        reservation.waiting = False
+        self.waiting -= 1
+        key = reservation.key
+        if key is not None:
+            left = self._waiting_by_owner[key] - 1
+            if left:
+                self._waiting_by_owner[key] = left
+            else:
+                del self._waiting_by_owner[key]
 
     def _sweep(self, now: float) -> None:
         expiry = self._expiry
@@ -96,6 +179,19 @@ class Reservations:
             reservation = expiry.popleft()
             if reservation.stream is None:
                 self.drop(reservation)
+
+
+def _owner_key(owner: Any) -> Hashable | None:
+    """The key *owner*'s reservations are counted under: None for no owner
+    (anonymous) or an unhashable one, which only the server-wide cap bounds."""
+    if owner is None:
+        return None
+    try:
+        hash(owner)
+    except TypeError:
+        return None
+    key: Hashable = owner
+    return key
 
 
 _REGISTRIES: WeakKeyDictionary[ServerState, Reservations] = WeakKeyDictionary()

@@ -29,12 +29,14 @@ from .._wire import OperationRequested
 from .._wire._sse import SseSingleMachine, wants_event_stream
 from ._graphql_http import BadRequest, check_params, choose_media_type, read_params
 from ._http_stream import SSE, HttpStream, Receive, Send, is_mutation, respond, serve_graphql_sse
-from ._reservations import Reservation, reservations_of
+from ._reservations import Reservation, ReservationRefused, Reservations, reservations_of
 
 if TYPE_CHECKING:
     from .._core._state import ServerState
 
 TOKEN_HEADER = "x-graphql-event-stream-token"
+#: The refusal past ``max_operations``: the words a WebSocket's ``error`` uses.
+OPERATION_LIMIT = "Subscription limit reached"
 _ALLOW = [("allow", "GET, POST, PUT, DELETE")]
 
 
@@ -145,13 +147,10 @@ async def serve_sse_single(
     registry = reservations_of(state)
     now = trio.current_time()
     accept = headers.get("accept")
-    if method == "PUT":
-        if accept and not _accepts_text(accept):
-            await respond(send, 406, "Reserve with Accept: text/plain or */*")
-            return
-        await _text(send, 201, registry.reserve(context.auth, now).token.encode())
-        return
     reservation = registry.find(stream_token(headers, query_string), context.auth, now)
+    if method == "PUT":
+        await _reserve(send, accept, registry, reservation, context.auth, now)
+        return
     if method in ("GET", "POST") and wants_event_stream(accept):
         if reservation is None:  # SSE-23: no reservation, so an ordinary distinct-mode request
             await serve_graphql_sse(
@@ -161,7 +160,7 @@ async def serve_sse_single(
             await respond(send, 409, "Stream already open")
         else:
             stream = SingleStream(state, context, reservation, receive, send)
-            reservation.stream = stream
+            registry.open(reservation, stream)
             await stream.run()
         return
     if method not in ("GET", "POST", "DELETE"):
@@ -178,6 +177,35 @@ async def serve_sse_single(
         await _text(send, 200, b"")
     else:
         await _execute(state, method, headers, query_string, body, context, reservation, send)
+
+
+async def _reserve(
+    send: Send,
+    accept: str | None,
+    registry: Reservations,
+    taken: Reservation | None,
+    owner: Any,
+    now: float,
+) -> None:
+    """``PUT``: a new token (SSE-20), unless the one it carries is live (SSE-22) or
+    too many reservations wait already.
+
+    A token that is unknown, expired or someone else's is not reused (tokens
+    are the server's to choose): the client gets a new one.
+    """
+    if accept and not _accepts_text(accept):
+        await respond(send, 406, "Reserve with Accept: text/plain or */*")
+        return
+    if taken is not None:
+        await respond(send, 409, "Stream already registered")
+        return
+    try:
+        reservation = registry.reserve(owner, now)
+    except ReservationRefused as refused:
+        retry = [("retry-after", str(refused.retry_after))]
+        await respond(send, refused.status, str(refused), retry)
+        return
+    await _text(send, 201, reservation.token.encode())
 
 
 async def _execute(
@@ -224,6 +252,8 @@ async def _execute(
     stream = reservation.stream
     if reservation.is_active(op_id):  # posted twice while this one was preparing
         await respond(send, 409, "Operation with ID already exists")
+    elif _at_limit(state, reservation):  # checked last: others may have come in meanwhile
+        await respond(send, 429, OPERATION_LIMIT)
     elif stream is None:
         reservation.pending[op_id] = request
         await _text(send, 202, b"")
@@ -231,6 +261,13 @@ async def _execute(
         await _text(send, 202, b"")
     else:
         await respond(send, 404, "Stream not found")
+
+
+def _at_limit(state: ServerState, reservation: Reservation) -> bool:
+    """Whether the token has ``max_operations`` already, held or running: the
+    per-connection cap a WebSocket has, and what bounds ``pending``."""
+    limit = state.config.max_operations
+    return limit is not None and reservation.operation_count() >= limit
 
 
 def _accepts_text(accept: str) -> bool:
