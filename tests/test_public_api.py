@@ -53,6 +53,7 @@ EXPECTED: dict[str, set[str]] = {
         "serve",
         "shielded_cleanup",
         "streamer",
+        "subject_of",
     },
     "meshsub_trio.brokers": {
         "Broker",

@@ -17,6 +17,8 @@ Public API (everything else lives in private modules):
   and the :class:`Broker` protocol (all of them also in :mod:`meshsub_trio.brokers`);
 - :class:`Metrics`: per-server counters (Prometheus and test invariants);
 - :class:`LocalProtocolError`: a protocol machine was driven out of order;
+- :func:`subject_of`: a client certificate's subject (``Context.tls_peer``)
+  as a flat dict, e.g. its ``commonName`` for mutual TLS in ``authenticate``;
 - :func:`shielded_cleanup`: give a streamer's ``finally`` time to await.
 """
 
@@ -41,6 +43,7 @@ from ._config import Config
 from ._metrics import Metrics
 from ._server import Server, serve
 from ._transports._asgi import ASGIApp
+from ._transports._tls import subject_of
 from ._wire import CloseCode, LocalProtocolError
 from .brokers._broker import (
     Broker,
@@ -114,4 +117,5 @@ __all__ = [
     "serve",
     "shielded_cleanup",
     "streamer",
+    "subject_of",
 ]

@@ -83,14 +83,8 @@ def test_usage_errors() -> None:
 
 
 def _command_line() -> list[str]:
-    """The real CLI once it has ``subscribe``; until then the same code standalone."""
-    from meshsub_trio import _cli
-
-    parser = _cli.build_parser()
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "subscribe" in commands.choices:
-        return [sys.executable, "-m", "meshsub_trio", "subscribe"]
-    return [sys.executable, "-m", "meshsub_trio.client._command", "subscribe"]
+    """``meshsub-trio subscribe``, as a user runs it."""
+    return [sys.executable, "-m", "meshsub_trio", "subscribe"]
 
 
 async def test_end_to_end_a_reset_mid_stream_loses_nothing(meshery: Meshery) -> None:

@@ -12,7 +12,7 @@ import trio
 
 from meshsub_trio.client import CursorLost, Restarted, open_client
 from meshsub_trio.testing import NatsServer
-from meshsub_trio.testing._nats_server import nats_server
+from meshsub_trio.testing.pytest_plugin import nats_server
 
 from ._kit import EVENTS, SLACK, SOON, Notices, Reader, assert_exactly, fast, ws_url
 from ._procs import post_events, processes, start_serve

@@ -21,6 +21,7 @@ import trio
 from meshsub_trio.client import (
     Connected,
     CursorLost,
+    Disconnect,
     OperationError,
     TransportChanged,
     describe,
@@ -29,7 +30,6 @@ from meshsub_trio.client import (
 from meshsub_trio.client._command import add_subscribe_command, subscribe_command
 from meshsub_trio.client._ladder import falls_back
 from meshsub_trio.client._sse import http_url, is_request_error
-from meshsub_trio.client._transport import Disconnect
 from meshsub_trio.testing import open_fault_proxy
 
 from ._kit import EVENTS, PING, PONG, SLACK, SOON, Notices, Reader, assert_exactly, fast, ws_url

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from meshsub_trio._cli import config_from_args, parse_serve_args
+from meshsub_trio._cli_app import config_from_args
+from meshsub_trio._cli_args import parse_serve_args
 
 
 @pytest.fixture

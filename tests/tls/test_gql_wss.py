@@ -15,8 +15,7 @@ from gql import Client, gql
 from gql.transport.exceptions import TransportConnectionFailed
 from gql.transport.websockets import WebsocketsTransport
 
-from meshsub_trio import App, Context, Server
-from meshsub_trio._transports._tls import subject_of
+from meshsub_trio import App, Context, Server, subject_of
 from meshsub_trio.examples.countdown import SCHEMA, countdown, ticks
 
 from ..interop.conftest import run_asyncio, wait_idle

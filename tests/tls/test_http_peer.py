@@ -10,8 +10,7 @@ from typing import Any
 import httpx
 import trio
 
-from meshsub_trio import App, Context, HttpRequest, HttpResponse, Server
-from meshsub_trio._transports._tls import subject_of
+from meshsub_trio import App, Context, HttpRequest, HttpResponse, Server, subject_of
 from meshsub_trio._wire._sse import SseParser
 
 from .certs import Certs

@@ -14,8 +14,7 @@ import pytest
 import trio
 from trio_websocket import open_websocket
 
-from meshsub_trio import App, AuthError, Context, Server
-from meshsub_trio._transports._tls import subject_of
+from meshsub_trio import App, AuthError, Context, Server, subject_of
 from meshsub_trio.examples.countdown import SCHEMA, countdown, ticks
 
 from .certs import Certs

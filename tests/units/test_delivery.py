@@ -17,10 +17,9 @@ import pytest
 import trio
 import trio.testing
 
-from meshsub_trio import App, BufferClosed, BufferOverflow, Config, Overflow, streamer
+from meshsub_trio import App, BufferClosed, BufferOverflow, Config, Metrics, Overflow, streamer
 from meshsub_trio._core._delivery import Delivery
 from meshsub_trio._core._state import ServerState
-from meshsub_trio._metrics import Metrics
 
 pytestmark = pytest.mark.filterwarnings("error")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from meshsub_trio import Config
-from meshsub_trio._cli import parse_serve_args, print_config
+from meshsub_trio._cli_args import parse_serve_args, print_config
 from meshsub_trio._supervisor import _run, plan_for
 from meshsub_trio._supervisor._embedded_nats import EmbeddedNatsError
 

@@ -14,6 +14,11 @@ once by whoever produced it (see ``_native_ws``): no task switch at all on
 the fast path. Anything else is queued by the delivery for the writer.
 Every frame, the connection's own and its operations', goes through one
 :class:`~._delivery.Delivery`.
+
+One module (over 400 lines) on purpose: the reader, writer, keep-alive and
+close path share the connection's state and call one another on the hot
+path (every frame in or out), so splitting them would only add indirection
+where each call costs.
 """
 
 from __future__ import annotations

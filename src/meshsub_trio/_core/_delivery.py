@@ -21,6 +21,11 @@ three decisions that follow, in one direction:
 
 So an event goes cohort → :meth:`Lane.put_many` → the fast path or the
 lane's buffer → :meth:`Delivery.take` → the host's write, and never back.
+
+One module (over 400 lines) on purpose: a :class:`Lane` and its
+:class:`Delivery` call into each other on every event (the lane writes
+through the delivery's fast path and marks itself ready, the delivery drains
+ready lanes), so they are one mechanism, read in one place.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ dead peers; ``meshsub-trio serve`` uses the native host instead.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import MutableMapping
 from time import perf_counter as clock
 from typing import Any
 from urllib.parse import parse_qsl
@@ -27,6 +27,7 @@ from .._metrics import CONTENT_TYPE_LATEST, Metrics
 from .._wire import CloseCode, choose_subprotocol, machine_for
 from .._wire._multipart import wants_multipart
 from .._wire._sse import wants_event_stream
+from ._asgi_ws import ASGIWebSocket, Receive, Send
 from ._cors import decide_cors, merge_headers
 from ._event_stream import serve_event_stream
 from ._graphql_http import authenticate, handle_graphql_http
@@ -35,7 +36,6 @@ from ._http_stream import serve_graphql_sse
 from ._multipart_stream import serve_multipart
 from ._poll import serve_graphql_poll, wants_poll
 from ._requests import bearer_matches, header_map, make_context, origin_allowed
-from ._socket import Message, MessageTooBig, SocketClosed
 from ._sse_single import is_single_connection, serve_sse_single
 from ._static import static_response
 
@@ -48,64 +48,6 @@ JSON = "application/json; charset=utf-8"
 _CLOSE = [("connection", "close")]
 
 Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-
-
-class ASGIWebSocket:
-    """The :class:`MessageSocket` over an ASGI websocket scope."""
-
-    def __init__(
-        self,
-        receive: Receive,
-        send: Send,
-        *,
-        max_message_size: int,
-        peer: tuple[str, int] | None = None,
-    ) -> None:
-        #: The client's address as the server reported it (for log lines).
-        self.peer = peer
-        self._receive = receive
-        self._send = send
-        self._max_size = max_message_size
-        self._closed = False
-        self.on_activity: Callable[[], None] = lambda: None
-
-    async def receive(self) -> Message:
-        event = await self._receive()
-        self.on_activity()
-        if event["type"] == "websocket.disconnect":
-            self._closed = True
-            raise SocketClosed(event.get("code", 1005), event.get("reason") or "")
-        text = event.get("text")
-        if text is not None:
-            if len(text) > self._max_size or len(text.encode()) > self._max_size:
-                raise MessageTooBig()
-            return Message(text)
-        data = event.get("bytes") or b""
-        if len(data) > self._max_size:
-            raise MessageTooBig()
-        return Message(data, binary=True)
-
-    async def send_frames(self, frames: list[bytes]) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("websocket closed")
-        for frame in frames:
-            await self._send({"type": "websocket.send", "text": frame.decode()})
-        # hypercorn's send() after a disconnect returns without a checkpoint;
-        # without this a send loop could spin and starve the whole server.
-        await trio.lowlevel.checkpoint()
-
-    async def ping(self) -> bool:
-        return False
-
-    async def close(self, code: int, reason: str) -> None:
-        if not self._closed:
-            self._closed = True
-            await self._send({"type": "websocket.close", "code": code, "reason": reason})
-
-    async def abort(self) -> None:
-        self._closed = True
 
 
 class ASGIApp:

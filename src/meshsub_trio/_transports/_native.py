@@ -5,10 +5,11 @@ whole head (``head_timeout``, 408 if it had begun) and one size limit however
 TCP split it (``max_head_size``, 431). A plain WebSocket upgrade (``_upgrade``)
 is then answered at once and becomes a connection driven by the core, its
 frames read by ``_frames``; anything else goes to h11 and from there to the
-ASGI app through a small bridge, so HTTP behaves exactly as under hypercorn.
-Unlike the ASGI path, every send here is cancellable and writes to one socket
-are joined. A request's ``Host`` is checked before anything else is done with
-it (``_hosts``); an open WebSocket keeps only its context, not its head.
+ASGI app through a small bridge (``_native_http``), so HTTP behaves exactly
+as under hypercorn. Unlike the ASGI path, every send here is cancellable and
+writes to one socket are joined. A request's ``Host`` is checked before
+anything else is done with it (``_hosts``); an open WebSocket keeps only its
+context, not its head.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ import contextlib
 import logging
 import os
 import socket as stdsocket
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import unquote
 
 import h11
@@ -32,21 +32,14 @@ from .._wire._head import Head, HeadError, HeadReader
 from .._wire._upgrade import HEAD_END, parse_upgrade, refusal, switching_protocols
 from ._asgi import ASGIApp
 from ._hosts import MISDIRECTED, HostPolicy
+from ._native_http import RECEIVE_SIZE, Closed, Stream, refuse, serve_asgi
 from ._native_tls import TlsStream, TlsWebSocket, accept_tls, tls_receive
 from ._native_ws import NativeWebSocket, close_unwatched, receive_some
-from ._requests import header_map, make_context, origin_allowed, request_tls_peer
+from ._requests import header_map, make_context, origin_allowed
 from ._tls import TlsContexts, TlsLayer
 
 log = logging.getLogger("meshsub_trio.native")
 access_log = logging.getLogger("meshsub_trio.access")
-
-_RECEIVE_SIZE = 65536
-#: What plain HTTP is read from: a Trio socket stream, or the same over TLS.
-_Stream = trio.SocketStream | TlsStream
-
-
-class _Closed(Exception):
-    """The peer went away (or stopped reading) mid-request."""
 
 
 @dataclass(slots=True)
@@ -97,7 +90,7 @@ class NativeHost:
                 # keeps only what it needs (memory per connection is a feature here).
                 await self._run_websocket(upgraded)
         except (
-            _Closed,
+            Closed,
             trio.BrokenResourceError,
             trio.ClosedResourceError,
             OSError,
@@ -130,13 +123,13 @@ class NativeHost:
         """
         if tls is None:
             try:
-                data = os.read(sock.fileno(), _RECEIVE_SIZE)
+                data = os.read(sock.fileno(), RECEIVE_SIZE)
             except BlockingIOError:
                 data = b""
             else:
                 if not data:
                     return None  # closed before saying anything
-        stream: _Stream | None = None
+        stream: Stream | None = None
         while True:
             head = await self._read_head(sock, data, tls)
             if head is None:
@@ -191,7 +184,7 @@ class NativeHost:
             await _linger(sock, config.close_timeout)
         return None
 
-    async def _serve_http(self, stream: _Stream, head: Head) -> _Upgraded | bytes | None:
+    async def _serve_http(self, stream: Stream, head: Head) -> _Upgraded | bytes | None:
         """One request through h11: an upgrade, the bytes after it (keep-alive), or None (close)."""
         config = self.state.config
         # The head is complete and within the limit: h11 only meets bigger
@@ -201,7 +194,7 @@ class NativeHost:
         try:
             event = http.next_event()
         except h11.RemoteProtocolError as problem:
-            await _refuse(stream, http, problem.error_status_hint, str(problem))
+            await refuse(stream, http, problem.error_status_hint, str(problem))
             await _linger(stream.socket, config.close_timeout)
             return None
         if not isinstance(event, h11.Request):
@@ -212,7 +205,7 @@ class NativeHost:
             target = event.target.decode("latin-1")
             tls = stream.layer if isinstance(stream, TlsStream) else None
             return await self._handshake(stream.socket, target, headers, bytes(leftover), tls)
-        await self._http(stream, http, event)
+        await serve_asgi(self.asgi, stream, http, event, config)
         if http.their_state is h11.SEND_BODY:
             # Answered without reading the whole body (refused, too large, too
             # slow): never read it for the next request; close politely.
@@ -292,112 +285,6 @@ class NativeHost:
         machine = machine_for(protocol, max_operations=config.max_operations)
         await state.run_connection(socket, machine, context)
 
-    # ---- HTTP through the ASGI app ------------------------------------
-    async def _http(self, stream: _Stream, http: h11.Connection, request: h11.Request) -> None:
-        """One plain request answered by the ASGI app; every write under ``write_timeout``.
-
-        The app reads the body (its deadline is the app's); a response that
-        starts while part of the body is still unread says ``connection:
-        close``, since that body is never read.
-        """
-        write_timeout = self.state.config.write_timeout
-        target = request.target.decode("latin-1")
-        path, _, query = target.partition("?")
-        scope: dict[str, Any] = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": request.http_version.decode(),
-            "method": request.method.decode("latin-1"),
-            "scheme": "http" if isinstance(stream, trio.SocketStream) else "https",
-            "path": unquote(path),
-            "raw_path": path.encode("latin-1"),
-            "query_string": query.encode("latin-1"),
-            "root_path": "",
-            "headers": [(name.lower(), value) for name, value in request.headers],
-            "client": _address(stream, peer=True),
-            "server": _address(stream, peer=False),
-        }
-        body_done = False
-        head_only = request.method == b"HEAD"
-
-        async def write(data: bytes) -> None:
-            with trio.move_on_after(write_timeout):
-                await stream.send_all(data)
-                return
-            raise _Closed()  # a peer that does not read its answer
-
-        async def receive() -> dict[str, Any]:
-            nonlocal body_done
-            if body_done:
-                # A streamed response (SSE) learns here that its client left.
-                await _until_closed(http, stream, self.state.config.max_head_size)
-                return {"type": "http.disconnect"}
-            if http.they_are_waiting_for_100_continue:
-                # Asked for only once the request got past its checks (Host, auth).
-                await write(http.send(h11.InformationalResponse(status_code=100, headers=[])))
-            event = await _next_event(http, stream)
-            if isinstance(event, h11.Data):
-                return {"type": "http.request", "body": bytes(event.data), "more_body": True}
-            body_done = True
-            if isinstance(event, h11.EndOfMessage):
-                return {"type": "http.request", "body": b"", "more_body": False}
-            return {"type": "http.disconnect"}
-
-        async def send(message: MutableMapping[str, Any]) -> None:
-            nonlocal body_done
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                if http.their_state is h11.SEND_BODY and not _body_buffered(http):
-                    headers.append((b"connection", b"close"))
-                body_done = True
-                response = h11.Response(status_code=message["status"], headers=headers)
-                await write(http.send(response))
-            elif message["type"] == "http.response.body":
-                body = b"" if head_only else message.get("body", b"")
-                data = http.send(h11.Data(data=body)) if body else b""
-                if not message.get("more_body"):
-                    data += http.send(h11.EndOfMessage())
-                await write(data)
-
-        # Over TLS, every context made for this request carries the client's certificate.
-        peer = stream.layer.peer_cert if isinstance(stream, TlsStream) else None
-        token = request_tls_peer.set(peer)
-        try:
-            await self.asgi(scope, receive, send)
-        finally:
-            request_tls_peer.reset(token)
-
-
-def _body_buffered(http: h11.Connection) -> bool:
-    """Consume (unread) body h11 already holds; whether that was all of it.
-
-    A response may start before the app read the body (it did not need it);
-    when the whole body arrived with the head, the connection stays usable.
-    """
-    try:
-        while True:
-            event = http.next_event()
-            if isinstance(event, h11.EndOfMessage):
-                return True
-            if not isinstance(event, h11.Data):
-                return False  # NEED_DATA: the rest is still on its way
-    except h11.RemoteProtocolError:
-        return False
-
-
-async def _until_closed(http: h11.Connection, stream: _Stream, limit: int) -> None:
-    """Return when the peer closes its side (or resets). What it sends meanwhile (a
-    pipelined request) is kept for h11, up to *limit* bytes; past that, stop reading."""
-    while len(http.trailing_data[0]) < limit:
-        try:
-            data = await stream.receive_some(_RECEIVE_SIZE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            return
-        if not data:
-            return
-        http.receive_data(data)
-    await trio.sleep_forever()
-
 
 async def _linger(sock: trio.socket.SocketType, seconds: float) -> None:
     """Close after an answer the peer may still be sending into, without losing the answer.
@@ -412,20 +299,6 @@ async def _linger(sock: trio.socket.SocketType, seconds: float) -> None:
     with trio.move_on_after(seconds):
         while await receive_some(fd):
             pass
-
-
-async def _next_event(http: h11.Connection, stream: _Stream) -> Any:
-    """The next h11 event, reading from *stream* as needed."""
-    while True:
-        event = http.next_event()
-        if event is not h11.NEED_DATA:
-            if event is h11.PAUSED:
-                return None
-            return event
-        data = await stream.receive_some(_RECEIVE_SIZE)
-        http.receive_data(data)
-        if not data:
-            raise _Closed()
 
 
 async def _send(sock: trio.socket.SocketType, data: bytes, tls: TlsLayer | None = None) -> None:
@@ -463,28 +336,3 @@ async def _send_refusal(
         access_log.info("refused", extra={**fields, "peer": peer})
     with trio.move_on_after(1):
         await _send(sock, refusal(status, message), tls)
-
-
-async def _refuse(stream: _Stream, http: h11.Connection, status: int, message: str) -> None:
-    """Answer a request h11 could not parse (e.g. 431 for an oversized head), then close."""
-    body = message.encode()
-    headers = [
-        ("content-type", "text/plain; charset=utf-8"),
-        ("content-length", str(len(body))),
-        ("connection", "close"),
-    ]
-    with trio.move_on_after(1):
-        try:
-            data = http.send(h11.Response(status_code=status, headers=headers))
-            data += http.send(h11.Data(data=body)) + http.send(h11.EndOfMessage())
-        except h11.LocalProtocolError:
-            return
-        await stream.send_all(data)
-
-
-def _address(stream: _Stream, *, peer: bool) -> tuple[str, int] | None:
-    try:
-        name = stream.socket.getpeername() if peer else stream.socket.getsockname()
-    except OSError:
-        return None
-    return (name[0], name[1])

@@ -1,0 +1,105 @@
+"""The ``serve`` runner: serve an app until a signal, with the memory or a NATS broker."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import os
+import signal
+from functools import partial
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._app import App
+from ._cli_app import app_from_args
+from ._config import Config
+from ._server import Server, serve
+from ._supervisor._child import end_with_parent, worker_role
+
+if TYPE_CHECKING:
+    from .brokers._nats_log import LogStream
+
+log = logging.getLogger("meshsub_trio")
+
+
+async def run(app: App, config: Config) -> None:
+    """Serve until SIGINT or SIGTERM, then shut down gracefully.
+
+    A worker of ``serve --workers N`` serves on the sockets its supervisor
+    passed it, and drains the same way when the supervisor is gone.
+    """
+    role = worker_role()
+    listeners = role.listeners() if role is not None else None
+    parent = trio.CancelScope()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
+            server: Server = await nursery.start(partial(serve, listeners=listeners), app, config)
+            print(f"meshsub-trio serving on {server.url}", flush=True)
+            if role is not None:
+                log.info("worker %d serving", role.index, extra={"pid": os.getpid()})
+                nursery.start_soon(_end_with_parent, parent)
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    server.reload_tls()  # new handshakes get the new pair; nobody drops
+                    continue
+                log.info("%s received: shutting down", signal.Signals(signum).name)
+                server.shutdown()
+                break
+            parent.cancel()
+
+
+async def _end_with_parent(scope: trio.CancelScope) -> None:
+    with scope:
+        await end_with_parent()
+
+
+def log_stream() -> LogStream:
+    """The JetStream stream of ``--broker nats://``: Meshery's (``MESHERY`` over
+    ``meshery.>``), whichever APP is served. The broker is connected before the
+    app is built, so the app cannot name it; ``--broker`` belongs to the default
+    app's options, and an APP wrapping Meshery (``create_app(broker=...)``) needs
+    exactly this stream and keeps the data deployments have in it."""
+    from .meshery import log_stream as meshery_stream
+
+    return meshery_stream()
+
+
+async def run_on_nats(args: argparse.Namespace, config: Config, url: str) -> None:
+    """Connect to NATS, build the app on it, and serve with the broker open throughout."""
+    try:
+        from .brokers._nats import NatsBroker
+    except ImportError as error:
+        raise SystemExit(
+            f"--broker {url} needs nats-py and trio-asyncio: pip install 'meshsub-trio[nats]' "
+            f"({error})"
+        ) from None
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    connected = False
+    try:
+        async with NatsBroker.connect(
+            servers, name=f"meshsub-trio[{os.getpid()}]", log=log_stream()
+        ) as broker:
+            connected = True
+            log.info("connected to NATS at %s", url)
+            await run(app_from_args(args, broker), config)
+    except (ConnectionError, RuntimeError, OSError) as error:
+        if connected:
+            raise
+        raise SystemExit(f"cannot use the NATS broker at {url}: {error}") from None
+
+
+def tune_gc() -> None:
+    """Fewer, cheaper garbage collections for a long-running server.
+
+    graphql-core allocates many short-lived cyclic objects per execution;
+    with the default thresholds the collector runs constantly and its full
+    passes walk every long-lived object (schema, caches). Freezing what start-up
+    built takes that out of every pass; a larger first threshold batches the
+    young collections. Only the standalone server does this: an embedding
+    application owns its process's collector.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 50)
