@@ -8,7 +8,10 @@ in these modes, each a fresh server per run:
   script starts exactly as the supervisor would (``-a 127.0.0.1 -p -1 -js``);
 * ``workersN``: ``serve --workers N`` with its embedded nats-server;
 * a ``:core`` suffix (``nats1:core``) uses subjects outside the JetStream
-  stream: core NATS only, no log append per event.
+  stream: core NATS only, no log append per event;
+* a ``:topics`` suffix (``nats1:topics``) subscribes through NATS once per
+  topic; without it each process shares one subscription for all bench
+  topics (``NatsBroker.share_subscription``).
 
 For P1 (``fanout``: S subscribers, one topic) and P2 (``distinct``: S topics)
 it opens S verified WebSocket subscribers with the bench load generator
@@ -24,6 +27,8 @@ run in interleaved order so every mode sees the same background.
     scripts/bench/.venv/bin/python scripts/bench/workers.py            # ~6 minutes
     scripts/bench/.venv/bin/python scripts/bench/workers.py --modes memory nats1 workers2 \\
         nats1:core workers2:core --runs 3 --out bench-results/workers.json
+    scripts/bench/.venv/bin/python scripts/bench/workers.py --modes nats1 --scenarios p2 \\
+        --runs 1 --rate 0 --profile /tmp/profiles          # one server, py-spy'd
 
 The load generator runs on the same cores as the server (``--loadgen-cpus``
 pins it; ``--server-cpus`` pins the server tree). Run it with the bench venv
@@ -39,6 +44,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -68,10 +74,15 @@ SCENARIOS = {"p1": "fanout", "p2": "distinct"}
 # ------------------------------------------------------------------ /proc
 
 
-def tree_cpu(roots: list[int]) -> tuple[float, float]:
-    """CPU seconds of *roots* and their live descendants, and the nats-server part of it."""
+def tree_cpu(roots: list[int]) -> tuple[float, float, float]:
+    """CPU seconds of *roots* and their live descendants, its nats-server part, its kernel part.
+
+    The kernel part (system time) is mostly socket writes: on loopback, a
+    write also pays for waking the reader, so it moves with delivery timing.
+    """
     parents: dict[int, int] = {}
     cpu: dict[int, float] = {}
+    kernel: dict[int, float] = {}
     nats: set[int] = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -84,12 +95,13 @@ def tree_cpu(roots: list[int]) -> tuple[float, float]:
         fields = tail.split()
         parents[int(entry)] = int(fields[1])
         cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / TICK
+        kernel[int(entry)] = int(fields[12]) / TICK
         if head.endswith("(nats-server"):
             nats.add(int(entry))
     children: dict[int, list[int]] = {}
     for pid, parent in parents.items():
         children.setdefault(parent, []).append(pid)
-    total, in_nats, stack, seen = 0.0, 0.0, list(roots), set()
+    total, in_nats, in_kernel, stack, seen = 0.0, 0.0, 0.0, list(roots), set()
     while stack:
         pid = stack.pop()
         if pid in seen:
@@ -97,8 +109,9 @@ def tree_cpu(roots: list[int]) -> tuple[float, float]:
         seen.add(pid)
         total += cpu.get(pid, 0.0)
         in_nats += cpu.get(pid, 0.0) if pid in nats else 0.0
+        in_kernel += kernel.get(pid, 0.0)
         stack.extend(children.get(pid, ()))
-    return total, in_nats
+    return total, in_nats, in_kernel
 
 
 def machine_busy() -> float:
@@ -116,22 +129,24 @@ class Mode:
     name: str
     workers: int  # 0: one process on the memory broker
     jetstream: bool = True
+    per_topic: bool = False  # one NATS subscription per topic, not one shared
 
     @classmethod
     def parse(cls, text: str) -> Mode:
-        base, _, suffix = text.partition(":")
-        if suffix not in ("", "core"):
+        base, *suffixes = text.split(":")
+        if not set(suffixes) <= {"core", "topics"}:
             raise argparse.ArgumentTypeError(f"unknown mode suffix in {text!r}")
+        jetstream, per_topic = "core" not in suffixes, "topics" in suffixes
         if base == "memory":
-            if suffix:
+            if suffixes:
                 raise argparse.ArgumentTypeError("memory has no NATS subjects")
             return cls(text, 0)
         if base == "nats1":
-            return cls(text, 1, jetstream=not suffix)
+            return cls(text, 1, jetstream, per_topic)
         match = re.fullmatch(r"workers(\d+)", base)
         if match is None or int(match.group(1)) < 2:
             raise argparse.ArgumentTypeError(f"mode {text!r}: memory, nats1 or workersN (N>=2)")
-        return cls(text, int(match.group(1)), jetstream=not suffix)
+        return cls(text, int(match.group(1)), jetstream, per_topic)
 
 
 @dataclass
@@ -186,6 +201,7 @@ def start_server(mode: Mode, args: argparse.Namespace, log_dir: Path) -> Server:
     os.close(handle)
     env["MESHSUB_BENCH_IDS"] = ids
     env["MESHSUB_BENCH_BURST"] = str(args.burst)
+    env["MESHSUB_BENCH_SHARED"] = "0" if mode.per_topic else "1"
     temp = [ids]
     command = [args.server_python, "-m", "meshsub_trio", "serve", APP, "--port", "0"]
     command += ["--keepalive", "0", "--log-level", "warning"]
@@ -252,20 +268,21 @@ class Window:
 
     def __init__(self, roots: list[int]) -> None:
         self.roots = roots
-        self.server, self.nats = tree_cpu(roots)
+        self.server, self.nats, self.kernel = tree_cpu(roots)
         self.machine = machine_busy()
         self.own = time.process_time()
         self.wall = time.monotonic()
 
     def close(self) -> dict[str, float]:
-        server, nats = tree_cpu(self.roots)
-        server, nats = server - self.server, nats - self.nats
+        server, nats, kernel = tree_cpu(self.roots)
+        server, nats, kernel = server - self.server, nats - self.nats, kernel - self.kernel
         own = time.process_time() - self.own
         wall = time.monotonic() - self.wall
         other = max(0.0, machine_busy() - self.machine - server - own)
         return {
             "server_cpu_s": server,
             "nats_cpu_s": nats,
+            "kernel_cpu_s": kernel,
             "loadgen_cpu_s": own,
             "other_cpu_s": other,
             "wall": wall,
@@ -287,6 +304,7 @@ async def measured_round(
         "deliveries_per_s": deliveries / result["seconds"],
         "server_us_per_delivery": cpu["server_cpu_s"] / deliveries * 1e6,
         "nats_us_per_delivery": cpu["nats_cpu_s"] / deliveries * 1e6,
+        "kernel_us_per_delivery": cpu["kernel_cpu_s"] / deliveries * 1e6,
         "loadgen_us_per_delivery": cpu["loadgen_cpu_s"] / deliveries * 1e6,
         "server_cores": cpu["server_cpu_s"] / result["seconds"],
         "loadgen_cores": cpu["loadgen_cpu_s"] / result["seconds"],
@@ -334,13 +352,45 @@ async def scenario(args: argparse.Namespace, server: Server, distinct: bool) -> 
     return summary
 
 
-def one_run(args: argparse.Namespace, mode: Mode, name: str, log_dir: Path) -> dict[str, Any]:
-    server = start_server(mode, args, log_dir)
+def start_profiler(args: argparse.Namespace, server: Server, tag: str) -> subprocess.Popen[bytes]:
+    """py-spy on the server's Python processes, so a profile comes from the measured load.
+
+    ``--nonblocking``: the server is never paused, so its timing stays close
+    to an unprofiled run (the profile's CPU is py-spy's, outside the tree).
+    """
+    args.profile.mkdir(parents=True, exist_ok=True)
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    command = [spy, "record", "--pid", str(server.process.pid), "--subprocesses"]
+    command += ["--nonblocking", "--format", "raw", "-o", str(args.profile / f"{tag}.txt")]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profiler(profiler: subprocess.Popen[bytes]) -> None:
+    """SIGINT makes py-spy write its file; it exits by itself when the server does."""
+    if profiler.poll() is None:
+        profiler.send_signal(signal.SIGINT)
     try:
+        profiler.wait(30)
+    except subprocess.TimeoutExpired:
+        profiler.kill()
+        profiler.wait()
+
+
+def one_run(
+    args: argparse.Namespace, mode: Mode, name: str, log_dir: Path, index: int = 0
+) -> dict[str, Any]:
+    server = start_server(mode, args, log_dir)
+    profiler = None
+    try:
+        if args.profile is not None:
+            tag = f"{mode.name.replace(':', '-')}-{name}-{index}"
+            profiler = start_profiler(args, server, tag)
         runner = _event_loop_runner()
         distinct = SCENARIOS[name] == "distinct"
         result: dict[str, Any] = runner(scenario(args, server, distinct=distinct))
     finally:
+        if profiler is not None:
+            stop_profiler(profiler)
         stop_server(server)
     errors = server.errors()
     result.update(mode=mode.name, scenario=name, subscribers=args.subscribers)
@@ -370,7 +420,7 @@ def medians(results: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, fl
         if not result["server_errors"]:
             grouped.setdefault((result["scenario"], result["mode"]), []).append(result)
     keys: tuple[str, ...] = ("deliveries_per_s", "server_us_per_delivery")
-    keys += ("nats_us_per_delivery", "loadgen_us_per_delivery")
+    keys += ("nats_us_per_delivery", "kernel_us_per_delivery", "loadgen_us_per_delivery")
     keys += ("server_cores", "loadgen_cores", "other_cores")
     if all("fixed_server_us_per_delivery" in r for r in results):
         keys += tuple(f"fixed_{key}" for key in keys)
@@ -391,10 +441,10 @@ def medians(results: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, fl
 def markdown(table: dict[tuple[str, str], dict[str, Any]], subscribers: int) -> Iterator[str]:
     yield (
         "| scenario | mode | deliveries/s | server µs/delivery (range) | x memory "
-        "| of which nats-server | server cores | load gen cores | load gen µs/delivery "
-        "| other load (cores) |"
+        "| of which nats-server | of which kernel | server cores | load gen cores "
+        "| load gen µs/delivery | other load (cores) |"
     )
-    yield "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"
+    yield "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
     for (name, mode), row in table.items():
         base = table.get((name, "memory"))
         ratio = row["server_us_per_delivery"] / base["server_us_per_delivery"] if base else None
@@ -403,7 +453,7 @@ def markdown(table: dict[tuple[str, str], dict[str, Any]], subscribers: int) -> 
             f"| {name.upper()} ({subscribers}) | {mode} | {row['deliveries_per_s']:,.0f} "
             f"| {row['server_us_per_delivery']:.2f} ({low:.2f}-{high:.2f}) "
             f"| {'' if ratio is None else f'{ratio:.2f}x'} | {row['nats_us_per_delivery']:.2f} "
-            f"| {row['server_cores']:.2f} "
+            f"| {row['kernel_us_per_delivery']:.2f} | {row['server_cores']:.2f} "
             f"| {row['loadgen_cores']:.2f} | {row['loadgen_us_per_delivery']:.2f} "
             f"| {row['other_cores']:.2f} |"
         )
@@ -414,9 +464,10 @@ def markdown_fixed(
 ) -> Iterator[str]:
     yield (
         f"| scenario | mode | server µs/delivery at {rate:,.0f}/s (range) | x memory "
-        "| of which nats-server | p50 ms | p99 ms | server cores | other load (cores) |"
+        "| of which nats-server | of which kernel | p50 ms | p99 ms | server cores "
+        "| other load (cores) |"
     )
-    yield "|---|---|--:|--:|--:|--:|--:|--:|--:|"
+    yield "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"
     for (name, mode), row in table.items():
         if "fixed_range_us" not in row:
             continue
@@ -427,7 +478,8 @@ def markdown_fixed(
         yield (
             f"| {name.upper()} ({subscribers}) | {mode} | {cost:.2f} ({low:.2f}-{high:.2f}) "
             f"| {'' if ratio is None else f'{ratio:.2f}x'} "
-            f"| {row['fixed_nats_us_per_delivery']:.2f} | {row['fixed_p50_ms']:.2f} "
+            f"| {row['fixed_nats_us_per_delivery']:.2f} "
+            f"| {row['fixed_kernel_us_per_delivery']:.2f} | {row['fixed_p50_ms']:.2f} "
             f"| {row['fixed_p99_ms']:.2f} | {row['fixed_server_cores']:.2f} "
             f"| {row['fixed_other_cores']:.2f} |"
         )
@@ -468,6 +520,12 @@ def main() -> None:
         "--nats-server", help="nats-server binary for nats1 (default: beside --server-python)"
     )
     parser.add_argument("--out", type=Path, help="write every run as JSON here")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy each server (collapsed stacks, DIR/MODE-SCENARIO-RUN.txt); "
+        "profiled runs are for reading, not for comparing",
+    )
     parser.add_argument("--logs", type=Path, default=REPO / "bench-results" / "logs" / "workers")
     args = parser.parse_args()
     if args.nats_server is None:
@@ -479,7 +537,7 @@ def main() -> None:
     for index in range(args.runs):
         for name in args.scenarios:
             for mode in args.modes:
-                result = one_run(args, mode, name, args.logs)
+                result = one_run(args, mode, name, args.logs, index)
                 result["run"] = index
                 results.append(result)
                 brief = {k: v for k, v in result.items() if k != "rounds"}

@@ -6,8 +6,9 @@ list of callbacks: a ``MemoryBroker`` for one process, the ``NatsBroker`` that
 ``meshsub-trio serve --broker nats://...`` (or ``--workers N``) passes the
 factory. The subscription code is the same in both: one ``broker.subscribe``
 per subscriber (the NATS broker keeps ONE NATS subscription per topic per
-process and fans out locally), so the difference between the rows is the trip
-through nats-server and nothing else.
+process, or one for all of ``PREFIX.*`` with ``MESHSUB_BENCH_SHARED=1``, and
+fans out locally), so the difference between the rows is the trip through
+nats-server and nothing else.
 
 ``publish(count, rate, topic)`` publishes a whole burst from ONE request, so
 the publisher is never what limits a run. Two things a lone process knows and
@@ -31,6 +32,7 @@ with ``scripts/bench`` on ``PYTHONPATH``.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -51,6 +53,10 @@ CONTROL = "control-topics"
 #: wake-up: the NATS path batches by itself (its fan-out takes up to 256
 #: messages per checkpoint), the memory broker only as much as this allows.
 ROUNDS_PER_CHECKPOINT = max(1, int(os.environ.get("MESHSUB_BENCH_BURST", "1")))
+#: ``MESHSUB_BENCH_SHARED=1``: every ``PREFIX.*`` topic goes through ONE NATS
+#: subscription per process (``NatsBroker.share_subscription``) instead of one
+#: per topic; 0 measures one subscription per topic.
+SHARED = os.environ.get("MESHSUB_BENCH_SHARED", "1") == "1"
 
 
 class IdCounter:
@@ -138,6 +144,8 @@ def create_app(broker: Any = None) -> App:
     """The workload on *broker* (the NATS one from ``--broker``), else on memory."""
     own_broker = broker is None
     bus = MemoryBroker(log_capacity=0) if own_broker else broker
+    if SHARED and hasattr(bus, "share_subscription"):
+        bus.share_subscription(f"{PREFIX}.*")
     publisher = Publisher(bus)
 
     async def events(_ctx: Context, args: dict[str, Any], emit: Any) -> None:
@@ -168,6 +176,8 @@ def create_app(broker: Any = None) -> App:
             nursery.cancel_scope.cancel()
         if own_broker:
             bus.close()
+        else:  # in the server log: did the inbound hop ever wait, did anything drop?
+            logging.getLogger(__name__).warning("bench broker stats %s", broker.stats())
 
     streamer = Streamer(events, capacity=BUFFER_CAPACITY, policy=Overflow.CLOSE)
     return App(

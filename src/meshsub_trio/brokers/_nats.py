@@ -7,7 +7,9 @@ costs (stack notes §5): never cross per message.
 * Outbound: ``publish`` is synchronous, encodes with orjson and appends to a
   bounded queue (:mod:`._nats_outbox`); one asyncio task publishes batches.
 * Inbound: one NATS subscription per topic per process, however many local
-  subscribers it has. Its asyncio callback hands the raw payload to Trio with
+  subscribers it has; or, for topics under a shared wildcard
+  (:meth:`NatsBroker.share_subscription`), one per wildcard, dispatched by
+  the message's subject. Its asyncio callback hands the raw payload to Trio with
   ``send_nowait`` into one bounded channel; a Trio task decodes each message
   once and fans it out through a :class:`MemoryBroker`, i.e. through the same
   per-subscriber :class:`EventBuffer` policies as the in-memory broker. Only
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -36,7 +38,7 @@ from trio_asyncio import trio_as_aio
 from ._broker import Delivery
 from ._buffer import EventBuffer, Overflow
 from ._nats_link import NatsLink, _TopicInterest
-from ._nats_log import LogBuffer, LogFeed, LogStream
+from ._nats_log import LogBuffer, LogFeed, LogStream, subject_matches
 from ._nats_options import NatsOptions, _check_subject, _check_topic
 from ._nats_outbox import BrokerClosed, PublishQueueFull
 
@@ -51,6 +53,11 @@ __all__ = [
 
 class NatsBroker(NatsLink):
     """The Broker interface over NATS (see module doc). Use :meth:`connect`."""
+
+    def __init__(self, servers: Sequence[str], options: NatsOptions) -> None:
+        super().__init__(servers, options)
+        for pattern in options.shared_subjects:
+            self.share_subscription(pattern)
 
     # ------------------------------------------------------------ publish
 
@@ -75,6 +82,39 @@ class NatsBroker(NatsLink):
 
     # -------------------------------------------------------- subscribe
 
+    def share_subscription(self, pattern: str) -> None:
+        """Serve every topic matching wildcard *pattern* through one NATS subscription.
+
+        Why: nats-py gives each subscription its own queue and task, so with
+        one subscription per topic every message of many distinct topics is
+        a task wake-up (and a trip through trio-asyncio's loop) of its own;
+        one subscription takes a whole read's messages in one go. The price:
+        while any local subscriber is under *pattern*, this process receives
+        every message under it (dropped undecoded when nobody here wants
+        it), so share a pattern when this process subscribes to most of its
+        topics, not when N workers each want a few. Call before subscribing
+        to any topic it covers; patterns must not overlap, so each message
+        reaches a topic through exactly one subscription.
+        """
+        _check_subject(pattern)
+        tokens = pattern.split(".")
+        if "*" not in tokens and ">" not in tokens:
+            raise ValueError(f"shared subject {pattern!r} has no wildcard")
+        for other in self._shared:
+            if _overlap(pattern, other):
+                raise ValueError(f"shared subject {pattern!r} overlaps {other!r}")
+        for subject in self._topics:
+            if subject_matches(pattern, subject):
+                raise RuntimeError(f"topic {subject!r} already has its own subscription")
+        self._shared.append(pattern)
+
+    def _nats_subject(self, topic: str) -> str:
+        """The subject *topic* is subscribed through: its shared pattern, else itself."""
+        for pattern in self._shared:
+            if subject_matches(pattern, topic):
+                return pattern
+        return topic
+
     @asynccontextmanager
     async def subscribe(
         self, topic: str, *, capacity: int = 256, policy: Overflow = Overflow.DROP_OLDEST
@@ -87,10 +127,11 @@ class NatsBroker(NatsLink):
         _check_topic(topic)
         if self._closing:
             raise BrokerClosed("the NATS broker is closed")
+        subject = self._nats_subject(topic)
         async with self._local.subscribe(topic, capacity=capacity, policy=policy) as buffer:
-            interest = self._topics.get(topic)
+            interest = self._topics.get(subject)
             if interest is None:
-                interest = self._topics[topic] = _TopicInterest()
+                interest = self._topics[subject] = _TopicInterest()
             interest.refs += 1
             try:
                 async with interest.lock:
@@ -98,19 +139,21 @@ class NatsBroker(NatsLink):
                         # Shielded: a subscription created but not recorded
                         # would leak; the setup is bounded by flush_timeout.
                         with trio.CancelScope(shield=True):
-                            interest.sub = await self._aio(self._nats_subscribe)(topic)
+                            interest.sub = await self._aio(self._nats_subscribe)(
+                                subject, subject != topic
+                            )
                 await trio.lowlevel.checkpoint_if_cancelled()
                 yield buffer
             finally:
                 interest.refs -= 1
                 with trio.CancelScope(shield=True), trio.move_on_after(self.options.flush_timeout):
-                    await self._release(topic, interest)
+                    await self._release(subject, interest)
 
-    async def _nats_subscribe(self, topic: str) -> Any:
+    async def _nats_subscribe(self, subject: str, shared: bool) -> Any:
         """(asyncio) Subscribe, and confirm with the server when connected."""
         sub = await self._nc.subscribe(
-            topic,
-            cb=self._callback(topic),
+            subject,
+            cb=self._callback(None if shared else subject),
             pending_msgs_limit=self.options.sub_pending_msgs,
             pending_bytes_limit=self.options.sub_pending_bytes,
         )
@@ -128,11 +171,12 @@ class NatsBroker(NatsLink):
                 with contextlib.suppress(Exception):
                     await self._aio(sub.unsubscribe)()
 
-    def _callback(self, topic: str) -> Any:
+    def _callback(self, topic: str | None) -> Any:
+        """nats-py's callback: *topic*'s messages, or (None) each under its own subject."""
         send = self._inbound_send
 
         async def deliver(msg: Any) -> None:
-            item = (topic, msg.data)
+            item = (topic or msg.subject, msg.data)
             try:
                 send.send_nowait(item)
             except trio.WouldBlock:
@@ -200,6 +244,7 @@ class NatsBroker(NatsLink):
         return self._local.subscriber_count(topic)
 
     def nats_subscription_count(self) -> int:
+        """NATS subscriptions this process holds (a shared pattern counts once)."""
         return sum(1 for interest in self._topics.values() if interest.sub is not None)
 
     @property
@@ -224,3 +269,14 @@ class NatsBroker(NatsLink):
             "log_readers": len(self._feeds),
             "log_resyncs": self.log_resyncs + sum(feed.resyncs for feed in self._feeds),
         }
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Whether some subject matches both patterns (``*`` one token, a final ``>`` one or more)."""
+    left, right = a.split("."), b.split(".")
+    for x, y in zip(left, right, strict=False):
+        if x == ">" or y == ">":
+            return True
+        if x != y and x != "*" and y != "*":
+            return False
+    return len(left) == len(right)

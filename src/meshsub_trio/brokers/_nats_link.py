@@ -56,7 +56,9 @@ class NatsLink:
         self._inbound_send, self._inbound_recv = trio.open_memory_channel[tuple[str, bytes]](
             options.inbound_capacity
         )
+        #: This process's NATS subscriptions by subject (a topic, or a shared pattern).
         self._topics: dict[str, _TopicInterest] = {}
+        self._shared: list[str] = []
         self._feeds: set[LogFeed] = set()
         self._state = ConnectionState.CONNECTING
         self._state_changed = trio.Event()
@@ -306,7 +308,7 @@ class NatsLink:
 
 
 class _TopicInterest:
-    """This process's one NATS subscription to a topic, shared by its local subscribers."""
+    """This process's one NATS subscription to a topic (or a shared pattern), for its locals."""
 
     __slots__ = ("lock", "refs", "sub")
 

@@ -30,6 +30,10 @@ class NatsOptions:
     #: (counted as ``slow_consumer``).
     sub_pending_msgs: int = 65_536
     sub_pending_bytes: int = 64 * 1024 * 1024
+    #: Wildcard subjects (``app.items.*``) whose topics share ONE NATS
+    #: subscription per process, dispatched locally by subject (see
+    #: :meth:`NatsBroker.share_subscription`); must not overlap.
+    shared_subjects: tuple[str, ...] = ()
     #: The JetStream log, or None for a broker without subscribe_log.
     log: LogStream | None = field(default_factory=LogStream)
     name: str | None = None
