@@ -18,7 +18,7 @@ def _counter(text: str, name: str) -> float:
 
 
 async def test_compiled_events_are_counted(start_server: Any) -> None:
-    server = await start_server()
+    server = await start_server(compiled_execution=True)  # whatever MESHSUB_COMPILED says
     async with httpx.AsyncClient(base_url=server.url) as http:
         idle = (await http.get("/metrics")).text
         assert _counter(idle, "meshsub_compiled_events_total") == 0
