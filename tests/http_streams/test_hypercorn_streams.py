@@ -1,9 +1,8 @@
 """SSE and multipart streams on the ASGI app under hypercorn: a client that
 leaves ends its operation, and its cleanup runs once.
 
-Not covered here: a reader that stops reading. hypercorn's send to a stalled
-peer cannot be cancelled (see ``_asgi``'s module notes), so the write deadline
-cannot drop it there; the native host's tests cover that case.
+A reader that stops reading, keep-alives and hypercorn's graceful shutdown
+are in ``test_hypercorn_failures``.
 """
 
 from __future__ import annotations

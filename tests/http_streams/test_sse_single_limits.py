@@ -9,7 +9,8 @@ import httpx
 import pytest
 import trio
 
-from meshsub_trio import Server
+from meshsub_trio import Config, Server
+from meshsub_trio._transports._asgi import ASGIApp
 from meshsub_trio._transports._reservations import (
     MAX_WAITING_PER_OWNER,
     RESERVATION_TTL,
@@ -150,3 +151,44 @@ async def test_operations_of_a_reservation_are_capped(start_server: Any, tracker
             assert posted.status_code == 202
     await all_cleaned_up(server)
     assert sorted(tracker.cleanups) == ["silent"] * 3
+
+
+async def test_a_stream_whose_client_resets_before_the_headers_gives_its_reservation_back(
+    tracker: Tracker,
+) -> None:
+    """A client that resets as its event stream opens (the first send fails) must
+    not leave the reservation marked open: nothing would ever sweep it."""
+    asgi = ASGIApp(make_stream_app(tracker, users=True), Config(port=0, keepalive=0))
+    registry = reservations_of(asgi.state)
+
+    async def request(method: str, query: bytes, headers: dict[str, str], send: Any) -> None:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        scope = {
+            "type": "http",
+            "method": method,
+            "path": "/api",
+            "query_string": query,
+            "headers": [(k.encode(), v.encode()) for k, v in {**ALICE, **headers}.items()],
+            "client": ("127.0.0.1", 1),
+        }
+        await asgi(scope, receive, send)
+
+    sent: list[dict[str, Any]] = []
+
+    async def keep(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def reset(message: dict[str, Any]) -> None:
+        raise ConnectionResetError("peer reset")
+
+    with trio.fail_after(5):
+        async with asgi.state.running():
+            await request("PUT", b"", {}, keep)
+            assert sent[0]["status"] == 201
+            token = sent[1]["body"].decode()
+            await request("GET", f"token={token}".encode(), EVENT_STREAM, reset)
+            assert [r for r in registry._by_token.values() if r.stream is not None] == []
+            assert len(registry) == 0
+            assert asgi.state.http_streams == set()

@@ -6,7 +6,11 @@ requests through this same app, so both hosts answer HTTP identically.
 Known limit of the ASGI path (measured on hypercorn): a send to a stalled
 peer cannot be cancelled, and nothing sends WebSocket ping frames. Set
 hypercorn's ``websocket_ping_interval`` below its ``read_timeout`` to drop
-dead peers; ``meshsub-trio serve`` uses the native host instead.
+dead peers (which also cuts every HTTP stream at ``read_timeout``: its
+client sends nothing); ``meshsub-trio serve`` uses the native host instead.
+HTTP streams end their operations at the write deadline all the same, and
+end their bodies when hypercorn cancels them at ``graceful_timeout``
+(docs/http-streams.md, "Hosts").
 """
 
 from __future__ import annotations

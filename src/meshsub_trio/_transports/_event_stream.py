@@ -12,11 +12,18 @@ The route's ``open()`` context manager is entered before the headers go out
 nursery, however the stream ended: the iterator finishing or failing, the
 client leaving, a stalled reader, or shutdown (which stops the producer and
 lets the writer flush what is queued, then end the body).
+
+Under hypercorn, whose send cannot be cancelled and which announces no
+shutdown, the watcher enforces the write deadline (the producer stops; the
+writer stays in hypercorn's send until the socket dies, and ``open()`` is
+exited then), and a cancellation by the host ends the body as a shutdown
+does, within ``close_timeout`` (see :mod:`._http_stream`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
@@ -62,6 +69,12 @@ class EventStreamDriver:
         self._producer = trio.CancelScope()
         #: How it ended: complete, shutdown, disconnect, stalled, error.
         self.end = "complete"
+        #: When the write in progress is past its deadline (inf: none in progress).
+        self._write_deadline = math.inf
+        #: The watcher's wait, woken by that deadline.
+        self._watch = trio.CancelScope()
+        #: The body's end has been sent (or the client can no longer hear it).
+        self._finished = False
 
     async def run(self) -> None:
         """Refuse, or stream until the end; ``open()`` has been exited when this returns."""
@@ -91,7 +104,7 @@ class EventStreamDriver:
                     # The first chunk flushes the headers through proxies.
                     self._out.send_nowait(b"retry: %d\n\n" % retry if retry else comment())
                     nursery.start_soon(self._write_loop)
-                    nursery.start_soon(self._watch_disconnect)
+                    nursery.start_soon(self._watch_client)
                     if self.stream.keepalive > 0:
                         nursery.start_soon(self._keepalive_loop)
                     nursery.start_soon(self._produce, events)
@@ -100,6 +113,24 @@ class EventStreamDriver:
             finally:
                 self._nursery = None
                 streams.discard(self)
+                if not self._finished and self.end in ("complete", "error"):
+                    await self._end_when_cancelled()
+
+    async def _end_when_cancelled(self) -> None:
+        """The host cancelled the stream (hypercorn at ``graceful_timeout``): send
+        what is queued and end the body, shielded, within ``close_timeout``."""
+        self.end = "shutdown"
+        batch: list[bytes] = []
+        while True:
+            try:
+                batch.append(self._frames.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self.state.config.close_timeout
+            if batch and not await self._write(b"".join(batch), more=True):
+                return
+            await self._write(b"", more=False)
 
     def shutdown(self) -> None:
         """Server shutdown: stop producing; what is queued is sent, then the body ends."""
@@ -111,8 +142,17 @@ class EventStreamDriver:
         """The client cannot hear us (gone, or not reading): stop everything now."""
         if self.end in ("complete", "shutdown"):
             self.end = end
+        self._finished = True
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
+
+    def _stalled(self) -> None:
+        """A write is past ``write_timeout``: the reader is dropped (once)."""
+        if self.end in ("disconnect", "stalled"):
+            return
+        timeout = self.state.config.write_timeout
+        log.warning("write stalled %.1fs: dropping a slow event stream reader", timeout)
+        self._abort("stalled")
 
     async def _produce(self, events: AsyncIterator[ServerSentEvent]) -> None:
         """Every event of the route, encoded, in order; then no more output."""
@@ -141,9 +181,17 @@ class EventStreamDriver:
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 return
 
-    async def _watch_disconnect(self) -> None:
-        await until_disconnect(self._receive)
-        self._abort("disconnect")
+    async def _watch_client(self) -> None:
+        """Until the client leaves (``http.disconnect``) or a write outlives its
+        deadline (what drops a stalled reader where the send cannot be cancelled)."""
+        while True:
+            with trio.CancelScope(deadline=self._write_deadline) as self._watch:
+                await until_disconnect(self._receive)
+                self._abort("disconnect")
+                return
+            if trio.current_time() >= self._write_deadline:
+                self._stalled()
+                return
 
     async def _write_loop(self) -> None:
         """Send what is queued, batched; once the producer is done, end the body."""
@@ -163,19 +211,27 @@ class EventStreamDriver:
 
     async def _write(self, data: bytes, *, more: bool) -> bool:
         """One body chunk under ``write_timeout``: a reader that stops reading is dropped."""
-        timeout = self.state.config.write_timeout
-        with trio.move_on_after(timeout) as scope:
+        with trio.move_on_after(self.state.config.write_timeout) as scope:
+            self._arm(scope.deadline)
             try:
                 await self._send({"type": "http.response.body", "body": data, "more_body": more})
             except Exception:  # the host's own "peer gone"
                 self._abort("disconnect")
                 return False
+            finally:
+                self._arm(math.inf)
             await trio.lowlevel.checkpoint()  # hypercorn's send() may not checkpoint
         if scope.cancelled_caught:
-            log.warning("write stalled %.1fs: dropping a slow event stream reader", timeout)
-            self._abort("stalled")
+            self._stalled()
             return False
+        if not more:
+            self._finished = True
         return True
+
+    def _arm(self, deadline: float) -> None:
+        """Tell the watcher when the write in progress is late (inf: none is)."""
+        self._write_deadline = deadline
+        self._watch.deadline = deadline
 
 
 async def serve_event_stream(
