@@ -9,6 +9,17 @@ the keep-alive and a watcher for the client going away. Whatever ends it
 (the operation completing or failing, ``http.disconnect``, a write past
 ``write_timeout``, server shutdown) cancels the nursery or closes the delivery.
 
+Two hosts, two kinds of ``send``. The native host's can be cancelled, so a
+write past its deadline gives up and the stream ends at once. hypercorn's
+cannot (it shields the socket write), so there the watcher enforces the
+deadline instead: it ends the operations (their cleanups run, their buffers
+go) while the writer stays in hypercorn's send until the socket dies; the
+writer is still a child of this nursery, so nothing outlives the connection.
+hypercorn also never tells an app that it is shutting down (``lifespan.shutdown``
+comes after every connection has closed): it cancels the app once its
+``graceful_timeout`` has passed, and the stream then ends its body the way a
+shutdown does, within ``close_timeout``.
+
 The body's format is the stream's *machine*, a sans-IO framer: graphql-sse
 (:class:`~meshsub_trio._wire._sse.SseMachine`) or Apollo's multipart
 (:class:`~meshsub_trio._wire._multipart.MultipartMachine`); the stream
@@ -25,6 +36,7 @@ with.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -101,6 +113,12 @@ class HttpStream:
         self._send = send
         self._work = trio.Event()
         self._nursery: trio.Nursery | None = None
+        #: When the write in progress is past its deadline (inf: none in progress).
+        self._write_deadline = math.inf
+        #: The watcher's wait, woken by that deadline.
+        self._watch = trio.CancelScope()
+        #: The body's end has been sent (or the client can no longer hear it).
+        self._finished = False
         self.operation: Operation | None = None
         #: How the stream ended: complete, disconnect, stalled, shutdown.
         self.end = "complete"
@@ -120,26 +138,34 @@ class HttpStream:
         flushes proxies); then the operation runs. Every cleanup has run
         when this returns.
         """
-        await self._send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(k.encode(), v.encode()) for k, v in self.headers],
-            }
-        )
         streams = self.state.http_streams
         streams.add(self)
+        started = False
         try:
+            try:
+                await self._send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [(k.encode(), v.encode()) for k, v in self.headers],
+                    }
+                )
+            except Exception:  # reset before the headers: what it registered still goes
+                self._abort("disconnect")
+                return
+            started = True
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await self.delivery.send(None, self.machine.start())
                 nursery.start_soon(self._write_loop)
-                nursery.start_soon(self._watch_disconnect)
+                nursery.start_soon(self._watch_client)
                 if self.keepalive > 0:
                     nursery.start_soon(self._keepalive_loop)
                 self._serve(nursery)
         finally:
             self._nursery = None
+            if started and not self._finished and self.end == "complete":
+                await self._end_when_cancelled()
             streams.discard(self)
             self.delivery.release()
             self._closed()
@@ -160,6 +186,25 @@ class HttpStream:
 
     def _closed(self) -> None:
         """The nursery has exited (a subclass lets go of what it registered)."""
+
+    async def _end_when_cancelled(self) -> None:
+        """The host cancelled the stream before it ended (hypercorn at
+        ``graceful_timeout``, with no shutdown announced first): end it as a
+        shutdown would, so the client sees a whole body and reconnects.
+
+        The operations have already run their cleanups; what they queued, the
+        last words and the body's end are written, shielded and bounded by
+        ``close_timeout``.
+        """
+        self.shutdown()
+        self.delivery.close()
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self.config.close_timeout
+            frames = self.delivery.take()
+            if frames and not await self._write(b"".join(frames), more=True, count=len(frames)):
+                return
+            last = self._last_words()
+            await self._write(last or b"", more=False, count=1 if last else 0)
 
     async def _send_last(self, frame: bytes) -> None:
         await self.delivery.send(None, frame)
@@ -187,13 +232,37 @@ class HttpStream:
         """The client cannot hear us (gone, or not reading): stop everything now."""
         if self.end in ("complete", "shutdown"):
             self.end = end
+        self._finished = True
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
-    async def _watch_disconnect(self) -> None:
-        """``http.disconnect`` ends the operation at once (SSE-06)."""
-        await until_disconnect(self._receive)
-        self._abort("disconnect")
+    def _stalled(self) -> None:
+        """A write is past ``write_timeout``: the reader is dropped (once)."""
+        if self.end in ("disconnect", "stalled"):
+            return
+        log.warning(
+            "write stalled %.1fs: dropping a slow %s consumer",
+            self.config.write_timeout,
+            self.protocol,
+            extra={"protocol": self.protocol, "write_timeout_s": self.config.write_timeout},
+        )
+        self._abort("stalled")
+
+    async def _watch_client(self) -> None:
+        """Until the client leaves (``http.disconnect``, SSE-06) or stops reading.
+
+        The second is seen when a write is still unfinished at its deadline:
+        that wakes this wait (the writer moves the deadline with every write).
+        On a host whose send cannot be cancelled, this is what drops the reader.
+        """
+        while True:
+            with trio.CancelScope(deadline=self._write_deadline) as self._watch:
+                await until_disconnect(self._receive)
+                self._abort("disconnect")
+                return
+            if trio.current_time() >= self._write_deadline:
+                self._stalled()
+                return
 
     async def _keepalive_loop(self) -> None:
         """A keep-alive (SSE ``:``, a multipart ``{}``) every ``keepalive`` seconds, under
@@ -234,25 +303,29 @@ class HttpStream:
                 return
             await trio.lowlevel.checkpoint()
 
+    def _arm(self, deadline: float) -> None:
+        """Tell the watcher when the write in progress is late (inf: none is)."""
+        self._write_deadline = deadline
+        self._watch.deadline = deadline
+
     async def _write(self, data: bytes, *, more: bool, count: int) -> bool:
         """One body chunk under ``write_timeout``: a reader that stops reading is dropped."""
         with trio.move_on_after(self.config.write_timeout) as scope:
+            self._arm(scope.deadline)
             try:
                 await self._send({"type": "http.response.body", "body": data, "more_body": more})
             except Exception:  # the host's own "peer gone" (OSError, a closed stream, ...)
                 self._abort("disconnect")
                 return False
+            finally:
+                self._arm(math.inf)
             # hypercorn's send() after a disconnect returns without a checkpoint.
             await trio.lowlevel.checkpoint()
         if scope.cancelled_caught:
-            log.warning(
-                "write stalled %.1fs: dropping a slow %s consumer",
-                self.config.write_timeout,
-                self.protocol,
-                extra={"protocol": self.protocol, "write_timeout_s": self.config.write_timeout},
-            )
-            self._abort("stalled")
+            self._stalled()
             return False
+        if not more:
+            self._finished = True
         self.delivery.sent(count)
         return True
 
