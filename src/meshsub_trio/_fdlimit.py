@@ -54,7 +54,12 @@ class SpareDescriptor:
             return None
 
     def shed(self, listening: socket.socket, limit: int) -> int:
-        """Accept and turn away up to *limit* waiting connections; how many went."""
+        """Accept and turn away up to *limit* waiting connections; how many went.
+
+        The spare is taken back after each one, once the turned-away socket
+        has given its slot up: taken back any earlier, it finds no room, and
+        the next full table would have nothing to shed with.
+        """
         shed = 0
         while shed < limit:
             if self._fd is None:
@@ -66,13 +71,16 @@ class SpareDescriptor:
             try:
                 accepted, _ = listening.accept()
             except OSError:  # nothing waiting (or still no room): done
+                self._fd = self._reserve()
                 return shed
-            finally:
-                if self._fd is None:
-                    self._fd = self._reserve()
             with accepted, contextlib.suppress(OSError):
                 accepted.setblocking(False)
                 accepted.send(BUSY)
+                accepted.shutdown(socket.SHUT_WR)
+                # Unread request bytes at close make the kernel reset the
+                # connection, which can discard the 503 before the client reads it.
+                accepted.recv(65536)
+            self._fd = self._reserve()
             shed += 1
         return shed
 

@@ -14,12 +14,18 @@ import re
 import resource
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
 
 LIMIT = 64
 CLIENTS = 90
+#: Clients that arrive together at a full table: more than one shedding batch.
+BURST = 150
+#: How many waiting clients one shedding pass turns away (the server's accept batch).
+SHED_BATCH = 64
 
 
 def _limit_descriptors() -> None:
@@ -45,11 +51,13 @@ async def _status_of_upgrade(port: int) -> tuple[trio.SocketStream, bytes]:
     return stream, head.split(b"\r\n", 1)[0]
 
 
-async def test_out_of_descriptors_clients_hear_503_and_service_resumes() -> None:
+@asynccontextmanager
+async def _starved_server() -> AsyncIterator[int]:
+    """A real server process capped at ``LIMIT`` descriptors; yields its port."""
     command = [
         sys.executable, "-m", "meshsub_trio", "serve", "meshsub_trio.examples.countdown:app",
-        "--port", "0", "--keepalive", "0",
-    ]  # fmt: skip
+        "--port", "0", "--keepalive", "0", "--init-timeout", "60",
+    ]  # fmt: skip  (held clients stay held: none sends connection_init)
     process = await trio.lowlevel.open_process(
         command,
         stdout=subprocess.PIPE,
@@ -65,7 +73,30 @@ async def test_out_of_descriptors_clients_hear_503_and_service_resumes() -> None
                 chunk = await process.stdout.receive_some(4096)
                 assert chunk, "the server exited before serving"
                 seen += chunk
-        port = int(match.group(1))
+        yield int(match.group(1))
+    finally:
+        process.terminate()
+        with trio.move_on_after(10):
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def _fill_the_table(port: int) -> list[trio.SocketStream]:
+    """Upgraded clients until the next one hears 503: the table is then full."""
+    held: list[trio.SocketStream] = []
+    with trio.fail_after(20):
+        while True:
+            stream, status = await _status_of_upgrade(port)
+            held.append(stream)
+            if status.startswith(b"HTTP/1.1 503"):
+                return held
+            assert b" 101 " in status + b" ", status
+
+
+async def test_out_of_descriptors_clients_hear_503_and_service_resumes() -> None:
+    async with _starved_server() as port:
         streams: list[trio.SocketStream] = []
         statuses: list[bytes] = []
         with trio.fail_after(20):  # nobody is left waiting for an answer
@@ -86,10 +117,27 @@ async def test_out_of_descriptors_clients_hear_503_and_service_resumes() -> None
                 if b" 101 " in status + b" ":
                     break
                 await trio.sleep(0.05)
-    finally:
-        process.terminate()
-        with trio.move_on_after(10):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+
+
+async def test_a_burst_larger_than_one_shedding_batch_is_answered_in_full() -> None:
+    """More clients waiting at once than one batch sheds (64): the spare
+    descriptor must survive the batch, or the rest wait with no answer."""
+    async with _starved_server() as port:
+        held = await _fill_the_table(port)
+        statuses: list[bytes] = []
+
+        async def one() -> None:  # holds its connection: the table stays full
+            stream, status = await _status_of_upgrade(port)
+            held.append(stream)
+            statuses.append(status)
+
+        with trio.fail_after(20):  # every one of them is answered
+            async with trio.open_nursery() as nursery:
+                for _ in range(BURST):
+                    nursery.start_soon(one)
+        busy = [s for s in statuses if s.startswith(b"HTTP/1.1 503")]
+        upgraded = [s for s in statuses if b" 101 " in s + b" "]
+        assert len(busy) + len(upgraded) == BURST, statuses
+        assert len(busy) > SHED_BATCH, len(busy)
+        for stream in held:
+            await stream.aclose()
