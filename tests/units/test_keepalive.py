@@ -39,6 +39,9 @@ class Peer:
     def keepalive_expired(self) -> None:
         self.dropped_at = trio.current_time()
 
+    def keepalive_failed(self, error: BaseException) -> None:
+        raise AssertionError(f"the wheel failed a healthy peer: {error!r}")
+
 
 @pytest.fixture
 def clock() -> trio.testing.MockClock:
@@ -147,3 +150,106 @@ async def test_a_silent_peer_still_gets_the_whole_deadline(clock: trio.testing.M
     assert dead.dropped_at is not None and len(dead.pings) == 1
     assert dead.dropped_at - dead.pings[0] >= 1.0
     assert dead.dropped_at - start <= 0.05 + 1.0 + 2 * wheel.tick
+
+
+class SlowPeer(Peer):
+    """Answers each ping *rtt* seconds later, until it dies at *dies_at*."""
+
+    def __init__(self, nursery: trio.Nursery, rtt: float, dies_at: float = float("inf")) -> None:
+        super().__init__()
+        self.nursery = nursery
+        self.rtt = rtt
+        self.dies_at = dies_at
+        self.last_heard = trio.current_time()
+
+    def keepalive_probe(self) -> bool:
+        self.pings.append(trio.current_time())
+        self.heard = False
+        self.nursery.start_soon(self._pong)
+        return True
+
+    async def _pong(self) -> None:
+        await trio.sleep(self.rtt)
+        if trio.current_time() < self.dies_at:
+            self.heard = True
+            self.last_heard = trio.current_time()
+
+
+@pytest.mark.parametrize(("interval", "deadline"), [(12.0, 12.0), (1.0, 3.0), (10.0, 5.0)])
+async def test_the_cadence_does_not_drift(
+    clock: trio.testing.MockClock, interval: float, deadline: float
+) -> None:
+    """Each ping is ``interval`` after the one before, give or take a tick, and
+    the errors do not add up: 100 intervals hold 100 pings (the default 12 s /
+    12 s once drifted to a ping every 13.2 s)."""
+    wheel = KeepAliveWheel(interval=interval, deadline=deadline)
+    await trio.sleep(0.0123 * interval)  # not on a tick boundary
+    peer = Peer()
+    wheel.add(peer)
+    await run_for(wheel, 100 * interval + wheel.tick / 2)
+    gaps = [b - a for a, b in zip(peer.pings, peer.pings[1:], strict=False)]
+    assert len(peer.pings) == 100, (len(peer.pings), gaps[:5])
+    assert all(abs(gap - interval) <= wheel.tick + 1e-9 for gap in gaps), gaps
+
+
+async def test_a_pong_later_than_the_interval_but_within_the_deadline_counts(
+    clock: trio.testing.MockClock,
+) -> None:
+    """A slow link (1.5 s round trip, 1 s interval, 3 s deadline) is kept, and
+    pinged at the cadence whenever its answer is in."""
+    wheel = KeepAliveWheel(interval=1.0, deadline=3.0)
+    async with trio.open_nursery() as nursery:
+        peer = SlowPeer(nursery, rtt=1.5)
+        wheel.add(peer)
+        await run_for(wheel, 30.0)
+        nursery.cancel_scope.cancel()
+    assert peer.dropped_at is None
+    gaps = [b - a for a, b in zip(peer.pings, peer.pings[1:], strict=False)]
+    assert all(abs(gap - 2.0) <= wheel.tick + 1e-9 for gap in gaps), gaps
+
+
+@pytest.mark.parametrize("rtt", [0.0, 0.5, 1.5, 2.9])
+async def test_a_peer_that_dies_after_a_late_pong_is_dropped_within_the_bound(
+    clock: trio.testing.MockClock, rtt: float
+) -> None:
+    """However late its last answer came, a dead peer is held at most
+    ``interval + deadline + 2 ticks`` after its last sign of life."""
+    wheel = KeepAliveWheel(interval=1.0, deadline=3.0)
+    async with trio.open_nursery() as nursery:
+        peer = SlowPeer(nursery, rtt=rtt, dies_at=10.0)
+        wheel.add(peer)
+        await run_for(wheel, 30.0)
+        nursery.cancel_scope.cancel()
+    assert peer.dropped_at is not None
+    assert peer.dropped_at - peer.pings[-1] >= 3.0
+    assert peer.dropped_at - peer.last_heard <= 1.0 + 3.0 + 2 * wheel.tick + 1e-9
+
+
+class BrokenPeer(Peer):
+    """A connection whose probe has a bug."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed: BaseException | None = None
+
+    def keepalive_probe(self) -> bool:
+        raise RuntimeError("a bug in one connection's probe")
+
+    def keepalive_failed(self, error: BaseException) -> None:
+        self.failed = error
+
+
+async def test_a_probe_that_raises_ends_its_connection_only(
+    clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One connection's bug must not end the wheel (and with it ``serve``): that
+    connection is failed and forgotten, the others are pinged on."""
+    wheel = KeepAliveWheel(interval=1.0, deadline=1.0)
+    broken, healthy = BrokenPeer(), Peer()
+    wheel.add(broken)
+    wheel.add(healthy)
+    await run_for(wheel, 5.5)
+    assert isinstance(broken.failed, RuntimeError)
+    assert len(healthy.pings) == 5 and healthy.dropped_at is None
+    assert len(wheel) == 1
+    assert "keep-alive failed" in caplog.text

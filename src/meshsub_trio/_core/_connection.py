@@ -505,6 +505,10 @@ class Connection:
         )
         self.close(CloseCode.ABNORMAL, "", send_close_frame=False)
 
+    def keepalive_failed(self, error: BaseException) -> None:
+        """The wheel could not keep this connection alive (a bug): close 1011."""
+        self.close(CloseCode.INTERNAL_ERROR, "Internal server error")
+
     async def _keepalive_loop(self) -> None:
         """A connection served outside a running server state keeps itself alive."""
         while self.close_code is None:

@@ -14,25 +14,30 @@ alternates two phases:
 - **ping** (due ``interval`` after its last ping): :meth:`Pingable.keepalive_probe`
   sends the ping frame and/or the protocol's keep-alive message, without
   waiting; if an answer is expected the connection moves to *check*;
-- **check** (due ``min(interval, deadline)`` after the ping): if the peer
-  answered (:attr:`Pingable.heard`), its next ping is due ``interval`` after
-  the last one, so the cadence stays ``interval`` even when ``deadline`` is
-  longer; if not, the check waits on until ``deadline`` after the ping, and a
-  peer still silent then is dropped by :meth:`Pingable.keepalive_expired`.
+- **check**: if the peer answered (:attr:`Pingable.heard`), its next ping
+  is due ``interval`` after the last one's due time, so the cadence neither
+  drifts nor slows when ``deadline`` is longer. With ``interval <= deadline``
+  the check falls on that due time and doubles as the ping; while the answer
+  is still out it looks again at each due time (an answer later than the
+  interval is pinged on the cadence as soon as it is in). A peer silent
+  ``deadline`` after its ping is dropped by :meth:`Pingable.keepalive_expired`.
 
-Pings are rounded down to a slot and checks up, so a peer is never given less
-than ``deadline`` to answer, and a dead peer holds a connection for at most
-``interval + deadline + 2 * tick`` (``tick`` is a tenth of the shorter of the
-two; a ping may leave a tick late, and a check is rounded up to a tick), which
-is :attr:`Config.dead_peer_bound`.
+Pings are rounded down to a slot and deadline checks up, so a peer is never
+given less than ``deadline`` to answer, and a dead peer holds a connection
+for at most ``interval + deadline + 2 * tick`` after its last sign of life
+(``tick`` is a tenth of the shorter of the two; a ping may leave a tick late,
+and a check is rounded up to a tick), which is :attr:`Config.dead_peer_bound`.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Protocol
 
 import trio
+
+log = logging.getLogger("meshsub_trio.keepalive")
 
 #: A connection waits for its next ping / for its pong deadline.
 PING = 0
@@ -54,6 +59,9 @@ class Pingable(Protocol):
 
     def keepalive_expired(self) -> None:
         """Nothing arrived within the deadline after a probe: drop the peer."""
+
+    def keepalive_failed(self, error: BaseException) -> None:
+        """Keeping this connection alive raised *error* (a bug): end it."""
 
 
 class KeepAliveWheel:
@@ -86,39 +94,68 @@ class KeepAliveWheel:
     async def run(self) -> None:
         """Every tick: ping the connections due, drop those silent past the deadline."""
         tick = self.tick
+        current = math.floor(trio.current_time() / tick)
         while True:
-            await trio.sleep(tick)
+            # Wake on the slot boundaries themselves (a slot is not left for the
+            # next tick by a wake-up just before it); catch up after a stall.
+            current += 1
+            await trio.sleep_until(current * tick)
             now = trio.current_time()
-            current = math.floor(now / tick)
+            current = max(current, math.floor(now / tick))
             for key in [k for k in self._slots if k <= current]:
                 for connection in self._slots.pop(key):
-                    self._due(connection, now, current)
+                    try:
+                        self._due(connection, now, current)
+                    except Exception as error:  # one connection's bug ends it, not the wheel
+                        self.discard(connection)
+                        log.exception("keep-alive failed: ending the connection")
+                        connection.keepalive_failed(error)
 
     def _due(self, connection: Pingable, now: float, current: int) -> None:
         if connection.ka_phase == CHECK:
             if not connection.heard:
-                expires_at = connection.ka_pinged_at + self.deadline
-                if math.ceil(expires_at / self.tick) > current:
-                    self._schedule(connection, CHECK, expires_at)
-                else:
-                    connection.keepalive_expired()
+                self._unanswered(connection, current)
                 return
             # Answered: the next ping keeps the cadence of the due times (no
             # drift from tick rounding), but never bursts to catch up.
-            next_due = max(connection.ka_due + self.interval, connection.ka_pinged_at)
+            next_due = connection.ka_due + self.interval
             if math.floor(next_due / self.tick) > current:
                 self._schedule(connection, PING, next_due)
                 return
-            connection.ka_due = next_due
+            connection.ka_due = next_due if next_due > now - self.interval else now
         connection.ka_pinged_at = now
-        if connection.keepalive_probe():
-            self._schedule(connection, CHECK, now + min(self.interval, self.deadline))
-        else:
+        if not connection.keepalive_probe():
             self._schedule(connection, PING, max(connection.ka_due + self.interval, now))
+        elif self.interval <= self.deadline:
+            # The check falls on the next ping's due time and doubles as it.
+            self._schedule(connection, CHECK, connection.ka_due + self.interval, early=True)
+        else:
+            self._schedule(connection, CHECK, now + self.deadline)
 
-    def _schedule(self, connection: Pingable, phase: int, at: float) -> None:
+    def _unanswered(self, connection: Pingable, current: int) -> None:
+        """No answer yet: drop the peer at its deadline, and until then look
+        again at each due time, so an answer later than the interval is pinged
+        on the cadence rather than left waiting for the deadline."""
+        expires_at = connection.ka_pinged_at + self.deadline
+        if math.ceil(expires_at / self.tick) <= current:
+            connection.keepalive_expired()
+            return
+        # Only a check that doubles as a ping gets here (interval <= deadline):
+        # its due time passed, with no ping while one is unanswered.
+        connection.ka_due += self.interval
+        next_due = connection.ka_due + self.interval
+        if next_due < expires_at:
+            self._schedule(connection, CHECK, next_due, early=True)
+        else:
+            self._schedule(connection, CHECK, expires_at)
+
+    def _schedule(
+        self, connection: Pingable, phase: int, at: float, *, early: bool = False
+    ) -> None:
+        """Put *connection* in the slot of *at*: rounded down for a ping (or a
+        check that doubles as one, *early*), up for a check against a deadline."""
         ticks = at / self.tick
-        key = math.ceil(ticks) if phase == CHECK else math.floor(ticks)
+        key = math.floor(ticks) if phase == PING or early else math.ceil(ticks)
         connection.ka_phase = phase
         connection.ka_slot = key
         if phase == PING:
