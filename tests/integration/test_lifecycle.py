@@ -215,6 +215,28 @@ async def test_server_shutdown_closes_1001_and_runs_every_cleanup(tracker: Track
     assert server.metrics.live_connections == 0 and server.metrics.live_operations == 0
 
 
+async def test_a_server_cancelled_from_outside_runs_every_cleanup(tracker: Tracker) -> None:
+    """Cancelling the scope around ``serve`` (an embedding app's shutdown) is a
+    clean exit too: no error escapes, every cleanup runs, the gauges return to 0."""
+    config = Config(port=0, keepalive=0, close_timeout=1.0)
+    with trio.CancelScope() as outside:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(serve, tracking_app(tracker), config)
+            idle = await open_raw_websocket(server.port)
+            await idle.init()
+            ws = await open_raw_websocket(server.port)
+            await ws.init()
+            await ws.send_json(sub("1", 'subscription { slowCleanup(tag: "x") }'))
+            with trio.fail_after(5):
+                await server.metrics.wait_for(lambda m: m.live_operations == 1)
+            outside.cancel()
+    assert outside.cancelled_caught
+    assert tracker.cleaned == {"x": 1}
+    assert server.metrics.live_connections == 0 and server.metrics.live_operations == 0
+    await ws.aclose()
+    await idle.aclose()
+
+
 async def test_shutdown_returns_in_time_with_a_frozen_client(tracker: Tracker) -> None:
     """A client that reads nothing cannot hold shutdown past close_timeout + grace."""
     config = Config(port=0, keepalive=0, close_timeout=0.5, write_timeout=30, write_buffer_size=4096)

@@ -73,6 +73,7 @@ class Connection:
         "_opened",
         "_peer",
         "_send_close_frame",
+        "_spawning",
         "_writer_running",
         "app",
         "close_code",
@@ -120,6 +121,9 @@ class Connection:
         self._close_reason = ""
         self._send_close_frame = True
         self._nursery: trio.Nursery | None = None
+        #: The nursery's body is running, so tasks may start in it (once it has
+        #: ended, cancelled from outside, the nursery only waits for its children).
+        self._spawning = False
         #: The goodbye task's scope: shielded from the nursery's cancellation.
         self._goodbye: trio.CancelScope | None = None
         self._writer_running = False
@@ -182,6 +186,7 @@ class Connection:
                         # the whole connection has a deadline.
                         nursery.cancel_scope.deadline = self.init_deadline
                 self.delivery.wake_writer = self._ensure_writer
+                self._spawning = True
                 if self.close_code is not None:
                     self._act_on_close()  # closed before it started (server shutting down)
                 try:
@@ -199,11 +204,14 @@ class Connection:
                 except Exception:
                     log.exception("connection failed")
                     self.close(CloseCode.INTERNAL_ERROR, "Internal server error")
+                finally:
+                    self._spawning = False
             self._nursery = None
             if self.close_code is None:
                 # Cancelled with no close: only the init deadline does that.
                 self.init_timed_out()
         finally:
+            self._nursery = None  # however it ended: nothing may start in it now
             if self.state.awaiting_init is not None:
                 self.state.awaiting_init.discard(self)
             if self.state.keepalive is not None:
@@ -279,7 +287,7 @@ class Connection:
         if not self._send_close_frame:
             if self._goodbye is not None:
                 self._goodbye.cancel()
-        elif not self._close_started:
+        elif not self._close_started and self._spawning:
             # Say goodbye now, not after the cleanups: a cancelled operation
             # sends nothing more, and the peer learns the code at once.
             self._close_started = True
@@ -304,8 +312,9 @@ class Connection:
 
     def _ensure_writer(self) -> None:
         """Start the writer if it is not running (it stops when idle)."""
-        if not self._writer_running and self._nursery is not None and self.close_code is None:
+        if not self._writer_running and self._spawning and self.close_code is None:
             self._writer_running = True
+            assert self._nursery is not None
             self._nursery.start_soon(self._write_loop)
 
     def shutdown(self) -> None:
