@@ -28,11 +28,11 @@ behind a load balancer serve as one: each connects to the same NATS
 open for as long as the process serves.
 
 What is Meshery's comes from :mod:`meshsub_trio.meshery`: its port
-(``DEFAULT_PORT``) when it is the app served (no APP given; any other APP gets
-``Config.port``), and the JetStream stream of ``--broker`` (``log_stream()``),
-which every APP gets, as before: the broker exists before the app, so the app
-cannot be asked, and an APP wrapping Meshery keeps its data. Endpoint paths
-come with the App itself.
+(``DEFAULT_PORT``) when it is the app served (no APP given, or one of that
+package's named; any other APP gets ``Config.port``), and the JetStream
+stream of ``--broker`` (``log_stream()``), which every APP gets, as before:
+the broker exists before the app, so the app cannot be asked, and an APP
+wrapping Meshery keeps its data. Endpoint paths come with the App itself.
 """
 
 #: Settings whose values ``config`` does not print.
@@ -101,12 +101,22 @@ def parse_serve_args(argv: Sequence[str]) -> tuple[argparse.Namespace, Resolved]
 
 
 def default_port(args: argparse.Namespace) -> int:
-    """Meshery's port when serving the default app, else :attr:`Config.port`."""
-    if args.app is not None:
+    """Meshery's port when serving Meshery (no APP, or one of
+    :mod:`meshsub_trio.meshery`'s by name), else :attr:`Config.port`.
+
+    Decided from the name, before the app is built: the port is part of the
+    configuration printed and validated before anything is imported.
+    """
+    if args.app is not None and not _is_meshery(args.app):
         return Config.port
     from .meshery import DEFAULT_PORT
 
     return DEFAULT_PORT
+
+
+def _is_meshery(spec: str) -> bool:
+    module = spec.partition(":")[0]
+    return module == "meshsub_trio.meshery" or module.startswith("meshsub_trio.meshery.")
 
 
 def print_config(resolved: Resolved) -> None:

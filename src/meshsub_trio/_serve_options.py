@@ -68,7 +68,7 @@ def add_serve_options(serve_cmd: argparse.ArgumentParser) -> None:
         type=port,
         default=None,
         help=(
-            "port to bind (0 = any; default: Meshery's 9081 when serving the default app, "
+            "port to bind (0 = any; default: Meshery's 9081 when serving Meshery's app, "
             f"else {Config.port})"
         ),
     )

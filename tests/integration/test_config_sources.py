@@ -100,3 +100,27 @@ async def test_version() -> None:
         [sys.executable, "-m", "meshsub_trio", "--version"], capture_stdout=True
     )
     assert result.stdout.decode().startswith("meshsub-trio ")
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "port"),
+    [
+        (["serve"], {}, 9081),
+        (["serve", "meshsub_trio.meshery:app"], {}, 9081),
+        (["serve", "meshsub_trio.meshery:create_app"], {}, 9081),
+        (["serve"], {"MESHSUB_APP": "meshsub_trio.meshery:create_app"}, 9081),
+        (["serve", "meshsub_trio.examples.countdown:app"], {}, 8000),
+        (["serve"], {"MESHSUB_APP": "meshsub_trio.examples.countdown:app"}, 8000),
+        (["serve", "meshsub_trio.meshery:app", "--port", "9500"], {}, 9500),
+    ],
+)
+def test_meshery_keeps_its_port_however_it_is_named(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], env: dict[str, str], port: int
+) -> None:
+    """Naming the default app (by flag or ``MESHSUB_APP``) is still Meshery:
+    Meshery UI expects 9081 whether or not the operator spelled the app out."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    args, resolved = parse_serve_args(argv)
+    assert args.port == port
+    assert dict((name, value) for name, value, _source in resolved)["port"] == port
