@@ -12,6 +12,7 @@ import trio
 from meshsub_trio import Config, Server
 from meshsub_trio._transports._asgi import ASGIApp
 from meshsub_trio._transports._reservations import (
+    MAX_PENDING,
     MAX_WAITING_PER_OWNER,
     RESERVATION_TTL,
     ReservationRefused,
@@ -151,6 +152,39 @@ async def test_operations_of_a_reservation_are_capped(start_server: Any, tracker
             assert posted.status_code == 202
     await all_cleaned_up(server)
     assert sorted(tracker.cleanups) == ["silent"] * 3
+
+
+async def test_operations_held_before_the_stream_opens_are_capped_even_unlimited(
+    start_server: Any, tracker: Tracker
+) -> None:
+    """Until its stream opens a reservation holds at most ``MAX_PENDING``
+    operations, whatever ``max_operations`` is (without it, ``None`` let one
+    token hold any number of parsed operations, times every waiting token)."""
+    server = await start_server(app=make_stream_app(tracker, users=True), max_operations=None)
+    api = f"{server.url}/api"
+    silent = "subscription { silent }"
+    async with httpx.AsyncClient() as client:
+        token = (await client.put(api, headers=ALICE)).text
+        headers = {**ALICE, TOKEN: token}
+        for n in range(MAX_PENDING):
+            posted = await client.post(api, json=op(str(n), silent), headers=headers)
+            assert posted.status_code == 202
+        refused = await client.post(api, json=op("over", silent), headers=headers)
+        assert refused.status_code == 429
+        assert refused.json() == {
+            "errors": [{"message": "Too many operations before the stream opened"}]
+        }
+        async with client.stream("GET", api, headers={**headers, **EVENT_STREAM}) as response:
+            assert response.status_code == 200
+            with trio.fail_after(5):
+                await server.metrics.wait_for(lambda m: m.live_operations == MAX_PENDING)
+            # Once the stream is open only max_operations (here none) bounds them.
+            for n in range(MAX_PENDING, MAX_PENDING + 4):
+                posted = await client.post(api, json=op(str(n), silent), headers=headers)
+                assert posted.status_code == 202
+            with trio.fail_after(5):
+                await server.metrics.wait_for(lambda m: m.live_operations == MAX_PENDING + 4)
+    await all_cleaned_up(server)
 
 
 async def test_a_stream_whose_client_resets_before_the_headers_gives_its_reservation_back(

@@ -40,6 +40,10 @@ MAX_WAITING_PER_OWNER = 64
 #: Unopened reservations one server holds, whoever made them (anonymous ones
 #: have only this bound: without ``authenticate`` every client is one owner).
 MAX_WAITING = 10_000
+#: Operations one reservation holds before its stream opens (graphql-sse's
+#: client posts once the stream is open): this, not ``max_operations`` (which
+#: may be unlimited), bounds what the waiting tokens hold, parsed, in memory.
+MAX_PENDING = 16
 
 
 class ReservationRefused(Exception):

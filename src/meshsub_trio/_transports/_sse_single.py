@@ -29,7 +29,13 @@ from .._wire import OperationRequested
 from .._wire._sse import SseSingleMachine, wants_event_stream
 from ._graphql_http import BadRequest, check_params, choose_media_type, read_params
 from ._http_stream import SSE, HttpStream, Receive, Send, is_mutation, respond, serve_graphql_sse
-from ._reservations import Reservation, ReservationRefused, Reservations, reservations_of
+from ._reservations import (
+    MAX_PENDING,
+    Reservation,
+    ReservationRefused,
+    Reservations,
+    reservations_of,
+)
 
 if TYPE_CHECKING:
     from .._core._state import ServerState
@@ -255,6 +261,9 @@ async def _execute(
     elif _at_limit(state, reservation):  # checked last: others may have come in meanwhile
         await respond(send, 429, OPERATION_LIMIT)
     elif stream is None:
+        if len(reservation.pending) >= MAX_PENDING:
+            await respond(send, 429, "Too many operations before the stream opened")
+            return
         reservation.pending[op_id] = request
         await _text(send, 202, b"")
     elif stream.start_operation(request):
