@@ -253,3 +253,24 @@ async def test_a_probe_that_raises_ends_its_connection_only(
     assert len(healthy.pings) == 5 and healthy.dropped_at is None
     assert len(wheel) == 1
     assert "keep-alive failed" in caplog.text
+
+
+@pytest.mark.parametrize("probes", [True, False])
+@pytest.mark.parametrize("stall", [0.5, 0.95])
+async def test_a_stalled_loop_delays_pings_without_a_burst_after(
+    clock: trio.testing.MockClock, stall: float, probes: bool
+) -> None:
+    """A stall (a collection, a starved CPU) makes a ping late; the next one
+    then comes a whole interval after it (less a tick), never right behind it."""
+    wheel = KeepAliveWheel(interval=1.0, deadline=1.0)
+    peer = Peer(probes=probes)
+    wheel.add(peer)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wheel.run)
+        await trio.sleep(2.99)  # just before the third ping is due
+        clock.jump(stall)  # time passes with the loop held
+        await trio.sleep(3.0)
+        nursery.cancel_scope.cancel()
+    gaps = [b - a for a, b in zip(peer.pings, peer.pings[1:], strict=False)]
+    assert all(gap >= 1.0 - wheel.tick - 1e-9 for gap in gaps), gaps
+    assert max(gaps) <= 1.0 + stall + wheel.tick + 1e-9, gaps

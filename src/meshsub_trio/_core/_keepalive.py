@@ -107,9 +107,15 @@ class KeepAliveWheel:
                     try:
                         self._due(connection, now, current)
                     except Exception as error:  # one connection's bug ends it, not the wheel
-                        self.discard(connection)
-                        log.exception("keep-alive failed: ending the connection")
-                        connection.keepalive_failed(error)
+                        self._failed(connection, error)
+
+    def _failed(self, connection: Pingable, error: Exception) -> None:
+        self.discard(connection)
+        log.exception("keep-alive failed: ending the connection")
+        try:
+            connection.keepalive_failed(error)
+        except Exception:  # ending it failed too: it is out of the wheel all the same
+            log.exception("ending the connection after a keep-alive failure failed")
 
     def _due(self, connection: Pingable, now: float, current: int) -> None:
         if connection.ka_phase == CHECK:
@@ -122,7 +128,10 @@ class KeepAliveWheel:
             if math.floor(next_due / self.tick) > current:
                 self._schedule(connection, PING, next_due)
                 return
-            connection.ka_due = next_due if next_due > now - self.interval else now
+            connection.ka_due = next_due
+        # A ping in a later slot than its due time's (the loop stalled) moves the
+        # cadence with it, so the next is not right behind; on time, nothing changes.
+        connection.ka_due = max(connection.ka_due, current * self.tick)
         connection.ka_pinged_at = now
         if not connection.keepalive_probe():
             self._schedule(connection, PING, max(connection.ka_due + self.interval, now))
