@@ -17,7 +17,7 @@ Under hypercorn, whose send cannot be cancelled and which announces no
 shutdown, the watcher enforces the write deadline (the producer stops; the
 writer stays in hypercorn's send until the socket dies, and ``open()`` is
 exited then), and a cancellation by the host ends the body as a shutdown
-does, within ``close_timeout`` (see :mod:`._http_stream`).
+does (see :mod:`._http_stream` for what bounds that).
 """
 
 from __future__ import annotations
@@ -118,7 +118,8 @@ class EventStreamDriver:
 
     async def _end_when_cancelled(self) -> None:
         """The host cancelled the stream (hypercorn at ``graceful_timeout``): send
-        what is queued and end the body, shielded, within ``close_timeout``."""
+        what is queued and end the body, shielded, under a ``close_timeout``
+        deadline (which hypercorn's uncancellable send ignores)."""
         self.end = "shutdown"
         batch: list[bytes] = []
         while True:
@@ -211,6 +212,7 @@ class EventStreamDriver:
 
     async def _write(self, data: bytes, *, more: bool) -> bool:
         """One body chunk under ``write_timeout``: a reader that stops reading is dropped."""
+        sent = False
         with trio.move_on_after(self.state.config.write_timeout) as scope:
             self._arm(scope.deadline)
             try:
@@ -220,12 +222,14 @@ class EventStreamDriver:
                 return False
             finally:
                 self._arm(math.inf)
+            # Recorded before the checkpoint: a cancel landing there must not
+            # make the body end a second time.
+            sent = True
+            self._finished = self._finished or not more
             await trio.lowlevel.checkpoint()  # hypercorn's send() may not checkpoint
-        if scope.cancelled_caught:
+        if not sent:
             self._stalled()
             return False
-        if not more:
-            self._finished = True
         return True
 
     def _arm(self, deadline: float) -> None:

@@ -18,7 +18,9 @@ writer is still a child of this nursery, so nothing outlives the connection.
 hypercorn also never tells an app that it is shutting down (``lifespan.shutdown``
 comes after every connection has closed): it cancels the app once its
 ``graceful_timeout`` has passed, and the stream then ends its body the way a
-shutdown does, within ``close_timeout``.
+shutdown does (bounded by ``close_timeout`` only where a send can be
+cancelled: a reader that stops reading just then holds it until its socket
+dies, as a stalled reader always does under hypercorn).
 
 The body's format is the stream's *machine*, a sans-IO framer: graphql-sse
 (:class:`~meshsub_trio._wire._sse.SseMachine`) or Apollo's multipart
@@ -193,8 +195,8 @@ class HttpStream:
         shutdown would, so the client sees a whole body and reconnects.
 
         The operations have already run their cleanups; what they queued, the
-        last words and the body's end are written, shielded and bounded by
-        ``close_timeout``.
+        last words and the body's end are written, shielded, under a
+        ``close_timeout`` deadline (which a host's uncancellable send ignores).
         """
         self.shutdown()
         self.delivery.close()
@@ -310,6 +312,7 @@ class HttpStream:
 
     async def _write(self, data: bytes, *, more: bool, count: int) -> bool:
         """One body chunk under ``write_timeout``: a reader that stops reading is dropped."""
+        sent = False
         with trio.move_on_after(self.config.write_timeout) as scope:
             self._arm(scope.deadline)
             try:
@@ -319,14 +322,16 @@ class HttpStream:
                 return False
             finally:
                 self._arm(math.inf)
+            # Recorded before the checkpoint: a cancel landing there must not
+            # make the body end a second time, nor lose the count.
+            sent = True
+            self._finished = self._finished or not more
+            self.delivery.sent(count)
             # hypercorn's send() after a disconnect returns without a checkpoint.
             await trio.lowlevel.checkpoint()
-        if scope.cancelled_caught:
+        if not sent:
             self._stalled()
             return False
-        if not more:
-            self._finished = True
-        self.delivery.sent(count)
         return True
 
 
