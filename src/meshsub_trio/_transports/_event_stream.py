@@ -32,6 +32,7 @@ import trio
 
 from .._app import EventStream, ServerSentEvent, StreamRefused
 from .._wire._sse import STREAM_HEADERS, comment, encode_event
+from ._client_watch import ClientWatch
 
 if TYPE_CHECKING:
     from .._core._state import ServerState
@@ -46,13 +47,6 @@ FRAME_BUFFER = 64
 #: Sent on every event stream besides :data:`STREAM_HEADERS` (as Go and Node SSE servers do).
 _KEEP_ALIVE_HEADERS = (("connection", "keep-alive"),)
 
-
-
-async def until_disconnect(receive: Callable[[], Awaitable[MutableMapping[str, Any]]]) -> None:
-    """Return when the ASGI server reports ``http.disconnect``: the only way an
-    HTTP stream learns its client left while nothing is being written."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 class EventStreamDriver:
     """One streaming response: the route's events out, until something ends it."""
@@ -69,10 +63,8 @@ class EventStreamDriver:
         self._producer = trio.CancelScope()
         #: How it ended: complete, shutdown, disconnect, stalled, error.
         self.end = "complete"
-        #: When the write in progress is past its deadline (inf: none in progress).
-        self._write_deadline = math.inf
-        #: The watcher's wait, woken by that deadline.
-        self._watch = trio.CancelScope()
+        #: The write in progress's deadline, watched beside the writer.
+        self._client = ClientWatch()
         #: The body's end has been sent (or the client can no longer hear it).
         self._finished = False
 
@@ -185,14 +177,10 @@ class EventStreamDriver:
     async def _watch_client(self) -> None:
         """Until the client leaves (``http.disconnect``) or a write outlives its
         deadline (what drops a stalled reader where the send cannot be cancelled)."""
-        while True:
-            with trio.CancelScope(deadline=self._write_deadline) as self._watch:
-                await until_disconnect(self._receive)
-                self._abort("disconnect")
-                return
-            if trio.current_time() >= self._write_deadline:
-                self._stalled()
-                return
+        if await self._client.gone_or_stalled(self._receive) == "disconnect":
+            self._abort("disconnect")
+        else:
+            self._stalled()
 
     async def _write_loop(self) -> None:
         """Send what is queued, batched; once the producer is done, end the body."""
@@ -214,14 +202,14 @@ class EventStreamDriver:
         """One body chunk under ``write_timeout``: a reader that stops reading is dropped."""
         sent = False
         with trio.move_on_after(self.state.config.write_timeout) as scope:
-            self._arm(scope.deadline)
+            self._client.arm(scope.deadline)
             try:
                 await self._send({"type": "http.response.body", "body": data, "more_body": more})
             except Exception:  # the host's own "peer gone"
                 self._abort("disconnect")
                 return False
             finally:
-                self._arm(math.inf)
+                self._client.arm(math.inf)
             # Recorded before the checkpoint: a cancel landing there must not
             # make the body end a second time.
             sent = True
@@ -231,11 +219,6 @@ class EventStreamDriver:
             self._stalled()
             return False
         return True
-
-    def _arm(self, deadline: float) -> None:
-        """Tell the watcher when the write in progress is late (inf: none is)."""
-        self._write_deadline = deadline
-        self._watch.deadline = deadline
 
 
 async def serve_event_stream(

@@ -52,7 +52,7 @@ from .._encoding import dumps
 from .._execution import Prepared
 from .._wire import OperationRequested
 from .._wire._sse import STREAM_HEADERS, SseMachine
-from ._event_stream import until_disconnect
+from ._client_watch import ClientWatch
 from ._graphql_http import BadRequest, check_params, read_params
 
 if TYPE_CHECKING:
@@ -115,10 +115,8 @@ class HttpStream:
         self._send = send
         self._work = trio.Event()
         self._nursery: trio.Nursery | None = None
-        #: When the write in progress is past its deadline (inf: none in progress).
-        self._write_deadline = math.inf
-        #: The watcher's wait, woken by that deadline.
-        self._watch = trio.CancelScope()
+        #: The write in progress's deadline, watched beside the writer.
+        self._client = ClientWatch()
         #: The body's end has been sent (or the client can no longer hear it).
         self._finished = False
         self.operation: Operation | None = None
@@ -257,14 +255,10 @@ class HttpStream:
         that wakes this wait (the writer moves the deadline with every write).
         On a host whose send cannot be cancelled, this is what drops the reader.
         """
-        while True:
-            with trio.CancelScope(deadline=self._write_deadline) as self._watch:
-                await until_disconnect(self._receive)
-                self._abort("disconnect")
-                return
-            if trio.current_time() >= self._write_deadline:
-                self._stalled()
-                return
+        if await self._client.gone_or_stalled(self._receive) == "disconnect":
+            self._abort("disconnect")
+        else:
+            self._stalled()
 
     async def _keepalive_loop(self) -> None:
         """A keep-alive (SSE ``:``, a multipart ``{}``) every ``keepalive`` seconds, under
@@ -305,23 +299,18 @@ class HttpStream:
                 return
             await trio.lowlevel.checkpoint()
 
-    def _arm(self, deadline: float) -> None:
-        """Tell the watcher when the write in progress is late (inf: none is)."""
-        self._write_deadline = deadline
-        self._watch.deadline = deadline
-
     async def _write(self, data: bytes, *, more: bool, count: int) -> bool:
         """One body chunk under ``write_timeout``: a reader that stops reading is dropped."""
         sent = False
         with trio.move_on_after(self.config.write_timeout) as scope:
-            self._arm(scope.deadline)
+            self._client.arm(scope.deadline)
             try:
                 await self._send({"type": "http.response.body", "body": data, "more_body": more})
             except Exception:  # the host's own "peer gone" (OSError, a closed stream, ...)
                 self._abort("disconnect")
                 return False
             finally:
-                self._arm(math.inf)
+                self._client.arm(math.inf)
             # Recorded before the checkpoint: a cancel landing there must not
             # make the body end a second time, nor lose the count.
             sent = True

@@ -31,7 +31,7 @@ from .._core._delivery import Delivery
 from .._core._operation import Operation
 from .._encoding import dumps
 from .._wire import OperationRequested
-from ._event_stream import until_disconnect
+from ._client_watch import until_disconnect
 from ._graphql_http import BadRequest, check_params, read_params
 
 if TYPE_CHECKING:
