@@ -73,7 +73,6 @@ class Connection:
         "_opened",
         "_peer",
         "_send_close_frame",
-        "_spawning",
         "_writer_running",
         "app",
         "close_code",
@@ -120,10 +119,10 @@ class Connection:
         self.close_code: int | None = None
         self._close_reason = ""
         self._send_close_frame = True
+        #: The connection's nursery while its body runs: tasks start only then
+        #: (once the body has ended, e.g. cancelled from outside, the nursery only
+        #: waits for its children, and has been cancelled already).
         self._nursery: trio.Nursery | None = None
-        #: The nursery's body is running, so tasks may start in it (once it has
-        #: ended, cancelled from outside, the nursery only waits for its children).
-        self._spawning = False
         #: The goodbye task's scope: shielded from the nursery's cancellation.
         self._goodbye: trio.CancelScope | None = None
         self._writer_running = False
@@ -186,7 +185,6 @@ class Connection:
                         # the whole connection has a deadline.
                         nursery.cancel_scope.deadline = self.init_deadline
                 self.delivery.wake_writer = self._ensure_writer
-                self._spawning = True
                 if self.close_code is not None:
                     self._act_on_close()  # closed before it started (server shutting down)
                 try:
@@ -205,13 +203,12 @@ class Connection:
                     log.exception("connection failed")
                     self.close(CloseCode.INTERNAL_ERROR, "Internal server error")
                 finally:
-                    self._spawning = False
-            self._nursery = None
+                    self._nursery = None
             if self.close_code is None:
                 # Cancelled with no close: only the init deadline does that.
                 self.init_timed_out()
         finally:
-            self._nursery = None  # however it ended: nothing may start in it now
+            self._nursery = None  # however the body ended: nothing may start in it now
             if self.state.awaiting_init is not None:
                 self.state.awaiting_init.discard(self)
             if self.state.keepalive is not None:
@@ -287,7 +284,7 @@ class Connection:
         if not self._send_close_frame:
             if self._goodbye is not None:
                 self._goodbye.cancel()
-        elif not self._close_started and self._spawning:
+        elif not self._close_started:
             # Say goodbye now, not after the cleanups: a cancelled operation
             # sends nothing more, and the peer learns the code at once.
             self._close_started = True
@@ -312,9 +309,8 @@ class Connection:
 
     def _ensure_writer(self) -> None:
         """Start the writer if it is not running (it stops when idle)."""
-        if not self._writer_running and self._spawning and self.close_code is None:
+        if not self._writer_running and self._nursery is not None and self.close_code is None:
             self._writer_running = True
-            assert self._nursery is not None
             self._nursery.start_soon(self._write_loop)
 
     def shutdown(self) -> None:
