@@ -5,7 +5,9 @@ A streaming response hears from its client only through ASGI's
 nothing at all, and shows only as a write that does not finish. Where the
 host's send can be cancelled the write gives up at its deadline by itself;
 hypercorn's cannot (it shields the socket write), so the stream's watcher
-task wakes at the deadline of the write in progress instead.
+task wakes at the deadline of the write in progress instead. Both kinds of
+stream (graphql-sse/multipart and an app's event stream) write their bodies
+through :class:`ClientWatch`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import trio
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 async def until_disconnect(receive: Receive) -> None:
@@ -27,24 +30,47 @@ async def until_disconnect(receive: Receive) -> None:
 
 
 class ClientWatch:
-    """The deadline of the write in progress, and the watcher's wait that it wakes."""
+    """A streaming response's body writes, and what they and ``http.disconnect``
+    tell of its client: gone (``"disconnect"``) or not reading (``"stalled"``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, receive: Receive, send: Send, write_timeout: float) -> None:
+        self._receive = receive
+        self._send = send
+        self._write_timeout = write_timeout
         #: When the write in progress is late (inf: none is in progress).
         self.deadline = math.inf
         self._wait = trio.CancelScope()
+        #: The body's end has been sent (or the client can no longer hear it).
+        self.finished = False
 
-    def arm(self, deadline: float) -> None:
-        """A write started that must finish by *deadline* (inf: it finished)."""
-        self.deadline = deadline
-        self._wait.deadline = deadline
+    async def write(self, data: bytes, *, more: bool) -> str | None:
+        """One body chunk within ``write_timeout``: None once sent, else why not.
 
-    async def gone_or_stalled(self, receive: Receive) -> str:
-        """Wait until the client leaves (``"disconnect"``) or a write is still
-        unfinished at its deadline (``"stalled"``)."""
+        The body's end is recorded before this returns, so a cancel landing at
+        the caller's next checkpoint cannot make the body end a second time.
+        """
+        with trio.move_on_after(self._write_timeout) as scope:
+            self._arm(scope.deadline)
+            try:
+                await self._send({"type": "http.response.body", "body": data, "more_body": more})
+            except Exception:  # the host's own "peer gone" (OSError, a closed stream, ...)
+                return "disconnect"
+            finally:
+                self._arm(math.inf)
+            self.finished = self.finished or not more
+            return None
+        return "stalled"
+
+    async def gone_or_stalled(self) -> str:
+        """Wait until the client leaves or a write is still unfinished at its deadline."""
         while True:
             with trio.CancelScope(deadline=self.deadline) as self._wait:
-                await until_disconnect(receive)
+                await until_disconnect(self._receive)
                 return "disconnect"
             if trio.current_time() >= self.deadline:
                 return "stalled"
+
+    def _arm(self, deadline: float) -> None:
+        """A write started that must finish by *deadline* (inf: it finished)."""
+        self.deadline = deadline
+        self._wait.deadline = deadline

@@ -23,7 +23,6 @@ does (see :mod:`._http_stream` for what bounds that).
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
@@ -56,17 +55,14 @@ class EventStreamDriver:
     ) -> None:
         self.state = state
         self.stream = stream
-        self._receive = receive
         self._send = send
         self._out, self._frames = trio.open_memory_channel[bytes](FRAME_BUFFER)
         self._nursery: trio.Nursery | None = None
         self._producer = trio.CancelScope()
         #: How it ended: complete, shutdown, disconnect, stalled, error.
         self.end = "complete"
-        #: The write in progress's deadline, watched beside the writer.
-        self._client = ClientWatch()
-        #: The body's end has been sent (or the client can no longer hear it).
-        self._finished = False
+        #: The body's writes, and the client they tell of (watched beside the writer).
+        self._client = ClientWatch(receive, send, state.config.write_timeout)
 
     async def run(self) -> None:
         """Refuse, or stream until the end; ``open()`` has been exited when this returns."""
@@ -105,7 +101,7 @@ class EventStreamDriver:
             finally:
                 self._nursery = None
                 streams.discard(self)
-                if not self._finished and self.end in ("complete", "error"):
+                if not self._client.finished and self.end in ("complete", "error"):
                     await self._end_when_cancelled()
 
     async def _end_when_cancelled(self) -> None:
@@ -135,7 +131,7 @@ class EventStreamDriver:
         """The client cannot hear us (gone, or not reading): stop everything now."""
         if self.end in ("complete", "shutdown"):
             self.end = end
-        self._finished = True
+        self._client.finished = True
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -177,10 +173,14 @@ class EventStreamDriver:
     async def _watch_client(self) -> None:
         """Until the client leaves (``http.disconnect``) or a write outlives its
         deadline (what drops a stalled reader where the send cannot be cancelled)."""
-        if await self._client.gone_or_stalled(self._receive) == "disconnect":
-            self._abort("disconnect")
-        else:
+        self._lost(await self._client.gone_or_stalled())
+
+    def _lost(self, why: str) -> None:
+        """The client cannot hear us: gone (``disconnect``) or not reading (``stalled``)."""
+        if why == "stalled":
             self._stalled()
+        else:
+            self._abort(why)
 
     async def _write_loop(self) -> None:
         """Send what is queued, batched; once the producer is done, end the body."""
@@ -200,24 +200,11 @@ class EventStreamDriver:
 
     async def _write(self, data: bytes, *, more: bool) -> bool:
         """One body chunk under ``write_timeout``: a reader that stops reading is dropped."""
-        sent = False
-        with trio.move_on_after(self.state.config.write_timeout) as scope:
-            self._client.arm(scope.deadline)
-            try:
-                await self._send({"type": "http.response.body", "body": data, "more_body": more})
-            except Exception:  # the host's own "peer gone"
-                self._abort("disconnect")
-                return False
-            finally:
-                self._client.arm(math.inf)
-            # Recorded before the checkpoint: a cancel landing there must not
-            # make the body end a second time.
-            sent = True
-            self._finished = self._finished or not more
-            await trio.lowlevel.checkpoint()  # hypercorn's send() may not checkpoint
-        if not sent:
-            self._stalled()
+        lost = await self._client.write(data, more=more)
+        if lost is not None:
+            self._lost(lost)
             return False
+        await trio.lowlevel.checkpoint()  # hypercorn's send() may not checkpoint
         return True
 
 

@@ -38,7 +38,6 @@ with.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -111,14 +110,11 @@ class HttpStream:
         )
         self.delivery.wake_writer = self._on_work
         self.request = request
-        self._receive = receive
         self._send = send
         self._work = trio.Event()
         self._nursery: trio.Nursery | None = None
-        #: The write in progress's deadline, watched beside the writer.
-        self._client = ClientWatch()
-        #: The body's end has been sent (or the client can no longer hear it).
-        self._finished = False
+        #: The body's writes, and the client they tell of (watched beside the writer).
+        self._client = ClientWatch(receive, send, self.config.write_timeout)
         self.operation: Operation | None = None
         #: How the stream ended: complete, disconnect, stalled, shutdown.
         self.end = "complete"
@@ -164,7 +160,7 @@ class HttpStream:
                 self._serve(nursery)
         finally:
             self._nursery = None
-            if started and not self._finished and self.end == "complete":
+            if started and not self._client.finished and self.end == "complete":
                 await self._end_when_cancelled()
             streams.discard(self)
             self.delivery.release()
@@ -232,7 +228,7 @@ class HttpStream:
         """The client cannot hear us (gone, or not reading): stop everything now."""
         if self.end in ("complete", "shutdown"):
             self.end = end
-        self._finished = True
+        self._client.finished = True
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -255,10 +251,14 @@ class HttpStream:
         that wakes this wait (the writer moves the deadline with every write).
         On a host whose send cannot be cancelled, this is what drops the reader.
         """
-        if await self._client.gone_or_stalled(self._receive) == "disconnect":
-            self._abort("disconnect")
-        else:
+        self._lost(await self._client.gone_or_stalled())
+
+    def _lost(self, why: str) -> None:
+        """The client cannot hear us: gone (``disconnect``) or not reading (``stalled``)."""
+        if why == "stalled":
             self._stalled()
+        else:
+            self._abort(why)
 
     async def _keepalive_loop(self) -> None:
         """A keep-alive (SSE ``:``, a multipart ``{}``) every ``keepalive`` seconds, under
@@ -301,26 +301,13 @@ class HttpStream:
 
     async def _write(self, data: bytes, *, more: bool, count: int) -> bool:
         """One body chunk under ``write_timeout``: a reader that stops reading is dropped."""
-        sent = False
-        with trio.move_on_after(self.config.write_timeout) as scope:
-            self._client.arm(scope.deadline)
-            try:
-                await self._send({"type": "http.response.body", "body": data, "more_body": more})
-            except Exception:  # the host's own "peer gone" (OSError, a closed stream, ...)
-                self._abort("disconnect")
-                return False
-            finally:
-                self._client.arm(math.inf)
-            # Recorded before the checkpoint: a cancel landing there must not
-            # make the body end a second time, nor lose the count.
-            sent = True
-            self._finished = self._finished or not more
-            self.delivery.sent(count)
-            # hypercorn's send() after a disconnect returns without a checkpoint.
-            await trio.lowlevel.checkpoint()
-        if not sent:
-            self._stalled()
+        lost = await self._client.write(data, more=more)
+        if lost is not None:
+            self._lost(lost)
             return False
+        self.delivery.sent(count)
+        # hypercorn's send() after a disconnect returns without a checkpoint.
+        await trio.lowlevel.checkpoint()
         return True
 
 
