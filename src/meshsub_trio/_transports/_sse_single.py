@@ -260,10 +260,9 @@ async def _execute(
         await respond(send, 409, "Operation with ID already exists")
     elif _at_limit(state, reservation):  # checked last: others may have come in meanwhile
         await respond(send, 429, OPERATION_LIMIT)
+    elif stream is None and len(reservation.pending) >= MAX_PENDING:
+        await respond(send, 429, "Too many operations before the stream opened")
     elif stream is None:
-        if len(reservation.pending) >= MAX_PENDING:
-            await respond(send, 429, "Too many operations before the stream opened")
-            return
         reservation.pending[op_id] = request
         await _text(send, 202, b"")
     elif stream.start_operation(request):
@@ -274,7 +273,8 @@ async def _execute(
 
 def _at_limit(state: ServerState, reservation: Reservation) -> bool:
     """Whether the token has ``max_operations`` already, held or running: the
-    per-connection cap a WebSocket has, and what bounds ``pending``."""
+    per-connection cap a WebSocket has (``pending`` alone also stops at
+    ``MAX_PENDING``, whatever this is)."""
     limit = state.config.max_operations
     return limit is not None and reservation.operation_count() >= limit
 
