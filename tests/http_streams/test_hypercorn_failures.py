@@ -12,24 +12,23 @@ reader's connection, and so hypercorn's shutdown, lasts until its socket goes.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
 import httpx
-import hypercorn.trio
 import pytest
 import trio
-from hypercorn.config import Config as HypercornConfig
 
-from meshsub_trio import App, ASGIApp, Config, Metrics
+from meshsub_trio import App, Metrics
 from meshsub_trio._app import EventStream, HttpRequest, ServerSentEvent
 from meshsub_trio._core import _delivery
 from meshsub_trio._wire._sse import SseEvent, SseParser
 from meshsub_trio.brokers import _buffer
 
+from ..hypercorn_host import Hosted, start_hypercorn
 from .conftest import Tracker
 from .streams_app import make_stream_app
 from .test_multipart import DELIMITER, PART_HEAD, PartReader
@@ -50,86 +49,13 @@ CLOSE_TIMEOUT = 1.0
 KEEPALIVE = 0.2
 
 
-class Gauge:
-    """A count tests can wait on (requests inside the app), instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.value = 0
-        self._changed = trio.Event()
-
-    def add(self, delta: int) -> None:
-        self.value += delta
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def wait_for(self, value: int) -> None:
-        while self.value != value:
-            await self._changed.wait()
+async def serve(nursery: trio.Nursery, app: App, **overrides: Any) -> Hosted:
+    """*app* under hypercorn, with this file's shutdown timings."""
+    overrides.setdefault("close_timeout", CLOSE_TIMEOUT)
+    return await start_hypercorn(nursery, app, graceful_timeout=GRACEFUL, **overrides)
 
 
-@dataclass
-class Served:
-    """hypercorn serving one ``ASGIApp``: ``stop`` is its ``shutdown_trigger``."""
-
-    asgi: ASGIApp
-    url: str
-    stop: trio.Event
-    #: HTTP requests the app is still serving (streams included).
-    requests: Gauge
-    #: Set when ``hypercorn.trio.serve`` has returned.
-    returned: trio.Event = field(default_factory=trio.Event)
-
-    @property
-    def port(self) -> int:
-        return int(self.url.rsplit(":", 1)[1])
-
-    @property
-    def metrics(self) -> Metrics:
-        return self.asgi.state.metrics
-
-
-async def serve(nursery: trio.Nursery, app: App, **overrides: Any) -> Served:
-    """*app* under hypercorn's Trio worker on a free loopback port, its HTTP
-    requests counted while the app serves them."""
-    settings: dict[str, Any] = {"port": 0, "keepalive": 0, "close_timeout": CLOSE_TIMEOUT}
-    settings.update(overrides)
-    asgi = ASGIApp(app, Config(**settings))
-    requests = Gauge()
-
-    async def counted(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await asgi(scope, receive, send)
-            return
-        requests.add(1)
-        try:
-            await asgi(scope, receive, send)
-        finally:
-            requests.add(-1)
-
-    hyper = HypercornConfig()
-    hyper.bind = ["127.0.0.1:0"]
-    hyper.accesslog = None
-    hyper.graceful_timeout = GRACEFUL
-    stop = trio.Event()
-    returned = trio.Event()
-
-    async def run(task_status: trio.TaskStatus[list[str]]) -> None:
-        try:
-            await hypercorn.trio.serve(
-                counted,  # type: ignore[arg-type]
-                hyper,
-                shutdown_trigger=stop.wait,
-                task_status=task_status,
-            )
-        finally:
-            returned.set()
-
-    with trio.fail_after(SOON):
-        binds = await nursery.start(run)
-    return Served(asgi, binds[0], stop, requests, returned)
-
-
-async def open_stalled(served: Served, query: str, accept: str) -> trio.SocketStream:
+async def open_stalled(served: Hosted, query: str, accept: str) -> trio.SocketStream:
     """A request whose client never reads a byte of the answer.
 
     The receive buffer is made small before connecting, so the window the
@@ -200,7 +126,7 @@ class Ticker:
         while len(self.arrivals) < count:
             await self._arrived.wait()
 
-    async def run(self, served: Served, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, served: Hosted, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with (
             httpx.AsyncClient(timeout=None) as client,
             client.stream(
@@ -331,7 +257,7 @@ class Reading:
 
 
 async def read_until_the_end(
-    served: Served, query: str, accept: str, ready: bytes, reading: Reading
+    served: Hosted, query: str, accept: str, ready: bytes, reading: Reading
 ) -> None:
     """Read the whole body; *ready* marks that the stream is serving (first event)."""
     async with (

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import trio
 
-from ..integration.test_asgi_host import start_hypercorn
+from ..hypercorn_host import start_hypercorn
 from .conftest import Tracker
 from .streams_app import make_stream_app
 

@@ -14,17 +14,15 @@ import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import httpx
-import hypercorn.trio
 import pytest
 import trio
-from hypercorn.config import Config as HypercornConfig
 
-from meshsub_trio import App, ASGIApp, Config, Context, Metrics
+from meshsub_trio import App, Context
 
+from ..hypercorn_host import Hosted, start_hypercorn
 from ..wsclient import LEGACY, TRANSPORT, RawClient, open_raw_client
 
 GR = "application/graphql-response+json"
@@ -71,41 +69,6 @@ def make_app(probe: Probe, **hooks: Any) -> App:
         streamers={"countdown": countdown, "held": held},
         **hooks,
     )
-
-
-@dataclass
-class Hosted:
-    """A running hypercorn serving one ``ASGIApp``; ``stop`` triggers graceful shutdown."""
-
-    asgi: ASGIApp
-    url: str
-    stop: trio.Event
-
-    @property
-    def port(self) -> int:
-        return int(self.url.rsplit(":", 1)[1])
-
-    @property
-    def metrics(self) -> Metrics:
-        return self.asgi.state.metrics
-
-
-async def start_hypercorn(nursery: trio.Nursery, app: App, **overrides: Any) -> Hosted:
-    """Serve *app* under hypercorn's Trio worker on a free loopback port."""
-    settings: dict[str, Any] = {"port": 0, "keepalive": 0, "close_timeout": 1.0}
-    settings.update(overrides)
-    asgi = ASGIApp(app, Config(**settings))
-    hyper = HypercornConfig()
-    hyper.bind = ["127.0.0.1:0"]
-    hyper.accesslog = None
-    hyper.graceful_timeout = 0.5
-    stop = trio.Event()
-    with trio.fail_after(SOON):
-        binds = await nursery.start(
-            partial(hypercorn.trio.serve, asgi, hyper, shutdown_trigger=stop.wait)
-        )
-    assert binds and binds[0].startswith("http://127.0.0.1:"), binds
-    return Hosted(asgi, binds[0], stop)
 
 
 @pytest.fixture

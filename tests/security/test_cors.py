@@ -272,7 +272,7 @@ async def test_same_headers_under_hypercorn(nursery: Any) -> None:
     """The ASGI host (hypercorn) routes HTTP through the same code: same answers."""
     from meshsub_trio.examples.countdown import app
 
-    from ..integration.test_asgi_host import start_hypercorn
+    from ..hypercorn_host import start_hypercorn
 
     hosted = await start_hypercorn(nursery, app, allowed_origins=(LISTED,))
     async with httpx.AsyncClient(base_url=hosted.url, timeout=5) as http:

@@ -22,7 +22,7 @@ import trio
 from meshsub_trio import App, Server
 from meshsub_trio.examples.countdown import countdown, ticks
 
-from ..integration.test_asgi_host import Hosted, start_hypercorn
+from ..hypercorn_host import Hosted, start_hypercorn
 from .conftest import bystander
 
 StartServer = Callable[..., Awaitable[Server]]

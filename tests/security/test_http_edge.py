@@ -20,7 +20,7 @@ import trio
 from meshsub_trio import App, AuthError, Context, HttpRequest, HttpResponse, Server
 from meshsub_trio.examples.countdown import countdown, ticks
 
-from ..integration.test_asgi_host import start_hypercorn
+from ..hypercorn_host import start_hypercorn
 from ..integration.test_transport_ws import bare_upgrade
 from .conftest import bystander
 

@@ -16,7 +16,7 @@ import trio
 from meshsub_trio import Server
 from meshsub_trio.examples.countdown import app as countdown_app
 
-from ..integration.test_asgi_host import start_hypercorn
+from ..hypercorn_host import start_hypercorn
 from .conftest import bystander
 
 StartServer = Callable[..., Awaitable[Server]]
