@@ -242,16 +242,21 @@ def start_server(mode: Mode, args: argparse.Namespace, log_dir: Path) -> Server:
     return Server(process, port, roots, nats, temp, log_path, log_start)
 
 
+def _signal_and_wait(child: subprocess.Popen[Any], signum: int) -> None:
+    """Send *signum* to a running *child* and wait for it (killed after 30 s)."""
+    if child.poll() is None:
+        child.send_signal(signum)
+    try:
+        child.wait(30)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
 def stop_server(server: Server) -> None:
     for child in (server.process, server.nats):
-        if child is None or child.poll() is not None:
-            continue
-        child.send_signal(signal.SIGTERM)
-        try:
-            child.wait(30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        if child is not None and child.poll() is None:
+            _signal_and_wait(child, signal.SIGTERM)
     for path in server.temp:
         with contextlib.suppress(OSError):
             if os.path.isdir(path):
@@ -367,13 +372,7 @@ def start_profiler(args: argparse.Namespace, server: Server, tag: str) -> subpro
 
 def stop_profiler(profiler: subprocess.Popen[bytes]) -> None:
     """SIGINT makes py-spy write its file; it exits by itself when the server does."""
-    if profiler.poll() is None:
-        profiler.send_signal(signal.SIGINT)
-    try:
-        profiler.wait(30)
-    except subprocess.TimeoutExpired:
-        profiler.kill()
-        profiler.wait()
+    _signal_and_wait(profiler, signal.SIGINT)
 
 
 def one_run(
