@@ -199,8 +199,7 @@ class HttpStream:
             frames = self.delivery.take()
             if frames and not await self._write(b"".join(frames), more=True, count=len(frames)):
                 return
-            last = self._last_words()
-            await self._write(last or b"", more=False, count=1 if last else 0)
+            await self._end_body()
 
     async def _send_last(self, frame: bytes) -> None:
         await self.delivery.send(None, frame)
@@ -278,6 +277,11 @@ class HttpStream:
         return None
 
     # ---- writing -------------------------------------------------------
+    async def _end_body(self) -> None:
+        """The last words, if any, as the body's final chunk."""
+        last = self._last_words()
+        await self._write(last or b"", more=False, count=1 if last else 0)
+
     def _on_work(self) -> None:
         self._work.set()
 
@@ -292,8 +296,7 @@ class HttpStream:
             if frames and not await self._write(b"".join(frames), more=True, count=len(frames)):
                 return
             if delivery.closed and not delivery.has_work:
-                last = self._last_words()
-                await self._write(last or b"", more=False, count=1 if last else 0)
+                await self._end_body()
                 assert self._nursery is not None
                 self._nursery.cancel_scope.cancel()  # the watcher and the keep-alive
                 return
