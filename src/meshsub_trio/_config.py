@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ._core._keepalive import wheel_tick
 from ._wire import SUPPORTED
 
 
@@ -138,7 +139,7 @@ class Config:
     @property
     def keepalive_tick(self) -> float:
         """How often the server's keep-alive wheel wakes: a tenth of the shorter period."""
-        return min(self.keepalive, self.pong_deadline) / 10
+        return wheel_tick(self.keepalive, self.pong_deadline)
 
     @property
     def dead_peer_bound(self) -> float:

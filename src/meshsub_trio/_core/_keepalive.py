@@ -64,13 +64,18 @@ class Pingable(Protocol):
         """Keeping this connection alive raised *error* (a bug): end it."""
 
 
+def wheel_tick(interval: float, deadline: float) -> float:
+    """How often a wheel wakes: a tenth of the shorter period (the slack in its bound)."""
+    return min(interval, deadline) / 10
+
+
 class KeepAliveWheel:
     """One server's keep-alives, driven by :meth:`run`."""
 
     def __init__(self, interval: float, deadline: float) -> None:
         self.interval = interval
         self.deadline = deadline
-        self.tick = min(interval, deadline) / 10
+        self.tick = wheel_tick(interval, deadline)
         self._slots: dict[int, dict[Pingable, None]] = {}
 
     def __len__(self) -> int:
