@@ -148,3 +148,32 @@ async def test_end_to_end_a_reset_mid_stream_loses_nothing(meshery: Meshery) -> 
     ]
     text = errors.decode()
     assert "disconnected" in text and "reconnecting" in text and "connected to" in text, text
+
+
+@pytest.mark.parametrize(
+    ("blocked", "transport", "needs"),
+    [("trio_websocket", "ws", "trio-websocket"), ("httpx", "sse", "httpx")],
+)
+def test_without_the_client_extra_the_message_says_what_to_install(
+    blocked: str, transport: str, needs: str
+) -> None:
+    # A base install (`pip install -e .`) lacks the client extra: the command
+    # says what to install in one line and exits 1 (as `serve --workers`
+    # does without its extra), without a traceback.
+    script = (
+        f"import sys; sys.modules[{blocked!r}] = None\n"
+        "from meshsub_trio._cli import main\n"
+        "sys.argv = ['meshsub-trio', 'subscribe', 'subscription { x }', "
+        f"'--url', 'http://127.0.0.1:9/graphql', '--transport', {transport!r}]\n"
+        "raise SystemExit(main())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == ""
+    what = "WebSocket client" if transport == "ws" else "SSE transport"
+    assert done.stderr.splitlines() == [
+        f"meshsub-trio subscribe: error: the {what} needs {needs}: "
+        "pip install 'meshsub-trio[client]'"
+    ]

@@ -220,6 +220,9 @@ async def subscribe_command(
     except ValueError as error:  # a bad URL or option the client refused
         say(f"error: {error}")
         return 2
+    except ImportError as error:  # a base install: the client extra is missing
+        say(f"error: {error}")
+        return 1
     return 0
 
 
