@@ -589,7 +589,9 @@ def main() -> None:
         pubs = mode.get("publishes", [])
         worst = max((p["kernel"].get("max_ms", 0.0) for p in pubs), default=None)
         median_max = (
-            statistics.median(p["kernel"].get("max_ms", 0.0) for p in pubs) if pubs else None
+            round(statistics.median(p["kernel"].get("max_ms", 0.0) for p in pubs), 2)
+            if pubs
+            else None
         )
         print(
             f"keepalive={mode['keepalive']}: {mode['kb_per_connection']} KiB/conn, "
