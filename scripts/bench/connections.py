@@ -135,6 +135,29 @@ def raise_nofile(want: int) -> int:
         return int(hard)
 
 
+def system_limits(connections: int, handshakes: int) -> list[str]:
+    """Machine-wide settings that would fail the run part way up, as warnings.
+
+    Why: at 100k a run meets limits no single process shows (both ends of every
+    connection live on this machine): the descriptor table, conntrack when it
+    is loaded, and the listen queue the clients' handshakes land in.
+    """
+    checks = (
+        ("/proc/sys/fs/file-max", 2 * connections + 10_000, "fs.file-max"),
+        ("/proc/sys/net/netfilter/nf_conntrack_max", connections + 10_000, "nf_conntrack_max"),
+        ("/proc/sys/net/core/somaxconn", handshakes, "net.core.somaxconn"),
+    )
+    warnings = []
+    for path, needed, name in checks:
+        try:
+            value = int(Path(path).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # not on this kernel (conntrack not loaded): nothing to hit
+        if value < needed:
+            warnings.append(f"{name} is {value}, under the {needed} this run needs: raise it")
+    return warnings
+
+
 def http_call(port: int, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
@@ -567,6 +590,8 @@ def main() -> None:
     per_client = args.connections / args.clients
     if per_client + 100 > limit:
         raise SystemExit(f"{per_client:.0f} sockets per client process: use more --clients")
+    for warning in system_limits(args.connections, args.in_flight * args.clients):
+        print("WARNING: " + warning)
     output: dict[str, Any] = {
         "connections": args.connections,
         "clients": args.clients,
