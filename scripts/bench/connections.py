@@ -20,6 +20,14 @@ that no (source, destination) pair needs more ephemeral ports than
   ``--keepalive-modes default,0`` runs both, one fresh server each);
 * other load on the server's core while measuring (others share this machine).
 
+On loopback the kernel runs the receiver's TCP work inside the sender's
+write, so by default the server also pays its clients' receive path.
+``--steer-receive`` (root) sets Receive Packet Steering on ``lo`` to the
+clients' cores for the run, as a network would do that work on the receiving
+machines; the server's inbound work (ACKs, pongs) then moves there too, so
+read it as the server's figures without any receive work
+(``loopback_write.py`` measures the split for one write).
+
 The app is ``servers/hundred_k_app.py`` (``--app``): a shared streamer (one
 cohort: one execution and one encoding per event) and ``POST /publish``.
 ``create_unshared_app`` runs one execution per subscriber instead.
@@ -47,6 +55,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -133,6 +142,28 @@ def raise_nofile(want: int) -> int:
     except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         return int(hard)
+
+
+@contextlib.contextmanager
+def steered_receive(cpus: list[int] | None) -> Iterator[str]:
+    """Receive Packet Steering on ``lo`` to *cpus* for the block (None: as it is).
+
+    Yields the mask in force; the original one is put back on the way out.
+    """
+    path = Path("/sys/class/net/lo/queues/rx-0/rps_cpus")
+    original = path.read_text().strip() if path.exists() else "0"
+    if cpus is None:
+        yield original
+        return
+    mask = format(sum(1 << cpu for cpu in cpus), "x")
+    try:
+        path.write_text(mask)
+    except OSError as error:
+        raise SystemExit(f"--steer-receive needs root (writing {path}: {error})") from None
+    try:
+        yield mask
+    finally:
+        path.write_text(original)
 
 
 def system_limits(connections: int, handshakes: int) -> list[str]:
@@ -570,6 +601,11 @@ def main() -> None:
         default=str(ROOT / "src"),
         help="the meshsub_trio source tree to serve (e.g. a `git archive HEAD` copy)",
     )
+    parser.add_argument(
+        "--steer-receive",
+        action="store_true",
+        help="root: steer loopback receive work to --client-cpus (rps_cpus on lo) for the run",
+    )
     parser.add_argument("--force", action="store_true", help="run past the fd limit")
     parser.add_argument("--tracemalloc", action="store_true", help="PYTHONTRACEMALLOC=1")
     parser.add_argument("--py-spy", metavar="DIR", help="py-spy raw profiles of ramp and idle")
@@ -604,9 +640,11 @@ def main() -> None:
         },
         "modes": [],
     }
-    for mode in args.keepalive_modes.split(","):
-        output["modes"].append(run_mode(args, mode.strip()))
-        time.sleep(3.0)  # let TIME_WAIT sockets and the kernel settle
+    with steered_receive(parse_cpus(args.client_cpus) if args.steer_receive else None) as mask:
+        output["machine"]["lo_rps_cpus"] = mask
+        for mode in args.keepalive_modes.split(","):
+            output["modes"].append(run_mode(args, mode.strip()))
+            time.sleep(3.0)  # let TIME_WAIT sockets and the kernel settle
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_bytes(orjson.dumps(output, option=orjson.OPT_INDENT_2))
     print(f"wrote {args.out}")
