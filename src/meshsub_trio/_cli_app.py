@@ -9,7 +9,7 @@ from typing import Any
 
 from ._app import App
 from ._config import Config
-from ._serve_options import DEFAULT_APP, MEMORY
+from ._serve_options import DEFAULT_APP, MEMORY, redacted
 
 
 def load_app(path: str, **factory_options: Any) -> App:
@@ -99,7 +99,9 @@ def broker_url(args: argparse.Namespace) -> str:
     if url != MEMORY and not all(
         part.strip().startswith(("nats://", "tls://")) for part in url.split(",")
     ):
-        raise SystemExit(f"--broker must be {MEMORY!r} or nats://HOST:PORT[,...], got {url!r}")
+        raise SystemExit(
+            f"--broker must be {MEMORY!r} or nats://HOST:PORT[,...], got {redacted(url)!r}"
+        )
     return url
 
 

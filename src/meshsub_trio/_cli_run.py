@@ -15,6 +15,7 @@ import trio
 from ._app import App
 from ._cli_app import app_from_args
 from ._config import Config
+from ._serve_options import redacted
 from ._server import Server, serve
 from ._supervisor._child import end_with_parent, worker_role
 
@@ -72,7 +73,8 @@ async def run_on_nats(args: argparse.Namespace, config: Config, url: str) -> Non
         from .brokers._nats import NatsBroker
     except ImportError as error:
         raise SystemExit(
-            f"--broker {url} needs nats-py and trio-asyncio: pip install 'meshsub-trio[nats]' "
+            f"--broker {redacted(url)} needs nats-py and trio-asyncio: "
+            "pip install 'meshsub-trio[nats]' "
             f"({error})"
         ) from None
     servers = [part.strip() for part in url.split(",") if part.strip()]
@@ -82,12 +84,12 @@ async def run_on_nats(args: argparse.Namespace, config: Config, url: str) -> Non
             servers, name=f"meshsub-trio[{os.getpid()}]", log=log_stream()
         ) as broker:
             connected = True
-            log.info("connected to NATS at %s", url)
+            log.info("connected to NATS at %s", redacted(url))
             await run(app_from_args(args, broker), config)
     except (ConnectionError, RuntimeError, OSError) as error:
         if connected:
             raise
-        raise SystemExit(f"cannot use the NATS broker at {url}: {error}") from None
+        raise SystemExit(f"cannot use the NATS broker at {redacted(url)}: {error}") from None
 
 
 def tune_gc() -> None:

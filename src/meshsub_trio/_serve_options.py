@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 
 from ._cli_types import (
     count,
@@ -29,6 +30,11 @@ BROKER_ENV = "MESHSUB_BROKER"
 DATA_DIR_ENV = "MESHSUB_DATA_DIR"
 DURABILITY_ENV = "MESHSUB_DURABILITY"
 METRICS_TOKEN_ENV = "MESHSUB_METRICS_TOKEN"
+
+
+def redacted(urls: str) -> str:
+    """*urls* (comma-separated) for a log line: any credentials before ``@`` hidden."""
+    return re.sub(r"(?<=://)[^@/,]*@", "***@", urls)
 
 
 #: More workers than this is a typo, not a machine.

@@ -8,6 +8,7 @@ a connection is read from the kernel, so a test can place a client on each.
 from __future__ import annotations
 
 import os
+import re
 import signal
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -163,3 +164,44 @@ def _cmdline(pid: int) -> bytes:
             return file.read()
     except OSError:
         return b""
+
+
+async def test_the_embedded_nats_server_refuses_a_client_without_its_credentials(
+    tmp_path: Path,
+) -> None:
+    # Security: the store holds every user's data and the log is the model's
+    # source of truth, so another local process must not read or write it.
+    async with open_supervisor(tmp_path) as supervisor:
+        ready = r"embedded nats-server ready url=nats://127\.0\.0\.1:(\d+)"
+        found = re.search(ready, supervisor.stderr())
+        assert found is not None, supervisor.stderr()
+        stream = await trio.open_tcp_stream("127.0.0.1", int(found.group(1)))
+        async with stream:
+            with trio.fail_after(SOON):
+                info = await _nats_line(stream)
+                assert info.startswith(b"INFO ") and b'"auth_required":true' in info, info
+                await stream.send_all(b'CONNECT {"verbose":false,"pedantic":false}\r\nPING\r\n')
+                answer = await _nats_line(stream)
+        assert answer.startswith(b"-ERR") and b"Authorization Violation" in answer, answer
+        # The token is in a file only this user reads, in no command line another
+        # user can read, and in no log line.
+        config = tmp_path / "data" / "nats" / "nats-server.conf"
+        assert config.stat().st_mode & 0o777 == 0o600
+        token = re.search(r'token: "([^"]+)"', config.read_text())
+        assert token is not None and len(token.group(1)) >= 32
+        secret = token.group(1).encode()
+        children = _children(supervisor.process.pid)
+        assert len(children) == 3  # two workers and nats-server
+        for pid in [supervisor.process.pid, *children]:
+            assert secret not in _cmdline(pid)
+        assert secret.decode() not in supervisor.stderr()
+        assert "connected to NATS at nats://***@127.0.0.1:" in supervisor.stderr()
+
+
+async def _nats_line(stream: trio.SocketStream) -> bytes:
+    data = b""
+    while not data.endswith(b"\r\n"):
+        chunk = await stream.receive_some(4096)
+        assert chunk, data
+        data += chunk
+    return data

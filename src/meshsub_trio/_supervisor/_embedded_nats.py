@@ -4,7 +4,11 @@ Its JetStream directory is the durable store of a multi-worker server (the
 workers keep no database of their own): ``DATA_DIR/nats`` by default, so a
 restart keeps designs, contexts, results and events, or a temporary directory
 deleted on exit with ``--data-dir :memory:``. A lock file stops two servers
-from writing one store. The server is restarted on the same port and
+from writing one store. Every client must present a token made afresh for
+each run: the store holds every user's data, so another local process must
+not read or write it. The token lives in a config file only this user can
+read (never on a command line, which any local user can see) and reaches the
+workers in their environment. The server is restarted on the same port and
 directory if it dies; the workers ride the outage out as they ride out any
 NATS restart. Readiness is read from its log, never waited for by sleeping.
 """
@@ -16,6 +20,7 @@ import fcntl
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import sys
@@ -80,6 +85,9 @@ class EmbeddedNats:
     def __init__(self, binary: str, store_dir: str) -> None:
         self.binary = binary
         self.store_dir = store_dir
+        #: What every client must present (URL-safe: it goes in a URL and a config string).
+        self.token = secrets.token_urlsafe(32)
+        self.config_file = os.path.join(store_dir, "nats-server.conf")
         #: Chosen by the server on its first start (``-p -1``), kept for restarts.
         self.port: int | None = None
         self.process: Spawned | None = None
@@ -88,11 +96,27 @@ class EmbeddedNats:
 
     @property
     def url(self) -> str:
+        """Where it listens, without the token: what logs may show."""
         return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def client_url(self) -> str:
+        """Where it listens, with the token: for the workers only."""
+        return f"nats://{self.token}@127.0.0.1:{self.port}"
+
+    def _write_config(self) -> None:
+        """The token, in a file only this user may read (rewritten at each start)."""
+        descriptor = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as config:
+            os.fchmod(config.fileno(), 0o600)  # an older file keeps its mode otherwise
+            config.write(f'authorization {{\n  token: "{self.token}"\n}}\n')
 
     def _command(self) -> list[str]:
         port = -1 if self.port is None else self.port
-        return [self.binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", self.store_dir]
+        return [
+            self.binary, "-c", self.config_file, "-a", "127.0.0.1", "-p", str(port),
+            "-js", "-sd", self.store_dir,
+        ]  # fmt: skip
 
     async def run(
         self, task_status: trio.TaskStatus[EmbeddedNats] = trio.TASK_STATUS_IGNORED
@@ -121,6 +145,7 @@ class EmbeddedNats:
                 await stop_process(self.process, timeout=STOP_TIMEOUT)
 
     async def _start(self, nursery: trio.Nursery) -> bool:
+        self._write_config()
         process = Spawned(self._command())
         self.process = process
         ready = trio.Event()

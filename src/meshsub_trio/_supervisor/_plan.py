@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass
 
 from .._config import Config
-from .._serve_options import MEMORY
+from .._serve_options import BROKER_ENV, MEMORY
 
 
 @dataclass(frozen=True)
@@ -27,13 +27,23 @@ class Plan:
     tls: bool = False
 
 
-def worker_command(plan: Plan, index: int, broker: str) -> list[str]:
-    """The user's own ``serve`` options, plus this worker's share of the job."""
-    extra = ["--workers", "1", "--broker", broker]
+def worker_command(plan: Plan, index: int) -> list[str]:
+    """The user's own ``serve`` options, plus this worker's share of the job.
+
+    The broker is not among them: the embedded one's URL carries its token,
+    and a command line is visible to every local user, so every worker gets
+    its broker from :func:`worker_environment`.
+    """
+    extra = ["--workers", "1"]
     extra.append("--simulator" if plan.simulator and index == 0 else "--no-simulator")
     argv = list(plan.argv)
     cut = argv.index("--") if "--" in argv else len(argv)
     return [sys.executable, "-m", "meshsub_trio", *argv[:cut], *extra, *argv[cut:]]
+
+
+def worker_environment(broker: str) -> dict[str, str]:
+    """What a worker gets on top of the supervisor's environment: its broker."""
+    return {BROKER_ENV: broker}
 
 
 def plan_for(argv: list[str], args: argparse.Namespace, config: Config, data_dir: str) -> Plan:

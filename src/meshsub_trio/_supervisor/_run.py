@@ -19,8 +19,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import trio
 
+from .._serve_options import redacted
 from ._embedded_nats import EmbeddedNats, EmbeddedNatsError, find_nats_server, store_directory
-from ._plan import Plan, worker_command
+from ._plan import Plan, worker_command, worker_environment
 from ._sockets import SharedSockets, bind_shared
 from ._worker import WorkerFailed, WorkerSlot, announce
 
@@ -101,9 +102,10 @@ async def _serve(
     nats: EmbeddedNats | None = None
     if store is not None:
         nats = await nursery.start(EmbeddedNats(find_nats_server(), store).run)
-    broker = nats.url if nats is not None else str(plan.broker)
+    broker = nats.client_url if nats is not None else str(plan.broker)
+    environment = worker_environment(broker)
     slots = [
-        WorkerSlot(index, worker_command(plan, index, broker), shared.fds(index))
+        WorkerSlot(index, worker_command(plan, index), shared.fds(index), environment)
         for index in range(plan.workers)
     ]
     async with trio.open_nursery() as starting:
@@ -112,7 +114,7 @@ async def _serve(
     print(f"meshsub-trio serving on {_url(plan, shared)}", flush=True)
     for slot in slots:
         announce(slot)
-    log.info("%d workers serving", plan.workers, extra={"broker": broker})
+    log.info("%d workers serving", plan.workers, extra={"broker": redacted(broker)})
     async for signum in signals:
         if signum == signal.SIGHUP:
             for slot in slots:

@@ -42,10 +42,14 @@ def announce(slot: WorkerSlot) -> None:
 class WorkerSlot:
     """Worker *index*: started, watched, restarted; :meth:`stop` ends it for good."""
 
-    def __init__(self, index: int, command: list[str], fds: list[int]) -> None:
+    def __init__(
+        self, index: int, command: list[str], fds: list[int], environment: dict[str, str]
+    ) -> None:
         self.index = index
         self.command = command
         self.fds = fds
+        #: Set on top of the supervisor's own environment (the broker's URL).
+        self.environment = environment
         self.process: trio.Process | None = None
         self.restarts = 0
         self._stopping = False
@@ -55,7 +59,7 @@ class WorkerSlot:
         return None if self.process is None else self.process.pid
 
     def _environment(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = dict(os.environ, **self.environment)
         env[WORKER_ENV] = f"{self.index}:{','.join(map(str, self.fds))}"
         return env
 
