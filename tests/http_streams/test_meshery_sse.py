@@ -288,3 +288,20 @@ async def test_long_poll_misses_nothing_across_polls(meshery: Any) -> None:
     for wait in ("31", "-1", "soon"):
         bad = await http.get(EVENTS, headers=ALICE, params={"after": after, "wait": wait})
         assert bad.status_code == 400, wait
+
+
+async def test_long_poll_with_wait_0_answers_with_what_is_there(meshery: Any) -> None:
+    # wait=0 means "answer at once", not "answer empty": events already after
+    # the cursor are in the answer (it once came back empty, cancelled before
+    # taking them).
+    _server, app, http = meshery
+    for n in range(3):
+        publish(app, "alice", n)
+    with trio.fail_after(5):
+        answer = await http.get(EVENTS, headers=ALICE, params={"after": "0", "wait": "0"})
+    body = answer.json()
+    assert [e["event"]["description"] for e in body["events"]] == ["event 0", "event 1", "event 2"]
+    assert body["next"] == body["events"][-1]["cursor"]
+    with trio.fail_after(5):
+        again = await http.get(EVENTS, headers=ALICE, params={"after": body["next"], "wait": "0"})
+    assert again.json() == {"events": [], "next": body["next"]}

@@ -2,7 +2,8 @@
 
 For clients that can hold neither a WebSocket nor an event stream. The answer
 is at once when events follow the cursor, else as soon as one arrives, else
-when ``wait`` seconds (default 25, at most 30) pass: ``200 {"events": [...],
+when ``wait`` seconds (default 25, at most 30; 0 answers at once with what
+the server holds) pass: ``200 {"events": [...],
 "next": CURSOR}`` with each event (the GraphQL shape, like the rest of this
 route) beside its ``cursor``. Pass ``next`` back as ``after``: nothing is
 missed or repeated between polls. The same cursors as the SSE ``id:`` lines
@@ -61,11 +62,15 @@ async def long_poll(model: Model, user_id: str, query: Mapping[str, str]) -> Htt
             capacity=MAX_EVENTS,
             policy=Overflow.CLOSE,
         ) as entries:
-            # The broker closing, or a flood: answer with what there is.
-            with trio.move_on_after(wait), suppress(StopAsyncIteration, BufferOverflow):
-                batch.append(await entries.__anext__())
-            if batch:
-                batch += entries.ready(MAX_EVENTS - 1)
+            # What is there already first: a wait of 0 would cancel the wait
+            # for it at its first checkpoint, before it took anything.
+            batch = entries.ready(MAX_EVENTS)
+            if not batch:
+                # The broker closing, or a flood: answer with what there is.
+                with trio.move_on_after(wait), suppress(StopAsyncIteration, BufferOverflow):
+                    batch.append(await entries.__anext__())
+                if batch:
+                    batch += entries.ready(MAX_EVENTS - 1)
     except GraphQLError as error:
         return cursor_refusal(error)
     events: list[dict[str, Any]] = [
