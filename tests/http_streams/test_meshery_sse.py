@@ -305,3 +305,23 @@ async def test_long_poll_with_wait_0_answers_with_what_is_there(meshery: Any) ->
     with trio.fail_after(5):
         again = await http.get(EVENTS, headers=ALICE, params={"after": body["next"], "wait": "0"})
     assert again.json() == {"events": [], "next": body["next"]}
+
+
+async def test_a_cursor_ahead_of_the_log_does_not_tell_how_far_the_log_is(meshery: Any) -> None:
+    # Security: cursors are one server-wide sequence, so echoing the newest one
+    # let a user count and time every other user's writes.
+    _server, app, http = meshery
+    for n in range(12):
+        newest = publish(app, "bob", n)
+    last = str(app.model.broker.last_seq)
+    assert int(last) >= 12
+    for route, params, headers in (
+        (EVENTS, {"after": "999999", "wait": "0"}, ALICE),
+        (SUBSCRIBE, {}, {**ALICE, "last-event-id": "999999"}),
+    ):
+        refused = await http.get(route, params=params, headers=headers)
+        assert refused.status_code == 400
+        [error] = refused.json()["errors"]
+        assert error["extensions"] == {"code": "CURSOR_INVALID"}
+        assert last not in error["message"], error["message"]
+    assert newest["description"] == "event 11"

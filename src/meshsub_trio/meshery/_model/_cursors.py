@@ -49,8 +49,11 @@ def cursor_error(error: CursorError) -> GraphQLError:
             "cursor and reload the history",
             extensions={"code": "CURSOR_EXPIRED", "oldest": str(error.oldest)},
         )
+    # Not the broker's reason: it names the log's newest cursor, and cursors are
+    # one sequence for every user, so it would let a user count others' writes.
     return GraphQLError(
-        f"cursor {error.cursor} is unknown to this server ({error}); resubscribe without a cursor",
+        f"cursor {error.cursor} is unknown to this server (ahead of its log); "
+        "resubscribe without a cursor",
         extensions={"code": "CURSOR_INVALID"},
     )
 
