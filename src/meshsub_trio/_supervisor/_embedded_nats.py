@@ -68,8 +68,14 @@ def store_directory(data_dir: str) -> Iterator[str]:
             yield temporary
         return
     store = os.path.join(data_dir, "nats")
-    os.makedirs(store, mode=0o700, exist_ok=True)
-    with open(os.path.join(store, "meshsub-trio.lock"), "a+") as lock:
+    try:
+        os.makedirs(store, mode=0o700, exist_ok=True)
+        lock = open(os.path.join(store, "meshsub-trio.lock"), "a+")  # noqa: SIM115 (held below)
+    except OSError as error:
+        raise EmbeddedNatsError(
+            f"cannot use {store} for the NATS store: {error.strerror or error}"
+        ) from None
+    with lock:
         try:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -92,6 +98,9 @@ class EmbeddedNats:
         self.port: int | None = None
         self.process: Spawned | None = None
         self._stopping = False
+        #: Whether the current process said it is ready (its port alone is not enough:
+        #: after the first start the port is known before the process serves, or dies).
+        self._serving = False
         self._tail: deque[bytes] = deque(maxlen=30)
 
     @property
@@ -146,13 +155,14 @@ class EmbeddedNats:
 
     async def _start(self, nursery: trio.Nursery) -> bool:
         self._write_config()
+        self._serving = False
         process = Spawned(self._command())
         self.process = process
         ready = trio.Event()
         nursery.start_soon(self._read_log, process, ready)
         with trio.move_on_after(START_TIMEOUT):
             await ready.wait()
-        if process.returncode is not None or self.port is None:
+        if process.returncode is not None or self.port is None or not self._serving:
             await stop_process(process, timeout=0)
             return False
         log.info("embedded nats-server ready", extra={"url": self.url, "pid": process.pid})
@@ -169,6 +179,7 @@ class EmbeddedNats:
                     if (match := _LISTENING.search(line)) is not None:
                         self.port = int(match.group(2))
                     elif _READY in line:
+                        self._serving = True
                         ready.set()
                     elif _PROBLEM.search(line) and not self._stopping:
                         log.warning("nats-server: %s", line.decode(errors="replace").strip())
