@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from meshsub_trio import MemoryBroker, Server
+from meshsub_trio._decimal import decimal
 from meshsub_trio._wire._sse import SseEvent, SseParser
 from meshsub_trio.meshery import create_app
 
@@ -325,3 +326,27 @@ async def test_a_cursor_ahead_of_the_log_does_not_tell_how_far_the_log_is(mesher
         assert error["extensions"] == {"code": "CURSOR_INVALID"}
         assert last not in error["message"], error["message"]
     assert newest["description"] == "event 11"
+
+
+async def test_cursors_that_are_not_plain_digits_are_invalid_not_internal_errors(
+    meshery: Any,
+) -> None:
+    # "²" passes str.isdigit() and int() refuses it; so do 5,000 digits: each
+    # was an internal error (a traceback per request, or a dropped connection).
+    _server, _app, http = meshery
+    for bad in ("²", "9" * 5000, "１２"):
+        polled = await http.get(EVENTS, headers=ALICE, params={"after": bad, "wait": "0"})
+        assert polled.status_code == 400, polled.text
+        [error] = polled.json()["errors"]
+        assert error["extensions"] == {"code": "CURSOR_INVALID"}
+        assert len(error["message"]) < 200
+        raw = {**ALICE, "last-event-id": bad.encode("latin-1", "replace")}  # "²" as its byte
+        streamed = await http.get(SUBSCRIBE, headers=raw)
+        assert streamed.status_code == 400, streamed.text
+        assert streamed.json()["errors"][0]["extensions"] == {"code": "CURSOR_INVALID"}
+
+
+def test_decimal_takes_ascii_digits_only_and_bounded() -> None:
+    assert decimal("0") == 0 and decimal("18446744073709551615") == 2**64 - 1
+    for bad in ("", "²", "１", "-1", "+1", " 1", "1_000", "1" * 21):
+        assert decimal(bad) is None, bad

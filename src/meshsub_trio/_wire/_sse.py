@@ -21,6 +21,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from .._decimal import decimal
 from .._encoding import dumps
 
 EVENT_STREAM = "text/event-stream"
@@ -305,5 +306,5 @@ class SseParser:
             self._event = value
         elif name == "id" and "\0" not in value:
             self.last_event_id = value
-        elif name == "retry" and value.isdigit():
-            self.retry_ms = int(value)
+        elif name == "retry" and (retry := decimal(value)) is not None:
+            self.retry_ms = retry

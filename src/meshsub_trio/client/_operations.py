@@ -17,6 +17,7 @@ from typing import Any, Literal
 import trio
 from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
 
+from .._decimal import decimal
 from ._buffer import StreamBuffer
 
 #: What a subscription does when the server cannot resume after its cursor.
@@ -97,8 +98,9 @@ def is_after(cursor: str, last: str) -> bool:
     """Whether *cursor* comes after *last*. Decimal cursors (log sequences) are
     compared as numbers, so a replayed duplicate is recognised; other cursors
     are opaque and only an exact repeat counts as one."""
-    if cursor.isdigit() and last.isdigit():
-        return int(cursor) > int(last)
+    number, previous = decimal(cursor), decimal(last)
+    if number is not None and previous is not None:
+        return number > previous
     return cursor != last
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from ..._decimal import decimal
 from ..._encoding import JSONDecodeError, loads
 from .._model._records import SEVERITIES
 
@@ -105,9 +106,11 @@ def _whole(query: Mapping[str, str], key: str, default: int, *, low: int, high: 
     raw = query.get(key, "").strip()
     if not raw:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise RouteError(400, f"{key} must be a whole number from {low} to {high}, got {raw!r}")
-    return int(raw)
+    number = decimal(raw)
+    if number is None or not low <= number <= high:
+        shown = raw if len(raw) <= 40 else raw[:40] + "..."
+        raise RouteError(400, f"{key} must be a whole number from {low} to {high}, got {shown!r}")
+    return number
 
 
 def events_page(events: list[dict[str, Any]], query: Mapping[str, str]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 import trio
 from graphql import GraphQLError
 
+from ..._decimal import decimal
 from ...brokers._broker import CursorError, CursorExpired, MemoryBroker
 from ...brokers._buffer import BufferOverflow, Overflow
 
@@ -30,14 +31,15 @@ Entry = tuple[int | None, Any]
 def parse_cursor(cursor: str | None) -> int | None:
     if cursor is None:
         return None
-    text = cursor.strip()
-    if not text.isdigit():
+    number = decimal(cursor.strip())
+    if number is None:
+        shown = cursor if len(cursor) <= 40 else cursor[:40] + "..."
         raise GraphQLError(
-            f"invalid cursor {cursor!r}: send back a cursor this server sent, "
+            f"invalid cursor {shown!r}: send back a cursor this server sent, "
             "or resubscribe without a cursor",
             extensions={"code": "CURSOR_INVALID"},
         )
-    return int(text)
+    return number
 
 
 def cursor_error(error: CursorError) -> GraphQLError:

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import orjson
 import trio
 
+from ..._decimal import decimal
 from .._model._model import Model
 
 log = logging.getLogger("meshsub_trio.meshery.snapshots")
@@ -274,8 +275,9 @@ class NatsSnapshots:
         for info in infos:
             name = str(info.name)
             prefix, _, number = name.partition("-")
-            if prefix == "model" and number.isdigit():
-                found.append((int(number), name))
+            seq = decimal(number)
+            if prefix == "model" and seq is not None:
+                found.append((seq, name))
         return sorted(found, reverse=True)
 
     async def newest_seq(self) -> int:
