@@ -67,6 +67,7 @@ EXPECTED: dict[str, set[str]] = {
         "MemoryBroker",
         "NatsBroker",
         "NatsOptions",
+        "NotStored",
         "PublishQueueFull",
     },
     "meshsub_trio.interceptors": {

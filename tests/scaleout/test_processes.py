@@ -102,7 +102,11 @@ async def test_processes_ride_out_a_nats_restart(nats_server: NatsServer) -> Non
         await nats_server.stop()
         for status in statuses:
             await status.wait(lambda r: broker_status(r) == "UNKOWN", "BROKER not connected")
-        await publish_round([None, None, https[2]], published, range(5, 8))  # buffered in p2
+        # While the log is out of reach a change is refused, not queued: an
+        # answer of 201 must mean the log has it.
+        refused = await post_event(https[2], "p2-refused")
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert "the shared broker is reconnecting" in refused.text
         await nats_server.start()
         for status in statuses:
             await status.wait(lambda r: broker_status(r) == "CONNECTED", "BROKER CONNECTED again")
@@ -110,6 +114,7 @@ async def test_processes_ride_out_a_nats_restart(nats_server: NatsServer) -> Non
         for reader in readers:
             await reader.wait_count(len(published))
         check_events(readers, published)
+        assert all("p2-refused" not in str(r.items) for r in readers)
         assert all(not r.closed for r in readers + statuses)  # nobody was disconnected
 
         # A process started now replays the log: same state, same events.

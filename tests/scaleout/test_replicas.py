@@ -7,6 +7,7 @@ covers that with three of them.
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from typing import Any
 
 import trio
@@ -215,11 +216,8 @@ async def test_nats_outage_clients_stay_broker_status_follows(nats_server: NatsS
         with trio.fail_after(SOON):
             while b.broker.state is ConnectionState.CONNECTED:
                 await b.broker.wait_state_change(ConnectionState.CONNECTED)
-        # During the outage b buffers up to its bound (30 messages), then refuses clearly.
-        for n in range(10, 40):
-            response = await post_event(http_b, f"b-{n}")
-            assert response.status_code == 201
-            published.append(f"b-{n}")
+        # During the outage b refuses changes at once (an answer of 201 must
+        # mean the log has it: queued changes were lost if b stopped).
         refused = await post_event(http_b, "b-refused")
         assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
         assert "broker unavailable, change not accepted" in refused.json()["errors"][0]["message"]
@@ -233,6 +231,8 @@ async def test_nats_outage_clients_stay_broker_status_follows(nats_server: NatsS
 
         await nats_server.start()
         await status.wait(lambda r: broker_status(r) == "CONNECTED", "BROKER CONNECTED again")
+        with trio.fail_after(SOON):
+            await a.broker.wait_connected()  # a's own link too: changes need it now
         for n in range(10, 15):
             event(a, f"a-{n}")
             published.append(f"a-{n}")
@@ -255,3 +255,29 @@ def broker_status(reader: Reader) -> str | None:
             if item["controller"] == "BROKER":
                 latest = item["status"]
     return latest
+
+
+async def test_a_change_the_log_refuses_is_an_error_not_a_success(nats_server: NatsServer) -> None:
+    # An answer that says "saved" must mean the log has the change: here the
+    # stream refuses large messages (as a full disk refuses every one), and
+    # the mutation says so instead of answering with the saved pattern.
+    async with AsyncExitStack() as stack:
+        replica = await stack.enter_async_context(open_replica(nats_server))
+        http = await stack.enter_async_context(http_client(replica.port))
+        js: Any = replica.broker._js
+        info = await replica.broker._aio(js.stream_info)("MESHERY")
+        await replica.broker._aio(js.update_stream)(replace(info.config, max_msg_size=2048))
+        small = await graphql(
+            http, 'mutation { savePattern(input: {name: "small", pattern_file: "y"}) { id } }'
+        )
+        assert "errors" not in small, small
+        big = "x" * 4096
+        reply = await graphql(
+            http,
+            f'mutation {{ savePattern(input: {{name: "big", pattern_file: "{big}"}}) {{ id }} }}',
+        )
+        [error] = reply["errors"]
+        assert error["extensions"]["code"] == "BROKER_UNAVAILABLE"
+        assert "the log did not store it" in error["message"], error
+        response = await post_event(http, "after")  # the log takes changes again
+        assert response.status_code == 201, response.text

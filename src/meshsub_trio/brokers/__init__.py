@@ -10,7 +10,8 @@
   ``nats`` extra; imported on first use, so nats-py stays optional);
 - the errors: :class:`CursorError`, :class:`CursorExpired` (a resume cursor the
   log cannot serve), :class:`PublishQueueFull`, :class:`BrokerClosed` (a
-  publish refused rather than lost).
+  publish refused rather than lost), :class:`NotStored` (the log refused a
+  message a caller waited for).
 
 A re-export only: the implementations live in private modules.
 """
@@ -28,7 +29,7 @@ from ._broker import (
     LogBroker,
     MemoryBroker,
 )
-from ._nats_outbox import BrokerClosed, PublishQueueFull
+from ._nats_outbox import BrokerClosed, NotStored, PublishQueueFull
 
 if TYPE_CHECKING:
     from ._nats import NatsBroker
@@ -63,5 +64,6 @@ __all__ = [
     "MemoryBroker",
     "NatsBroker",
     "NatsOptions",
+    "NotStored",
     "PublishQueueFull",
 ]

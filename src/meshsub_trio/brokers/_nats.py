@@ -40,13 +40,14 @@ from ._buffer import EventBuffer, Overflow
 from ._nats_link import NatsLink, _TopicInterest
 from ._nats_log import LogBuffer, LogFeed, LogStream, subject_matches
 from ._nats_options import NatsOptions, _check_subject, _check_topic
-from ._nats_outbox import BrokerClosed, PublishQueueFull
+from ._nats_outbox import BrokerClosed, NotStored, PublishQueueFull
 
 __all__ = [
     "BrokerClosed",
     "LogStream",
     "NatsBroker",
     "NatsOptions",
+    "NotStored",
     "PublishQueueFull",
 ]
 
@@ -61,20 +62,32 @@ class NatsBroker(NatsLink):
 
     # ------------------------------------------------------------ publish
 
-    def publish(self, topic: str, message: Any) -> None:
+    def publish(self, topic: str, message: Any, *, stored: bool = False) -> int:
         """Queue *message* for *topic*; never blocks.
 
         Raises :class:`PublishQueueFull` when the outgoing queue is at its
         bound (the message is not sent), :class:`BrokerClosed` after close.
+        With *stored* (the topic must be in the log's stream), returns a
+        ticket for :meth:`wait_stored`; else 0.
         """
         _check_topic(topic)
+        if stored and (self.options.log is None or not self.options.log.covers(topic)):
+            raise ValueError(f"topic {topic!r} is not captured by the log: nothing would store it")
         payload = orjson.dumps(message)
         if len(payload) > self._nc.max_payload:
             raise ValueError(
                 f"message of {len(payload)} bytes exceeds the NATS max payload "
                 f"({self._nc.max_payload})"
             )
-        self._outbox.put(topic, payload)
+        return self._outbox.put(topic, payload, ack=stored)
+
+    async def wait_stored(self, ticket: int, after: int = 0) -> None:
+        """Wait until the log stored every message published with ``stored=True``
+        up to *ticket*; raise :class:`NotStored` if one after *after* was refused.
+
+        Unbounded (an answer lost with the connection never comes): bound it.
+        """
+        await self._outbox.wait_stored(ticket, after)
 
     async def flush(self) -> None:
         """Wait until every message published so far was flushed to the server."""

@@ -155,6 +155,10 @@ class NatsLink:
                     f"cannot set up JetStream stream {opts.log.name!r} ({exc!r}); "
                     "start nats-server with -js, or pass log=None"
                 ) from exc
+        # JetStream's answers to messages published for a ticket (nats-py
+        # restores this subscription after a reconnect, like every other).
+        self._outbox.ack_prefix = self._nc.new_inbox()
+        await self._nc.subscribe(f"{self._outbox.ack_prefix}.*", cb=self._outbox.on_ack)
         self._spawn(self._outbox.run(self._nc, self._pinger, self._connected))
 
     def _aio(self, fn: Any) -> Any:

@@ -11,6 +11,12 @@ While the connection is down the task waits for it to come back and the
 messages stay here, within the same bound: that bound is the only buffer a
 publisher can fill, and a full queue is an error the caller sees at once
 (:class:`PublishQueueFull`), never a silent drop.
+
+A message put with ``ack=True`` gets a *ticket* and goes out with a reply
+subject under :attr:`Outbox.ack_prefix`; JetStream answers there once it has
+stored the message (or why it could not). A flush only says nats-server has
+the bytes; a ticket says the log kept them, which is what a caller that
+promises durability must wait for (:meth:`Outbox.wait_stored`).
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import orjson
 import trio
 
 if TYPE_CHECKING:
@@ -46,6 +53,14 @@ class BrokerClosed(Exception):
     """The broker is closing or closed: nothing more can be published."""
 
 
+class NotStored(Exception):
+    """The log did not store a message published for a ticket (JetStream's reason)."""
+
+
+#: Failed tickets remembered for waiters (failures are rare; the oldest go first).
+_MAX_FAILURES = 1024
+
+
 class Outbox:
     """A bounded queue of ``(subject, payload)``; ``put`` never blocks (see module doc)."""
 
@@ -58,9 +73,15 @@ class Outbox:
         self.max_bytes = max_bytes
         self._batch = batch
         self._flush_timeout = flush_timeout
-        self._queue: deque[tuple[str, bytes]] = deque()
+        self._queue: deque[tuple[str, bytes, int]] = deque()
         self._bytes = 0
         self._closed = False
+        #: Where JetStream's acknowledgements come back (set once connected).
+        self.ack_prefix = ""
+        self._tickets = 0
+        #: Every ticket up to this one was answered (stored, refused or given up).
+        self.settled_through = 0
+        self._failures: dict[int, str] = {}
         #: Counters: accepted, refused because full, handed to nats-py and
         #: flushed, refused by nats-py while connected (logged), and still
         #: queued when the broker closed.
@@ -79,18 +100,71 @@ class Outbox:
     def queued_bytes(self) -> int:
         return self._bytes
 
-    def put(self, subject: str, payload: bytes) -> None:
-        """Queue one message or raise :class:`PublishQueueFull`/:class:`BrokerClosed`."""
+    def put(self, subject: str, payload: bytes, *, ack: bool = False) -> int:
+        """Queue one message or raise :class:`PublishQueueFull`/:class:`BrokerClosed`.
+
+        With *ack*, the message's ticket (see :meth:`wait_stored`); else 0.
+        """
         if self._closed:
             raise BrokerClosed("the NATS broker is closed")
         if len(self._queue) >= self.max_messages or self._bytes + len(payload) > self.max_bytes:
             self.rejected += 1
             raise PublishQueueFull(self.max_messages, self.max_bytes)
-        self._queue.append((subject, payload))
+        ticket = 0
+        if ack:
+            self._tickets = ticket = self._tickets + 1
+        self._queue.append((subject, payload, ticket))
         self._bytes += len(payload)
         self.enqueued += 1
         if not self._wakeup.is_set():
             self._wakeup.set()
+        return ticket
+
+    async def wait_stored(self, ticket: int, after: int = 0) -> None:
+        """(Trio) Wait until JetStream answered for every ticket up to *ticket*.
+
+        Raises :class:`NotStored` when any ticket after *after* up to *ticket*
+        was refused. The caller bounds the wait: an answer lost with the
+        connection never comes.
+        """
+        while self.settled_through < ticket:
+            await self._progress.wait()
+        for failed in range(after + 1, ticket + 1):
+            reason = self._failures.get(failed)
+            if reason is not None:
+                raise NotStored(reason)
+        await trio.lowlevel.checkpoint()
+
+    async def on_ack(self, msg: Any) -> None:
+        """(asyncio, nats-py's callback) JetStream's answer for one ticket."""
+        try:
+            ticket = int(msg.subject.rsplit(".", 1)[1])
+        except (IndexError, ValueError):
+            return
+        reason: str | None = None
+        status = (msg.headers or {}).get("Status") if hasattr(msg, "headers") else None
+        if status == "503":
+            reason = "no JetStream stream captures the subject"
+        else:
+            try:
+                answer = orjson.loads(msg.data)
+            except orjson.JSONDecodeError:
+                answer = {"error": {"description": "an answer that is not JSON"}}
+            error = answer.get("error") if isinstance(answer, dict) else None
+            if isinstance(error, dict):
+                reason = str(error.get("description", error))
+            elif error is not None:
+                reason = str(error)
+        self._settle(ticket, reason)
+
+    def _settle(self, ticket: int, reason: str | None) -> None:
+        if reason is not None:
+            self._failures[ticket] = reason
+            while len(self._failures) > _MAX_FAILURES:
+                del self._failures[next(iter(self._failures))]
+        if ticket > self.settled_through:
+            self.settled_through = ticket
+        self._notify()
 
     def close(self) -> None:
         """Refuse further messages; those already queued are still sent."""
@@ -105,6 +179,9 @@ class Outbox:
     def abandon(self) -> int:
         """Give up on what is still queued (closing while disconnected); count it."""
         count = len(self._queue)
+        for _subject, _payload, ticket in self._queue:
+            if ticket:
+                self._settle(ticket, "the broker closed before sending it")
         self._queue.clear()
         self._bytes = 0
         self.abandoned += count
@@ -138,9 +215,12 @@ class Outbox:
         handed = 0
         queue = self._queue
         while queue and handed < self._batch:
-            subject, payload = queue[0]
+            subject, payload, ticket = queue[0]
             try:
-                await nc.publish(subject, payload)
+                if ticket:
+                    await nc.publish(subject, payload, reply=f"{self.ack_prefix}.{ticket}")
+                else:
+                    await nc.publish(subject, payload)
             except Exception as exc:
                 if not nc.is_connected:  # the link dropped mid-batch: keep the rest queued
                     logger.debug("NATS publish deferred: %r", exc)
@@ -150,6 +230,8 @@ class Outbox:
                 queue.popleft()
                 self._bytes -= len(payload)
                 self.failed += 1
+                if ticket:
+                    self._settle(ticket, f"NATS refused it: {exc!r}")
                 self._notify()
                 continue
             queue.popleft()

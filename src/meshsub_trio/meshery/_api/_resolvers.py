@@ -66,7 +66,10 @@ def _flushed(model: Model, fn: Resolver) -> Resolver:
     """A mutation that, on a replicated model, answers once its change is on the bus."""
 
     async def after_flush(result: Any) -> Any:
-        await model.flush()
+        try:
+            await model.flush()
+        except BrokerUnavailable as error:  # the log refused it, or did not answer in time
+            raise GraphQLError(str(error), extensions={"code": "BROKER_UNAVAILABLE"}) from None
         return result
 
     @functools.wraps(fn)

@@ -45,7 +45,7 @@ import trio
 
 from ...brokers._broker import ConnectionState, CursorExpired, Delivery, LogBroker, MemoryBroker
 from ...brokers._buffer import BufferOverflow, EventBuffer, Overflow
-from ...brokers._nats_outbox import BrokerClosed, PublishQueueFull
+from ...brokers._nats_outbox import BrokerClosed, NotStored, PublishQueueFull
 from .._api._resume import ResumeFeed
 from .._model import _topics as topics
 from .._model._model import Model
@@ -65,6 +65,18 @@ class BrokerUnavailable(Exception):
 
     def __init__(self, reason: str) -> None:
         super().__init__(f"broker unavailable, change not accepted: {reason}")
+        self.reason = reason
+
+
+class ChangeUnconfirmed(BrokerUnavailable):
+    """A change was sent but the log did not confirm it in time: it may still land.
+
+    Answered as an error all the same: an answer that says "saved" must mean
+    the log has it (a process that stopped meanwhile would have lost it).
+    """
+
+    def __init__(self, reason: str) -> None:
+        Exception.__init__(self, f"change not confirmed by the log: {reason}")
         self.reason = reason
 
 
@@ -109,6 +121,11 @@ class ReplicatedBus:
         self._deliveries = MemoryBroker(log_capacity=0)
         self._pending = PendingChanges()
         self._sent = 0
+        #: Whether the shared broker confirms what its log stored (NATS does):
+        #: the newest ticket sent, and the newest one a flush saw stored.
+        self._confirms = hasattr(shared, "wait_stored")
+        self._ticket = 0
+        self._checked = 0
         #: The newest log sequence handed to local subscribers, overall and per topic.
         self.last_seq = 0
         self._topic_seq: dict[str, int] = {}
@@ -145,10 +162,18 @@ class ReplicatedBus:
         self._send(topic, message)
 
     def _send(self, topic: str, message: Any) -> int:
+        # While the link is down a change is refused, not queued: it would be
+        # answered before the log had it, and lost if this process stopped.
+        if self.shared.state is not ConnectionState.CONNECTED:
+            raise BrokerUnavailable(f"the shared broker is {self.shared.state.name.lower()}")
         number = self._sent + 1
         envelope = {"origin": self.origin, "n": number, "topic": topic, "message": message}
         try:
-            self.shared.publish(topic, envelope)
+            if self._confirms:
+                publish: Any = self.shared.publish  # NatsBroker's, with tickets
+                self._ticket = publish(topic, envelope, stored=True)
+            else:
+                self.shared.publish(topic, envelope)
         except PublishQueueFull as error:
             raise BrokerUnavailable(str(error)) from error
         except BrokerClosed as error:
@@ -157,17 +182,35 @@ class ReplicatedBus:
         return number
 
     async def flush(self) -> None:
-        """Wait until what was committed reached the shared bus, while it is up.
+        """Wait until the log stored what was committed (within ``flush_timeout``).
 
-        During an outage this returns at once: the changes wait in the
-        broker's bounded queue and reach the bus when it returns.
+        Raises :class:`BrokerUnavailable` when the log refused a change, and
+        :class:`ChangeUnconfirmed` when it did not answer in time. A shared
+        broker without store confirmations (a test's) is flushed instead.
         """
-        flush = getattr(self.shared, "flush", None)
-        if flush is None or self.shared.state is not ConnectionState.CONNECTED:
+        if not self._confirms:
+            flush = getattr(self.shared, "flush", None)
+            if flush is None or self.shared.state is not ConnectionState.CONNECTED:
+                await trio.lowlevel.checkpoint()
+                return
+            with trio.move_on_after(self.flush_timeout):
+                await flush()
+            return
+        ticket, after = self._ticket, self._checked
+        if ticket <= after:
             await trio.lowlevel.checkpoint()
             return
-        with trio.move_on_after(self.flush_timeout):
-            await flush()
+        try:
+            with trio.fail_after(self.flush_timeout):
+                wait_stored: Any = self.shared.wait_stored  # type: ignore[attr-defined]
+                await wait_stored(ticket, after)
+        except trio.TooSlowError:
+            raise ChangeUnconfirmed(f"no answer within {self.flush_timeout:g} s") from None
+        except NotStored as error:
+            # Reported once: later flushes look only past this ticket.
+            self._checked = max(self._checked, ticket)
+            raise BrokerUnavailable(f"the log did not store it ({error})") from None
+        self._checked = max(self._checked, ticket)
 
     async def barrier(self) -> None:
         """Wait until this replica applied everything logged before the call.
