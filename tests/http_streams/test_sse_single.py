@@ -107,6 +107,12 @@ async def test_request_errors(server: Server) -> None:
         missing = await client.post(api, json={"query": "{ hello }"}, headers=headers)
         assert missing.status_code == 400
         assert missing.json() == {"errors": [{"message": "Operation ID is missing"}]}
+        # Every event of an operation repeats its id: a long one is refused.
+        long_id = await client.post(api, json=op("x" * 129, "{ hello }"), headers=headers)
+        assert long_id.status_code == 400
+        assert long_id.json() == {
+            "errors": [{"message": "Operation ID is longer than 128 characters"}]
+        }
         invalid = await client.post(api, json=op("v", "{ notExists }"), headers=headers)
         assert invalid.status_code == 400 and "notExists" in invalid.text  # SSE-26
         no_id = await client.delete(api, headers=headers)

@@ -149,3 +149,12 @@ def test_operation_cap() -> None:
     assert decoded(feed(machine, start("2"))) == [
         {"id": "2", "type": "error", "payload": {"message": "Subscription limit reached"}}
     ]
+
+
+def test_an_id_longer_than_128_characters_is_an_error_that_does_not_echo_it() -> None:
+    machine = acked()
+    assert decoded(feed(machine, start("x" * 129))) == [
+        {"type": "error", "payload": {"message": '"id" is longer than 128 characters'}}
+    ]
+    [requested] = feed(machine, start("y" * 128))
+    assert isinstance(requested, OperationRequested)

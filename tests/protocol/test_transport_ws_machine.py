@@ -69,6 +69,9 @@ INVALID = [
     '{"id":"1","type":"next","payload":{}}',
     '{"type":"connection_ack"}',
     '{"id":"1","type":"error","payload":[]}',
+    # Every result frame repeats the id: a longer one than 128 characters is refused.
+    json.dumps(subscribe("x" * 129)),
+    '{"type":"complete","id":"' + "x" * 129 + '"}',
 ]
 
 
@@ -199,7 +202,7 @@ def test_reject_closes_4403_without_ack() -> None:
 
 def test_long_reasons_are_clipped_to_123_bytes() -> None:
     machine = acked()
-    long_id = "x" * 200
+    long_id = "x" * 128  # the longest id allowed: "Subscriber for <id> already exists" is longer
     feed(machine, subscribe(long_id))
     [close] = feed(machine, subscribe(long_id))
     assert len(close.reason.encode()) <= 123
@@ -209,3 +212,9 @@ def test_keepalive_is_a_ping_probe() -> None:
     machine = TransportWSMachine()
     assert machine.keepalive_is_probe
     assert machine.keepalive() == b'{"type":"ping"}'
+
+
+def test_an_id_of_128_characters_is_accepted() -> None:
+    machine = acked()
+    [requested] = feed(machine, subscribe("x" * 128))
+    assert isinstance(requested, OperationRequested) and requested.id == "x" * 128

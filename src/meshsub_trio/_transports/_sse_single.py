@@ -26,6 +26,7 @@ from .._core._operation import Operation
 from .._encoding import dumps
 from .._execution import Prepared, format_errors
 from .._wire import OperationRequested
+from .._wire._machine import MAX_OPERATION_ID
 from .._wire._sse import SseSingleMachine, wants_event_stream
 from ._graphql_http import BadRequest, check_params, choose_media_type, read_params
 from ._http_stream import SSE, HttpStream, Receive, Send, is_mutation, respond, serve_graphql_sse
@@ -239,6 +240,9 @@ async def _execute(
     op_id = extensions.get("operationId")
     if not isinstance(op_id, str) or not op_id:
         await respond(send, 400, "Operation ID is missing")
+        return
+    if len(op_id) > MAX_OPERATION_ID:
+        await respond(send, 400, f"Operation ID is longer than {MAX_OPERATION_ID} characters")
         return
     if reservation.is_active(op_id):
         await respond(send, 409, "Operation with ID already exists")

@@ -24,7 +24,7 @@ from ._events import (
     Send,
     clip_reason,
 )
-from ._machine import MachineBase, complete_frame
+from ._machine import MAX_OPERATION_ID, MachineBase, complete_frame
 from ._states import MachineState, OperationState, OpTrigger, Trigger
 
 SUBPROTOCOL = "graphql-ws"
@@ -93,6 +93,9 @@ class LegacyWSMachine(MachineBase):
         op_id = message.get("id")
         if not isinstance(op_id, str) or not op_id:
             return [Send(_error_message(None, '"id" must be a non-empty string'))]
+        if len(op_id) > MAX_OPERATION_ID:
+            message_text = f'"id" is longer than {MAX_OPERATION_ID} characters'
+            return [Send(_error_message(None, message_text))]
         payload = message.get("payload")
         if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
             return [Send(_error_message(op_id, '"payload.query" must be a string'))]

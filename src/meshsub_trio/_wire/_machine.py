@@ -21,6 +21,11 @@ from ._states import (
     Trigger,
 )
 
+#: The longest operation id a client may choose (a UUID is 36). Every frame
+#: for an operation repeats its id, so an unbounded one multiplied the
+#: memory and the bytes of each result (up to a message's size per frame).
+MAX_OPERATION_ID = 128
+
 # Module constants: the per-message check is one dict lookup and an identity compare.
 _LIVE = OperationState.LIVE
 _ABSENT = OperationState.ABSENT

@@ -22,7 +22,7 @@ from ._events import (
     Send,
     clip_reason,
 )
-from ._machine import MachineBase
+from ._machine import MAX_OPERATION_ID, MachineBase
 from ._states import MachineState, OperationState, OpTrigger, Trigger
 
 SUBPROTOCOL = "graphql-transport-ws"
@@ -44,6 +44,8 @@ def _operation_id(message: dict[str, Any]) -> str:
     value = message.get("id")
     if not isinstance(value, str) or not value:
         raise _Invalid('"id" must be a non-empty string')
+    if len(value) > MAX_OPERATION_ID:
+        raise _Invalid(f'"id" is longer than {MAX_OPERATION_ID} characters')
     return value
 
 
