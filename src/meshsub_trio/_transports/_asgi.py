@@ -193,6 +193,7 @@ class ASGIApp:
             await _respond(send, 401, _error(refused), JSON, [challenge, *_CLOSE])
             return
         try:
+            _check_declared_length(headers, state.config.max_message_size)
             body = await _read_body(
                 receive, state.config.max_message_size, state.config.body_timeout
             )
@@ -354,6 +355,14 @@ class _BodyRefused(Exception):
         super().__init__(status, message)
         self.status = status
         self.message = message
+
+
+def _check_declared_length(headers: dict[str, str], limit: int) -> None:
+    """Refuse a body declared too large before reading any of it (and before a
+    ``100 Continue`` invites it): the client learns at once, not after *limit* bytes."""
+    declared = headers.get("content-length", "").strip()
+    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
+        raise _BodyRefused(413, "Body too large")
 
 
 async def _read_body(receive: Receive, limit: int, timeout: float) -> bytes:

@@ -206,6 +206,10 @@ class NativeHost:
             tls = stream.layer if isinstance(stream, TlsStream) else None
             return await self._handshake(stream.socket, target, headers, bytes(leftover), tls)
         await serve_asgi(self.asgi, stream, http, event, config)
+        if "content-length" in headers and "transfer-encoding" in headers:
+            # Framed two ways (RFC 9112 §6.1): answered by its chunks, then closed,
+            # so nothing after it on this connection is read with a doubtful frame.
+            return None
         if http.their_state is h11.SEND_BODY:
             # Answered without reading the whole body (refused, too large, too
             # slow): never read it for the next request; close politely.
