@@ -21,7 +21,7 @@ from .._app import App, Cursored, StreamerSource
 from .._encoding import dumps
 from ._documents import Document, DocumentCache
 from ._errors import public_errors
-from ._limits import Limits
+from ._limits import MAX_VARIABLE_VALUES, Limits, variables_over_limit
 from ._plan import Plan
 from ._plans import Plans
 from ._trio_gather import install as install_trio_gather
@@ -136,6 +136,9 @@ class Engine:
     ) -> Prepared | list[GraphQLError]:
         if document.node is None:
             return list(document.errors)
+        if variables and variables_over_limit(variables):
+            message = f"Variables hold more than {MAX_VARIABLE_VALUES} values"
+            return [GraphQLError(message, extensions={"code": "VARIABLES_TOO_LARGE"})]
         executor = ExecutorThrowingOnIncremental.build(
             self.app.schema,
             document.node,
