@@ -14,10 +14,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import h11
 import pytest
 import trio
 
 from meshsub_trio import App, AuthError, Context, HttpRequest, HttpResponse, Server
+from meshsub_trio._transports._native_http import _more_chunks
 from meshsub_trio.examples.countdown import countdown, ticks
 
 from ..hypercorn_host import start_hypercorn
@@ -507,3 +509,40 @@ async def test_a_request_framed_by_both_length_and_chunks_is_answered_then_close
             status, _, answer = await conn.response()
             assert await conn.closed()  # the smuggled request got no answer
     assert status == 200 and "hello" in json.loads(answer)["data"]
+
+
+async def test_a_body_in_one_byte_chunks_is_served_while_others_are(server: Server) -> None:
+    """Tiny chunks are many h11 events per read: they are taken in runs, with the
+    loop let go between runs, so a bystander keeps streaming meanwhile."""
+    port = server.port
+    body = b'{"query":"{ hello }"' + b" " * 100_000 + b"}"
+    chunked = b"".join(b"1\r\n" + body[i : i + 1] + b"\r\n" for i in range(len(body)))
+    head = request(
+        "POST", "/api", port, "Content-Type: application/json", "Transfer-Encoding: chunked"
+    )
+    async with bystander(port, max_gap=0.5), wire(port) as conn:
+        await conn.send(head + chunked + b"0\r\n\r\n")
+        with trio.fail_after(10):
+            status, _, answer = await conn.response()
+    assert status == 200 and "hello" in json.loads(answer)["data"]
+
+
+def test_chunks_already_read_become_one_message_in_bounded_runs() -> None:
+    """Without this, each 1-byte chunk was an ASGI message of its own, and a
+    64 KiB read of them about 10,000 in a row without a checkpoint."""
+    http = h11.Connection(h11.SERVER)
+    http.receive_data(b"POST /api HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert isinstance(http.next_event(), h11.Request)
+    http.receive_data(b"".join(b"1\r\nx\r\n" for _ in range(1000)) + b"0\r\n\r\n")
+    first = http.next_event()
+    assert isinstance(first, h11.Data)
+    body, end = _more_chunks(http, bytearray(first.data))
+    assert body == b"x" * 257 and end is None  # a run of 256 more, then the loop is let go
+    runs = [body]
+    while end is None:
+        event = http.next_event()
+        assert isinstance(event, h11.Data)
+        body, end = _more_chunks(http, bytearray(event.data))
+        runs.append(body)
+    assert isinstance(end, h11.EndOfMessage) and b"".join(runs) == b"x" * 1000
+    assert [len(run) for run in runs] == [257, 257, 257, 229]

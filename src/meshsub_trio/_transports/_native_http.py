@@ -69,7 +69,16 @@ async def serve_asgi(
             await write(http.send(h11.InformationalResponse(status_code=100, headers=[])))
         event = await _next_event(http, stream)
         if isinstance(event, h11.Data):
-            return {"type": "http.request", "body": bytes(event.data), "more_body": True}
+            body, event = _more_chunks(http, bytearray(event.data))
+            if event is None:
+                # Let others in between reads: a read of tiny chunks is
+                # thousands of h11 events, which never wait on the socket.
+                await trio.lowlevel.checkpoint()
+                return {"type": "http.request", "body": body, "more_body": True}
+            # The body's end was already read: hand it over with the last chunks.
+            body_done = True
+            more = not isinstance(event, h11.EndOfMessage)
+            return {"type": "http.request", "body": body, "more_body": more}
         body_done = True
         if isinstance(event, h11.EndOfMessage):
             return {"type": "http.request", "body": b"", "more_body": False}
@@ -146,6 +155,29 @@ async def _until_closed(http: h11.Connection, stream: Stream, limit: int) -> Non
             return
         http.receive_data(data)
     await trio.sleep_forever()
+
+
+#: h11 events taken from what is already read, per message to the app.
+_CHUNKS_PER_MESSAGE = 256
+
+
+def _more_chunks(http: h11.Connection, body: bytearray) -> tuple[bytes, Any]:
+    """*body* plus the body chunks h11 already holds: one message, not one per chunk.
+
+    Returns the bytes and the event that ended the run when it is the body's
+    end (None: more chunks, or more reading, come next).
+    """
+    for _ in range(_CHUNKS_PER_MESSAGE):
+        if len(body) >= RECEIVE_SIZE:
+            break
+        event = http.next_event()
+        if isinstance(event, h11.Data):
+            body += event.data
+            continue
+        if event is h11.NEED_DATA or event is h11.PAUSED:
+            break
+        return bytes(body), event
+    return bytes(body), None
 
 
 async def _next_event(http: h11.Connection, stream: Stream) -> Any:
