@@ -13,10 +13,11 @@ operation:
 * user1's own view (every page, snapshot and REST read) is unchanged;
 * whatever user2 holds afterwards is user2's own.
 
-Shared cluster state (controllers, cluster objects by cluster id, MeshModel)
-is not per user, so user1's context names its cluster ``cluster-u1``, a
-different id from the context's own: passing user1's *context* id must not
-reach that cluster.
+Shared cluster state (cluster objects by cluster id, MeshModel) is not per
+user, so user1's context names its cluster ``cluster-u1``, a different id
+from the context's own: passing user1's *context* id must not reach that
+cluster. Controller status is reached through one's own contexts only: user1's
+connection (server-assigned) is as missing for user2 as any other id.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from meshsub_trio.meshery import LOCAL_USER_ID, create_app
 from meshsub_trio.testing import NatsServer
 from meshsub_trio.testing.pytest_plugin import nats_server
 
+from ..http_streams.test_meshery_sse import sse
 from ..interop.conftest import wait_idle
 from ..meshery.test_e2e_documents import when_live
 from ..scaleout._kit import SOON, Replica
@@ -100,6 +102,11 @@ RESOURCES_SUB = (
     "k8scontextIDs: $ids, namespace: $ns) { resources { kind count } } }"
 )
 EVENTS_SUB = "subscription { subscribeEvents { id userID description } }"
+CONTROLLERS_SUB = (
+    "subscription($ids: [String!]) { subscribeMesheryControllersStatus(connectionIDs: $ids) "
+    "{ connectionID controller status version } }"
+)
+CONTROLLERS_SSE = "/api/system/controllers/status/subscribe"
 
 
 @dataclass(frozen=True)
@@ -112,13 +119,14 @@ class Target:
     profile: str
     result: str
     pod: str
+    connection: str
 
     def names(self) -> dict[str, str]:
         return {value: f"<{key}>" for key, value in self.__dict__.items()}
 
 
 MISSING = Target("ctx-missing", "design-missing", "filter-missing", "prof-missing",
-                 "result-missing", "pod-missing")  # fmt: skip
+                 "result-missing", "pod-missing", "conn-missing")  # fmt: skip
 
 
 @dataclass
@@ -209,15 +217,16 @@ async def view(w: World, user: str) -> dict[str, Any]:
     reads = await ok(
         w,
         user,
-        f"""query($s: PageFilter!, $p: String!) {{
+        f"""query($s: PageFilter!, $p: String!, $c: String!) {{
           profiles: getPerformanceProfiles(selector: $s) {{ total_count profiles {{ {PROFILE_FIELDS} }} }}
           all: fetchAllResults(selector: $s) {{ total_count results {{ {RESULT_FIELDS} }} }}
           one: fetchResults(selector: $s, profileID: $p) {{ total_count results {{ meshery_id }} }}
           patterns: fetchPatterns(selector: $s) {{ total_count patterns {{ {PATTERN_FIELDS} }} }}
-          operator: getOperatorStatus(connectionID: "conn-u1") {{ status version }}
+          operator: getOperatorStatus(connectionID: $c) {{ status version }}
         }}""",
         s=ALL,
         p="prof-u1",
+        c=w.user1.connection,
     )
     events = await rest(w, user, "GET", f"{EVENTS}?pagesize=all")
     return {
@@ -225,6 +234,7 @@ async def view(w: World, user: str) -> dict[str, Any]:
         "contexts": await snapshot(w, user, K8S_SUB, {"s": ALL}),
         "configuration": await snapshot(w, user, CONFIG_SUB, {"s": ALL}),
         "resources": await snapshot(w, user, RESOURCES_SUB, {"ids": ["ctx-u1"], "ns": "default"}),
+        "controllers": await snapshot(w, user, CONTROLLERS_SUB, {"ids": None}),
         "events": events,
     }
 
@@ -234,9 +244,9 @@ async def view(w: World, user: str) -> dict[str, Any]:
 
 async def create_user1_objects(w: World) -> Target:
     """One of everything user1 can own, each full of user1's secrets."""
-    await ok(w, USER1, ADD_CONTEXT, i={
+    context = await ok(w, USER1, ADD_CONTEXT, i={
         "id": "ctx-u1", "name": f"{SECRET}-context", "server": f"https://{SECRET}.example:6443",
-        "kubernetes_server_id": "cluster-u1", "connection_id": "conn-u1",
+        "kubernetes_server_id": "cluster-u1",
     })  # fmt: skip
     for kind, namespace, name in (("Namespace", "", "default"), ("Pod", "default", "web-u1")):
         await ok(w, CLUSTER_FEED, ADD_OBJECT, i={
@@ -261,6 +271,7 @@ async def create_user1_objects(w: World) -> Target:
         profile="prof-u1",
         result=result["recordPerfResult"]["meshery_id"],
         pod="web-u1",
+        connection=context["addK8sContext"]["connection_id"],
     )
 
 
@@ -329,6 +340,41 @@ async def q_resync(w: World, t: Target) -> Any:
 async def q_namespaces(w: World, t: Target) -> Any:
     return await gql(w, USER2, "query($c: [String!]) { getAvailableNamespaces(k8sClusterIDs: $c) "
                      "{ namespace } }", c=[t.context])  # fmt: skip
+
+
+async def q_operator(w: World, t: Target) -> Any:
+    return await gql(w, USER2, "query($c: String!) { getOperatorStatus(connectionID: $c) "
+                     "{ connectionID controller status version } }", c=t.connection)  # fmt: skip
+
+
+async def q_controller_statuses(w: World, t: Target) -> Any:
+    return await gql(w, USER2, "query($c: String!) { "
+                     "ms: getMeshsyncStatus(connectionID: $c) { name status version connectionID } "
+                     "nats: getNatsStatus(connectionID: $c) { name status version connectionID } }",
+                     c=t.connection)  # fmt: skip
+
+
+async def s_controllers(w: World, t: Target) -> Any:
+    return await snapshot(w, USER2, CONTROLLERS_SUB, {"ids": None})
+
+
+async def s_controllers_named(w: World, t: Target) -> Any:
+    return await snapshot(w, USER2, CONTROLLERS_SUB, {"ids": [t.connection]})
+
+
+async def _sse_controllers(w: World, **params: str) -> Any:
+    headers = {"authorization": f"Bearer {TOKEN_OF[USER2]}"}
+    async with sse(w.http, CONTROLLERS_SSE, headers, **params) as stream:
+        [first] = await stream.take(1)
+        return json.loads(first.data)
+
+
+async def r_controllers_sse(w: World, t: Target) -> Any:
+    return await _sse_controllers(w)
+
+
+async def r_controllers_sse_named(w: World, t: Target) -> Any:
+    return await _sse_controllers(w, connectionIds=t.connection)
 
 
 async def s_contexts(w: World, t: Target) -> Any:
@@ -407,6 +453,27 @@ async def m_add_context(w: World, t: Target) -> Any:
     return await gql(
         w, USER2, ADD_CONTEXT, i={"id": t.context, "name": "mine", "server": "https://m"}
     )
+
+
+async def m_claim_connection(w: World, t: Target) -> Any:
+    return await gql(w, USER2, ADD_CONTEXT, i={"name": "mine", "server": "https://m",
+                                               "connection_id": t.connection})  # fmt: skip
+
+
+async def m_claim_then_operator(w: World, t: Target) -> Any:
+    """The reported attack: a context of one's own on user1's connection, then
+    the operator of whatever it reaches."""
+    claim = await m_claim_connection(w, t)
+    mine = [c["id"] for c in w.app.model.contexts(USER2)]
+    flips = [await gql(w, USER2, "mutation($c: String!, $s: Status!) { changeOperatorStatus("
+                       "input: {targetStatus: $s, contextID: $c}) }", c=c, s=s)
+             for c in mine for s in ("ENABLED", "DISABLED")]  # fmt: skip
+    return [claim, flips]
+
+
+async def r_claim_connection(w: World, t: Target) -> Any:
+    return await publish(w, USER2, {"type": "k8s_context", "op": "upsert", "context": {
+        "name": "mine", "server": "https://m", "connection_id": t.connection}})  # fmt: skip
 
 
 async def m_delete_context(w: World, t: Target) -> Any:
@@ -515,6 +582,13 @@ def refused(seen: Any) -> None:
     assert seen["data"] is None and len(errors(seen)) == 1, seen
 
 
+def claim_refused(seen: Any) -> None:
+    """The claim is refused, so user2 holds no context to change an operator through."""
+    claim, flips = seen
+    refused(claim)
+    assert flips == [], seen
+
+
 def rest_refused(seen: Any) -> None:
     assert seen["status"] == 400 and seen["body"]["applied"] == 0, seen
 
@@ -552,6 +626,12 @@ ROWS = {
     "query getKubectlDescribe": Row(q_describe, refused),
     "query resyncCluster": Row(q_resync, refused),
     "query getAvailableNamespaces": Row(q_namespaces, lambda s: s["data"] == {"getAvailableNamespaces": []}),
+    "query getOperatorStatus": Row(q_operator, lambda s: s == {"data": {"getOperatorStatus": None}, "errors": []}),
+    "query getMeshsyncStatus getNatsStatus": Row(q_controller_statuses, lambda s: {v["status"] for v in s["data"].values()} == {"UNKNOWN"}),
+    "subscribeMesheryControllersStatus": Row(s_controllers, lambda s: s["data"] == {"subscribeMesheryControllersStatus": []}),
+    "subscribeMesheryControllersStatus named": Row(s_controllers_named, lambda s: s["data"] == {"subscribeMesheryControllersStatus": []}),
+    "REST SSE controllers status": Row(r_controllers_sse, lambda s: s == []),
+    "REST SSE controllers status named": Row(r_controllers_sse_named, lambda s: s == []),
     "subscribeK8sContext": Row(s_contexts, only_mine),
     "subscribeConfiguration": Row(s_configuration, only_mine),
     "subscribePerfProfiles": Row(s_profiles, only_mine),
@@ -562,6 +642,8 @@ ROWS = {
     "subscribeEvents resumed": Row(s_events_resumed, lambda s: s == "mine", probe=False),
     "mutation addK8sContext": Row(m_add_context, owned_by_user2(("data", "addK8sContext"))),
     "mutation deleteK8sContext": Row(m_delete_context, refused),
+    "mutation addK8sContext on user1's connection": Row(m_claim_connection, refused),
+    "mutation addK8sContext on user1's connection, changeOperatorStatus": Row(m_claim_then_operator, claim_refused),
     "mutation changeOperatorStatus": Row(m_operator, refused),
     "mutation savePattern": Row(m_save_pattern, owned_by_user2(("data", "savePattern"))),
     "mutation deletePattern": Row(m_delete_pattern, refused),
@@ -572,6 +654,7 @@ ROWS = {
     "mutation recordPerfResult": Row(m_record_result, refused),
     "REST k8s_context upsert": Row(r_context_upsert, owned_by_user2(("body", "results", 0))),
     "REST k8s_context delete": Row(r_context_delete, rest_refused),
+    "REST k8s_context upsert on user1's connection": Row(r_claim_connection, rest_refused),
     "REST pattern upsert": Row(r_pattern_upsert, owned_by_user2(("body", "results", 0))),
     "REST pattern delete": Row(r_pattern_delete, rest_refused),
     "REST filter upsert": Row(r_filter_upsert, owned_by_user2(("body", "results", 0))),
@@ -583,8 +666,10 @@ ROWS = {
     "REST POST event to user1": Row(r_event_to_user1, lambda s: s["status"] == 403, probe=False),
 }  # fmt: skip
 
-#: Generated, time- or instance-dependent fields: two runs of one operation differ there.
-_VOLATILE = {"updated_at", "created_at", "last_run", "meshery_id", "test_id", "meshery_instance_id"}
+#: Generated, time- or instance-dependent fields: two runs of one operation differ there
+#: (a user's new context gets a fresh connection id from the server).
+_VOLATILE = {"updated_at", "created_at", "last_run", "meshery_id", "test_id", "meshery_instance_id",
+             "connection_id"}  # fmt: skip
 
 
 def normalized(seen: Any, target: Target) -> Any:
@@ -624,6 +709,9 @@ async def run_row(w: World, row: Row, target: Target) -> Any:
     theirs = await view(w, USER2)
     assert SECRET not in json.dumps(theirs), theirs
     assert owners_in(theirs) <= {USER2}, theirs
+    # Nothing of user1's connection reaches user2, whatever user2 now holds.
+    assert theirs["operator"] is None, theirs
+    assert target.connection not in json.dumps(theirs["controllers"]), theirs
     await wait_idle(w.server)
     return seen
 

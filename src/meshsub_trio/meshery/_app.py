@@ -230,13 +230,14 @@ def create_app(
     sse = SseOptions()
 
     def may_feed_cluster(user_id: str) -> bool:
-        """Shared cluster state: any caller in local mode, service accounts in token mode."""
+        """Shared cluster state: any caller in local mode, service accounts in token
+        mode. They also see every connection's controllers; others their own."""
         return authenticator.mode == "local" or user_id in publishers
 
     app = MesheryApp(
         schema,
         resolvers=make_resolvers(model, may_feed_cluster),
-        streamers=make_streamers(model),
+        streamers=make_streamers(model, may_feed_cluster),
         authenticate=authenticator,
         lifespan=lifespan,
         http_routes={
@@ -247,7 +248,7 @@ def create_app(
                 publishers=publishers,
                 may_feed_cluster=may_feed_cluster,
             ),
-            **make_sse_routes(model, sse),
+            **make_sse_routes(model, sse, may_feed_cluster),
         },
         graphql_paths=(GRAPHQL_PATH,),
         playground_paths=(PLAYGROUND_PATH,),

@@ -6,7 +6,9 @@ also run under ``graphql_sync``. Model ``ValueError``s become
 with the limit's name and value in ``extensions``. Everything owned is the
 caller's own: another user's id reads, updates and deletes exactly as an id
 that does not exist ("no design X"), so ids cannot be probed; shared cluster
-state (controllers, cluster objects, MeshModel) is everyone's.
+state (cluster objects, MeshModel) is everyone's. Controller status is read
+and changed through the caller's own contexts' connections only, unless the
+caller feeds the cluster (see :mod:`.._model._connections`).
 
 A change the shared broker refuses (its bounded queue is full during an
 outage) becomes a ``BROKER_UNAVAILABLE`` error, "broker unavailable, change
@@ -25,6 +27,7 @@ from typing import Any
 from graphql import GraphQLError, GraphQLResolveInfo
 
 from .._auth import current_user
+from .._model import _connections as connections
 from .._model import _views as views
 from .._model._model import Model
 from .._model._paging import BadUserInput, paginate, parse_page_filter
@@ -112,10 +115,21 @@ def _catalog(records: list[dict[str, Any]], selector: Mapping[str, Any] | None) 
     return paginate(published, request)[0]
 
 
-def make_query_resolvers(model: Model) -> dict[str, Resolver]:
-    def controller_status(connection_id: str, controller: str) -> dict[str, Any]:
-        items = model.controller_items({connection_id})
-        item = next((i for i in items if i["controller"] == controller), None)
+def make_query_resolvers(
+    model: Model, may_feed_cluster: Callable[[str], bool] = lambda _user_id: True
+) -> dict[str, Resolver]:
+    def controller_item(info: Any, connection_id: str, controller: str) -> dict[str, Any] | None:
+        """The caller's view of one controller: another user's connection is as
+        missing as one that does not exist."""
+        user_id = _user_id(info)
+        ids = connections.visible_connections(
+            model, user_id, may_feed_cluster(user_id), {connection_id}
+        )
+        items = model.controller_items(ids)
+        return next((i for i in items if i["controller"] == controller), None)
+
+    def controller_status(info: Any, connection_id: str, controller: str) -> dict[str, Any]:
+        item = controller_item(info, connection_id, controller)
         return {
             "name": controller.lower(),
             "version": item["version"] if item else "",
@@ -124,9 +138,8 @@ def make_query_resolvers(model: Model) -> dict[str, Resolver]:
             "connectionID": connection_id,
         }
 
-    def get_operator_status(_root: Any, _info: Any, connectionID: str) -> Any:
-        items = model.controller_items({connectionID})
-        return next((i for i in items if i["controller"] == "OPERATOR"), None)
+    def get_operator_status(_root: Any, info: Any, connectionID: str) -> Any:
+        return controller_item(info, connectionID, "OPERATOR")
 
     def resync_cluster(_root: Any, info: Any, k8scontextID: str, selector: Any = None) -> str:
         if model.context(k8scontextID, _user_id(info)) is None:
@@ -163,10 +176,12 @@ def make_query_resolvers(model: Model) -> dict[str, Resolver]:
         "getDataPlanes": _empty_list,
         "getOperatorStatus": get_operator_status,
         "resyncCluster": resync_cluster,
-        "getMeshsyncStatus": lambda _r, _i, connectionID: controller_status(
-            connectionID, "MESHSYNC"
+        "getMeshsyncStatus": lambda _r, info, connectionID: controller_status(
+            info, connectionID, "MESHSYNC"
         ),
-        "getNatsStatus": lambda _r, _i, connectionID: controller_status(connectionID, "BROKER"),
+        "getNatsStatus": lambda _r, info, connectionID: controller_status(
+            info, connectionID, "BROKER"
+        ),
         "getAvailableNamespaces": available_namespaces,
         "getPerfResult": lambda _r, info, id: model.result(id, _user_id(info)),
         "fetchResults": lambda _r, info, selector, profileID: views.perf_results_page(
@@ -191,7 +206,15 @@ def make_query_resolvers(model: Model) -> dict[str, Resolver]:
     }
 
 
-def make_mutation_resolvers(model: Model) -> dict[str, Resolver]:
+def make_mutation_resolvers(
+    model: Model, may_feed_cluster: Callable[[str], bool] = lambda _user_id: True
+) -> dict[str, Resolver]:
+    def add_context(_root: Any, info: Any, input: Mapping[str, Any]) -> Any:
+        user_id = _user_id(info)
+        if not may_feed_cluster(user_id):  # the feed names connections; a user holds them
+            input = connections.own_context_fields(model, input, user_id)
+        return model.upsert_context(input, owner=user_id)
+
     def change_operator_status(_root: Any, info: Any, input: Any = None) -> str:
         if not input:
             raise BadUserInput("input is required")
@@ -247,7 +270,7 @@ def make_mutation_resolvers(model: Model) -> dict[str, Resolver]:
         "deleteFilter": lambda _r, info, id: _found(
             model.delete_filter(_user_id(info), id), "filter", id
         ),
-        "addK8sContext": lambda _r, info, input: model.upsert_context(input, owner=_user_id(info)),
+        "addK8sContext": add_context,
         "deleteK8sContext": lambda _r, info, id: _found(
             model.delete_context(id, _user_id(info)), "Kubernetes context", id
         ),
@@ -300,12 +323,15 @@ def make_resolvers(
     """The ``resolvers=`` mapping for the App, bound to *model*.
 
     *may_feed_cluster(user_id)* says who may run the :data:`CLUSTER_FEEDS`
-    mutations (everyone in local mode; service accounts in token mode).
+    mutations (everyone in local mode; service accounts in token mode), and
+    so who sees and names every connection's controllers.
     """
-    mutations = make_mutation_resolvers(model)
+    mutations = make_mutation_resolvers(model, may_feed_cluster)
     for name in CLUSTER_FEEDS:
         mutations[name] = _cluster_feed(may_feed_cluster, mutations[name])
     return {
-        "Query": {k: _user_errors(v) for k, v in make_query_resolvers(model).items()},
+        "Query": {
+            k: _user_errors(v) for k, v in make_query_resolvers(model, may_feed_cluster).items()
+        },
         "Mutation": {k: _flushed(model, _user_errors(v)) for k, v in mutations.items()},
     }

@@ -17,7 +17,11 @@ Two delivery shapes, chosen per field:
   subscriptions ignore cursors: they resend the current state anyway.
 
 Controller status is state sent as deltas (the full list, then one
-single-item array per changed controller). Coalescing deltas would silently
+single-item array per changed controller), of the caller's own contexts'
+connections only, unless the caller feeds the cluster (a service account; the
+local user): see :mod:`.._model._connections`. The connections a user holds
+are read again at each wake-up, so one whose last context of theirs is gone
+is in no later delta. Coalescing deltas would silently
 lose another controller's change, so its outbox uses ``Overflow.CLOSE``: a
 subscriber that falls that far behind gets an error and resubscribes for a
 fresh full list. Its broker buffer coalesces, since each wake-up re-diffs the
@@ -66,6 +70,7 @@ from typing import Any
 from ..._app import Context, Emit, Streamer
 from ...brokers._buffer import Overflow
 from .._auth import current_user
+from .._model import _connections as connections
 from .._model import _topics as topics
 from .._model import _views as views
 from .._model._cursors import open_feed
@@ -99,8 +104,11 @@ async def _stream_state(
                 emit(value)
 
 
-def make_streamers(model: Model) -> dict[str, Streamer]:
-    """The ``streamers=`` mapping for the App, bound to *model*."""
+def make_streamers(
+    model: Model, may_feed_cluster: Callable[[str], bool] = lambda _user_id: True
+) -> dict[str, Streamer]:
+    """The ``streamers=`` mapping for the App, bound to *model*; *may_feed_cluster*
+    says who sees every connection's controllers (see ``make_resolvers``)."""
 
     async def perf_profiles(ctx: Context, args: dict[str, Any], emit: Emit) -> None:
         """The caller's profiles page on every change; no initial snapshot (as in Meshery)."""
@@ -145,19 +153,25 @@ def make_streamers(model: Model) -> dict[str, Streamer]:
                 )
                 emit(page, cursor=cursor)
 
-    async def controllers_status(_ctx: Context, args: dict[str, Any], emit: Emit) -> None:
+    async def controllers_status(ctx: Context, args: dict[str, Any], emit: Emit) -> None:
         """The full list (filtered by ``connectionIDs`` when given), then a
         single-item array for each controller whose status or version changed."""
+        user = current_user(ctx)
+        sees_all = may_feed_cluster(user.id)
         wanted = args.get("connectionIDs")
-        ids = None if wanted is None else set(wanted)
+
+        def items() -> list[dict[str, Any]]:
+            ids = connections.visible_connections(model, user.id, sees_all, wanted)
+            return model.controller_items(ids)
+
         async with model.broker.subscribe(
             topics.CONTROLLERS, capacity=1, policy=Overflow.COALESCE
         ) as changes:
-            current = model.controller_items(ids)
+            current = items()
             emit(current)
             sent = {(i["connectionID"], i["controller"]): i for i in current}
             async for _ in changes:
-                now = {(i["connectionID"], i["controller"]): i for i in model.controller_items(ids)}
+                now = {(i["connectionID"], i["controller"]): i for i in items()}
                 for key, item in now.items():
                     if sent.get(key) != item:
                         emit([item])

@@ -16,7 +16,9 @@
   the mutations allow, without writing GraphQL. Server-owned fields (ids of
   records' owners, timestamps) are never taken from the client. As with the
   mutations, ids name the caller's own records: deleting another user's is
-  "no design X" (400), exactly as deleting one that does not exist.
+  "no design X" (400), exactly as deleting one that does not exist, and a
+  context's ``connection_id`` must be one the caller holds (else "no
+  connection X"; see :mod:`.._model._connections`).
 
 A change over a storage limit (:mod:`._quota`: one object's size, a user's
 stored bytes or record count) answers 413 with the limit in the message, and
@@ -46,6 +48,7 @@ from graphql.utilities import coerce_input_value, validate_input_value
 from ..._app import HttpHandler, HttpRequest, HttpResponse
 from ..._encoding import JSONDecodeError, dumps, loads
 from .._auth import Authenticator, User, current_user
+from .._model._connections import own_context_fields
 from .._model._model import Model
 from .._model._quota import StorageLimitExceeded
 from .._replication._replication import BrokerUnavailable
@@ -188,12 +191,14 @@ def make_routes(
             item["connectionID"], item["controller"], item["status"], item.get("version")
         )
 
+    def upsert_context(user: str, fields: dict[str, Any]) -> Any:
+        if not may_feed_cluster(user):  # as addK8sContext: a user names only its own
+            fields = own_context_fields(model, fields, user)
+        return model.upsert_context(fields, owner=user)
+
     #: (type, op) -> (payload key, how to apply it as a given user id).
     appliers: dict[tuple[str, str], tuple[str, Applier]] = {
-        ("k8s_context", "upsert"): (
-            "context",
-            upsert("K8sContextInput", lambda user, v: model.upsert_context(v, owner=user)),
-        ),
+        ("k8s_context", "upsert"): ("context", upsert("K8sContextInput", upsert_context)),
         ("k8s_context", "delete"): (
             "id",
             delete(lambda user, i: model.delete_context(i, user), "Kubernetes context"),

@@ -20,7 +20,10 @@
   change. No ids: a reconnect gets the full array anyway.
 
 Authenticated like every app route; per-user topics mean another user's
-events never reach a stream.
+events never reach a stream. Controllers are those of the caller's own
+contexts' connections (another user's named connection is left out exactly as
+an unknown one), unless the caller feeds the cluster: see
+:mod:`.._model._connections`.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from ..._app import (
 from ..._encoding import JSONDecodeError, dumps, loads
 from ...brokers._buffer import Overflow
 from .._auth import current_user
+from .._model import _connections as connections
 from .._model import _topics as topics
 from .._model._cursors import open_feed
 from .._model._model import Model
@@ -136,13 +140,17 @@ def _events_stream(model: Model, user_id: str, cursor: str | None) -> Callable[[
     return open_events
 
 
+#: The connection ids a stream may show, read at each frame (None: every one).
+Scope = Callable[[], set[str] | None]
+
+
 class _ControllerFrames:
     """The full filtered array at once, then again whenever it changes."""
 
-    def __init__(self, model: Model, changes: Any, ids: set[str] | None) -> None:
+    def __init__(self, model: Model, changes: Any, scope: Scope) -> None:
         self._model = model
         self._changes = changes
-        self._ids = ids
+        self._scope = scope
         self._last: list[dict[str, Any]] | None = None
 
     def _render(self) -> list[dict[str, Any]]:
@@ -153,7 +161,7 @@ class _ControllerFrames:
                 "status": item["status"],
                 "version": item.get("version"),
             }
-            for item in self._model.controller_items(self._ids)
+            for item in self._model.controller_items(self._scope())
         ]
 
     def __aiter__(self) -> _ControllerFrames:
@@ -184,13 +192,13 @@ def _connection_ids(query: Mapping[str, str]) -> set[str] | None:
     return {part.strip() for part in raw.split(",") if part.strip()}
 
 
-def _controllers_stream(model: Model, ids: set[str] | None) -> Callable[[], Any]:
+def _controllers_stream(model: Model, scope: Scope) -> Callable[[], Any]:
     @asynccontextmanager
     async def open_controllers() -> AsyncIterator[AsyncIterator[ServerSentEvent]]:
         async with model.broker.subscribe(
             topics.CONTROLLERS, capacity=1, policy=Overflow.COALESCE
         ) as changes:
-            yield _ControllerFrames(model, changes, ids)
+            yield _ControllerFrames(model, changes, scope)
 
     return open_controllers
 
@@ -205,8 +213,13 @@ class SseOptions:
     retry_ms: int = RETRY_MS
 
 
-def make_sse_routes(model: Model, options: SseOptions | None = None) -> dict[str, HttpHandler]:
-    """The streaming routes of :mod:`._sse_routes`, with *options*."""
+def make_sse_routes(
+    model: Model,
+    options: SseOptions | None = None,
+    may_feed_cluster: Callable[[str], bool] = lambda _user_id: True,
+) -> dict[str, HttpHandler]:
+    """The streaming routes of :mod:`._sse_routes`, with *options*; *may_feed_cluster*
+    says who sees every connection's controllers."""
     chosen = options if options is not None else SseOptions()
 
     def stream(open_events: Callable[[], Any]) -> EventStream:
@@ -218,7 +231,15 @@ def make_sse_routes(model: Model, options: SseOptions | None = None) -> dict[str
         return stream(_events_stream(model, user.id, cursor))
 
     async def controllers(request: HttpRequest) -> EventStream:
-        return stream(_controllers_stream(model, _connection_ids(request.query)))
+        user = current_user(request.context)
+        wanted = _connection_ids(request.query)
+        sees_all = may_feed_cluster(user.id)
+        return stream(
+            _controllers_stream(
+                model,
+                lambda: connections.visible_connections(model, user.id, sees_all, wanted),
+            )
+        )
 
     return {
         EVENTS_SUBSCRIBE_PATH: _get_only(events),

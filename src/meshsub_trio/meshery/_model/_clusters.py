@@ -1,8 +1,9 @@
 """Kubernetes contexts and the shared cluster state they lead to.
 
 Contexts are owned; controllers, cluster objects and MeshModel entries are
-shared by every user. One module because a context's life drives its
-connection's controllers and its cluster's objects.
+cluster state written by the cluster's feed. Controllers are read through
+one's own contexts (see :mod:`._connections`). One module because a context's
+life drives its connection's controllers and its cluster's objects.
 """
 
 from __future__ import annotations
@@ -164,12 +165,16 @@ class ClusterRecords(ModelCore):
 
     def resolve_clusters(self, ids: Iterable[str], owner: str | None = None) -> set[str]:
         """Map ids to ``kubernetes_server_id`` values; *owner*'s context ids (anyone's
-        when None) are accepted too. Cluster ids themselves are shared state."""
+        when None) are accepted too. Cluster ids themselves are shared state.
+
+        Whether an id is read as a cluster depends on cluster objects and on
+        *owner*'s own contexts only: a cluster id defaults to its context's
+        (private) id, so other users' contexts must not change the answer."""
         clusters = set()
         for value in ids:
             context = self.context(value, owner)
             is_cluster = value in self._objects or any(
-                c["kubernetes_server_id"] == value for c in self._contexts.values()
+                c["kubernetes_server_id"] == value for c in self.contexts(owner)
             )
             clusters.add(context["kubernetes_server_id"] if context and not is_cluster else value)
         return clusters
