@@ -226,3 +226,36 @@ async def test_a_stream_whose_client_resets_before_the_headers_gives_its_reserva
             assert [r for r in registry._by_token.values() if r.stream is not None] == []
             assert len(registry) == 0
             assert asgi.state.http_streams == set()
+
+
+async def test_request_bytes_held_before_the_stream_opens_are_capped(
+    start_server: Any, tracker: Tracker
+) -> None:
+    """Sixteen posts of a 1 MiB body on each of 64 tokens parked about a gigabyte
+    until they expired: now a reservation holds ``MAX_PENDING_BYTES`` of them,
+    the server ``MAX_PARKED_BYTES``, and an opened stream gives its bytes back."""
+    server = await start_server(app=make_stream_app(tracker, users=True))
+    registry = reservations_of(server.state)
+    api = f"{server.url}/api"
+    big = {**op("big", "subscription { silent }"), "variables": {"pad": "x" * 200_000}}
+    async with httpx.AsyncClient() as client:
+        token = (await client.put(api, headers=ALICE)).text
+        headers = {**ALICE, TOKEN: token}
+        first = await client.post(api, json=big, headers=headers)
+        assert first.status_code == 202 and registry.parked_bytes > 200_000
+        again = {**big, "extensions": {"operationId": "big2"}}
+        second = await client.post(api, json=again, headers=headers)
+        assert second.status_code == 429
+        assert second.json() == {
+            "errors": [{"message": "Too many operation bytes before the stream opened"}]
+        }
+        other = (await client.put(api, headers=BOB)).text
+        registry.max_parked_bytes = registry.parked_bytes + 1000  # the server's bound, reached
+        refused = await client.post(api, json=big, headers={**BOB, TOKEN: other})
+        assert refused.status_code == 503
+        async with client.stream("GET", api, headers={**headers, **EVENT_STREAM}) as response:
+            assert response.status_code == 200
+            with trio.fail_after(5):
+                await server.metrics.wait_for(lambda m: m.live_operations == 1)
+            assert registry.parked_bytes == 0  # the opened stream holds them now, not the cap
+    await all_cleaned_up(server)

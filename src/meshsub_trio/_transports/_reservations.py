@@ -13,8 +13,9 @@ so what a client abandons costs nothing once it has expired.
 What waits for a stream is bounded, since a client could otherwise fill
 memory with reservations (and the operations posted to them) faster than
 they expire: at most :data:`MAX_WAITING_PER_OWNER` unopened reservations per
-user and :data:`MAX_WAITING` per server. Both are counters kept as
-reservations come and go, so a check costs O(1).
+user and :data:`MAX_WAITING` per server, holding at most :data:`MAX_PENDING`
+operations of :data:`MAX_PENDING_BYTES` each and :data:`MAX_PARKED_BYTES` in
+all. All are counters kept as reservations come and go, so a check costs O(1).
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ MAX_WAITING = 10_000
 #: client posts once the stream is open): this, not ``max_operations`` (which
 #: may be unlimited), bounds what the waiting tokens hold, parsed, in memory.
 MAX_PENDING = 16
+#: Request bytes those operations may hold, per reservation and per server:
+#: sixteen posts of a 1 MiB body each, on 64 tokens, parked a gigabyte.
+MAX_PENDING_BYTES = 256 * 1024
+MAX_PARKED_BYTES = 32 * 1024 * 1024
 
 
 class ReservationRefused(Exception):
@@ -63,7 +68,9 @@ class ReservationRefused(Exception):
 class Reservation:
     """One token: its owner, its stream once open, and operations posted before that."""
 
-    __slots__ = ("expires", "key", "owner", "pending", "stream", "token", "waiting")
+    __slots__ = (
+        "expires", "key", "owner", "pending", "pending_bytes", "stream", "token", "waiting",
+    )  # fmt: skip
 
     def __init__(self, token: str, owner: Any, expires: float) -> None:
         self.token = token
@@ -75,6 +82,8 @@ class Reservation:
         self.stream: SingleStream | None = None
         #: Operations accepted before the stream opened: started when it does (SSE-28).
         self.pending: dict[str, OperationRequested] = {}
+        #: The request bytes behind them (counted until the stream opens or it ends).
+        self.pending_bytes = 0
         #: Counted against the caps: registered, and no stream yet.
         self.waiting = False
 
@@ -110,6 +119,9 @@ class Reservations:
         #: Reservations waiting for their stream, in all and per owner.
         self.waiting = 0
         self._waiting_by_owner: dict[Hashable, int] = {}
+        #: Request bytes parked on reservations whose streams have not opened.
+        self.parked_bytes = 0
+        self.max_parked_bytes = MAX_PARKED_BYTES
 
     def __len__(self) -> int:
         return len(self._by_token)
@@ -163,10 +175,23 @@ class Reservations:
             del self._by_token[reservation.token]
         self._stop_waiting(reservation)
 
+    def park(self, reservation: Reservation, size: int) -> str | None:
+        """Count *size* request bytes held for *reservation*'s stream, or say why not
+        (``"reservation"``: its own bound, a 429; ``"server"``: everyone's, a 503)."""
+        if reservation.pending_bytes + size > MAX_PENDING_BYTES:
+            return "reservation"
+        if self.parked_bytes + size > self.max_parked_bytes:
+            return "server"
+        reservation.pending_bytes += size
+        self.parked_bytes += size
+        return None
+
     def _stop_waiting(self, reservation: Reservation) -> None:
         """Uncount it, once, whichever way it stopped waiting."""
         if not reservation.waiting:
             return
+        self.parked_bytes -= reservation.pending_bytes
+        reservation.pending_bytes = 0
         reservation.waiting = False
         self.waiting -= 1
         key = reservation.key

@@ -267,8 +267,14 @@ async def _execute(
     elif stream is None and len(reservation.pending) >= MAX_PENDING:
         await respond(send, 429, "Too many operations before the stream opened")
     elif stream is None:
-        reservation.pending[op_id] = request
-        await _text(send, 202, b"")
+        refused = reservations_of(state).park(reservation, len(body) + len(query_string))
+        if refused == "reservation":
+            await respond(send, 429, "Too many operation bytes before the stream opened")
+        elif refused == "server":
+            await respond(send, 503, "Too many operations wait for their streams")
+        else:
+            reservation.pending[op_id] = request
+            await _text(send, 202, b"")
     elif stream.start_operation(request):
         await _text(send, 202, b"")
     else:
