@@ -546,3 +546,47 @@ def test_chunks_already_read_become_one_message_in_bounded_runs() -> None:
         runs.append(body)
     assert isinstance(end, h11.EndOfMessage) and b"".join(runs) == b"x" * 1000
     assert [len(run) for run in runs] == [257, 257, 257, 229]
+
+
+def upgrade_head(port: int, *fields: str, version: str = "HTTP/1.1") -> bytes:
+    lines = [f"GET /ws {version}", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
+             "Connection: Upgrade", *fields]  # fmt: skip
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+GOOD_KEY = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="
+
+
+@pytest.mark.parametrize(
+    ("fields", "version", "status"),
+    [
+        (["Sec-WebSocket-Key: not base64!!", "Sec-WebSocket-Version: 13"], "HTTP/1.1", 400),
+        (["Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAA", "Sec-WebSocket-Version: 13"], "HTTP/1.1", 400),
+        ([GOOD_KEY, GOOD_KEY, "Sec-WebSocket-Version: 13"], "HTTP/1.1", 400),
+        ([GOOD_KEY, "Sec-WebSocket-Version: 8"], "HTTP/1.1", 426),
+        ([GOOD_KEY, "Sec-WebSocket-Version: 13"], "HTTP/1.0", 400),
+    ],
+    ids=["not-base64", "15-bytes", "key-twice", "version-8", "http-1.0"],
+)
+async def test_an_upgrade_rfc_6455_refuses_is_refused(
+    server: Server, fields: list[str], version: str, status: int
+) -> None:
+    port = server.port
+    async with wire(port) as conn:
+        await conn.send(upgrade_head(port, *fields, version=version))
+        with trio.fail_after(SLACK):
+            got, headers, _ = await conn.response()
+            assert await conn.closed()
+    assert got == status
+    if status == 426:
+        assert headers["sec-websocket-version"] == "13"  # RFC 6455 §4.4
+
+
+async def test_a_valid_upgrade_still_switches(server: Server) -> None:
+    port = server.port
+    async with wire(port) as conn:
+        await conn.send(upgrade_head(port, GOOD_KEY, "Sec-WebSocket-Version: 13",
+                                     "Sec-WebSocket-Protocol: graphql-transport-ws"))  # fmt: skip
+        with trio.fail_after(SLACK):
+            status, headers, _ = await conn.response()
+    assert status == 101 and headers["sec-websocket-accept"] == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="

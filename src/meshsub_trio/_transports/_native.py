@@ -29,7 +29,7 @@ from .._app import Context
 from .._core._state import ServerState
 from .._wire import CloseCode, choose_subprotocol, machine_for, parse_offer
 from .._wire._head import Head, HeadError, HeadReader
-from .._wire._upgrade import HEAD_END, parse_upgrade, refusal, switching_protocols
+from .._wire._upgrade import HEAD_END, parse_upgrade, refusal, switching_protocols, valid_key
 from ._asgi import ASGIApp
 from ._hosts import MISDIRECTED, HostPolicy
 from ._native_http import RECEIVE_SIZE, Closed, Stream, refuse, serve_asgi
@@ -201,6 +201,10 @@ class NativeHost:
             return None  # a complete head is always a request or an error
         headers = header_map(event.headers)
         if "websocket" in headers.get("upgrade", "").lower() and event.method == b"GET":
+            if event.http_version != b"1.1":  # RFC 6455 §4.1: an upgrade is HTTP/1.1
+                await refuse(stream, http, 400, "A WebSocket upgrade needs HTTP/1.1")
+                await _linger(stream.socket, config.close_timeout)
+                return None
             leftover, _ = http.trailing_data
             target = event.target.decode("latin-1")
             tls = stream.layer if isinstance(stream, TlsStream) else None
@@ -239,12 +243,14 @@ class NativeHost:
         if path not in config.ws_paths:
             await _send_refusal(sock, 404, "No WebSocket endpoint at this path", path, tls=tls)
             return None
-        if (
-            not key
-            or headers.get("sec-websocket-version") != "13"
-            or ("upgrade" not in headers.get("connection", "").lower())
-        ):
+        if not valid_key(key) or "upgrade" not in headers.get("connection", "").lower():
             await _send_refusal(sock, 400, "Not a valid WebSocket upgrade request", path, tls=tls)
+            return None
+        if headers.get("sec-websocket-version") != "13":
+            # RFC 6455 §4.4: say which version this server speaks.
+            version = (("sec-websocket-version", "13"),)
+            message = "Unsupported WebSocket version: 13 only"
+            await _send_refusal(sock, 426, message, path, tls=tls, headers=version)
             return None
         if not origin_allowed(headers, config):
             await _send_refusal(sock, 403, "Origin not allowed", path, tls=tls)
@@ -326,6 +332,7 @@ async def _send_refusal(
     path: str | None = None,
     *,
     tls: TlsLayer | None = None,
+    headers: tuple[tuple[str, str], ...] = (),
 ) -> None:
     """Refuse an upgrade (or a bad head); the connection closes after it. One access
     line at INFO: a refused upgrade (a wrong Origin, Host or path) is a question an
@@ -339,4 +346,4 @@ async def _send_refusal(
         fields = {"path": path[:200] if path else None, "status": status, "reason": message}
         access_log.info("refused", extra={**fields, "peer": peer})
     with trio.move_on_after(1):
-        await _send(sock, refusal(status, message), tls)
+        await _send(sock, refusal(status, message, headers), tls)

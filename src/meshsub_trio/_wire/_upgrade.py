@@ -79,12 +79,23 @@ def switching_protocols(key: str, subprotocol: str | None) -> bytes:
     return b"\r\n".join(lines) + HEAD_END
 
 
-def refusal(status: int, message: str) -> bytes:
+def refusal(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> bytes:
     """A complete plain-text error response that closes the connection."""
     body = message.encode("utf-8")
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
     return (
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
         "content-type: text/plain; charset=utf-8\r\n"
         f"content-length: {len(body)}\r\n"
-        "connection: close\r\n\r\n"
+        f"{extra}connection: close\r\n\r\n"
     ).encode("latin-1") + body
+
+
+def valid_key(key: str) -> bool:
+    """Whether *key* is a ``Sec-WebSocket-Key``: 16 bytes in base64 (RFC 6455 §4.1)."""
+    if len(key) != 24:
+        return False
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except ValueError:
+        return False
