@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 import trio
-from graphql import GraphQLError
+from graphql import GraphQLError, parse, validate
 
 from meshsub_trio._execution._documents import (
     BYTES_PER_TOKEN,
     CHARS_PER_TOKEN,
+    OVERLAP_BUDGET,
     DocumentCache,
 )
 from meshsub_trio._execution._limits import Limits
@@ -117,22 +118,22 @@ def test_the_length_cap_follows_the_token_cap() -> None:
 def test_a_megabyte_of_aliases_is_refused_without_lexing_it() -> None:
     query = aliases(60_000)
     assert len(query) > 1_000_000
-    started = time.perf_counter()
-    errors = DocumentCache(SCHEMA).get(query).errors
-    assert time.perf_counter() - started < 0.05
-    assert "max_tokens" in errors[0].message
+    (error,) = DocumentCache(SCHEMA).get(query).errors
+    # The length cap, which is checked before the lexer sees a character.
+    assert error.message.startswith(f"Document has {len(query)} characters;")
+    assert "max_tokens" in error.message
 
 
 def test_many_same_named_fields_abort_validation_early() -> None:
     """graphql-core compares same-named fields pairwise; its own budget allows
-    ~70 ms of that. Ours aborts 400 of them (160,000 units of its budget)."""
-    cache = DocumentCache(SCHEMA)
+    ~70 ms of that. 400 of them cost 160,000 units: within graphql-core's budget
+    (500,000) they validate, so an abort proves ours (50,000) is the one in
+    force. Counted, not timed: a timed bound failed on a loaded CI machine."""
     query = "{ " + " ".join("a: __typename" for _ in range(400)) + " }"
-    started = time.perf_counter()
-    errors = cache.get(query).errors
-    elapsed = time.perf_counter() - started
+    errors = DocumentCache(SCHEMA).get(query).errors
     assert [e.message for e in errors] == ["Validation aborted."]
-    assert elapsed < 0.1, f"{elapsed:.3f} s"
+    assert OVERLAP_BUDGET < 160_000 < 500_000
+    assert not validate(SCHEMA, parse(query))  # graphql-core's own budget lets it through
 
 
 @pytest.mark.parametrize(
