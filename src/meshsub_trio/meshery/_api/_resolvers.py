@@ -6,9 +6,11 @@ also run under ``graphql_sync``. Model ``ValueError``s become
 with the limit's name and value in ``extensions``. Everything owned is the
 caller's own: another user's id reads, updates and deletes exactly as an id
 that does not exist ("no design X"), so ids cannot be probed; shared cluster
-state (cluster objects, MeshModel) is everyone's. Controller status is read
-and changed through the caller's own contexts' connections only, unless the
-caller feeds the cluster (see :mod:`.._model._connections`).
+state (cluster objects, MeshModel) is everyone's to read, and only a caller
+who feeds the cluster clears a cluster's objects by deleting the last context
+that names it. Controller status is read and changed through the caller's own
+contexts' connections only, unless the caller feeds the cluster (see
+:mod:`.._model._connections`).
 
 A change the shared broker refuses (its bounded queue is full during an
 outage) becomes a ``BROKER_UNAVAILABLE`` error, "broker unavailable, change
@@ -215,6 +217,11 @@ def make_mutation_resolvers(
             input = connections.own_context_fields(model, input, user_id)
         return model.upsert_context(input, owner=user_id)
 
+    def delete_context(_root: Any, info: Any, id: str) -> bool:
+        user_id = _user_id(info)  # only the cluster's feed clears its objects
+        deleted = model.delete_context(id, user_id, clear_cluster=may_feed_cluster(user_id))
+        return _found(deleted, "Kubernetes context", id)
+
     def change_operator_status(_root: Any, info: Any, input: Any = None) -> str:
         if not input:
             raise BadUserInput("input is required")
@@ -271,9 +278,7 @@ def make_mutation_resolvers(
             model.delete_filter(_user_id(info), id), "filter", id
         ),
         "addK8sContext": add_context,
-        "deleteK8sContext": lambda _r, info, id: _found(
-            model.delete_context(id, _user_id(info)), "Kubernetes context", id
-        ),
+        "deleteK8sContext": delete_context,
         "setControllerStatus": set_controller,
         "addClusterResource": cluster_object(model.add_object),
         "deleteClusterResource": cluster_object(model.delete_object),

@@ -18,7 +18,8 @@
   mutations, ids name the caller's own records: deleting another user's is
   "no design X" (400), exactly as deleting one that does not exist, and a
   context's ``connection_id`` must be one the caller holds (else "no
-  connection X"; see :mod:`.._model._connections`).
+  connection X"; see :mod:`.._model._connections`). Deleting a context
+  clears its cluster's objects only when the caller feeds the cluster.
 
 A change over a storage limit (:mod:`._quota`: one object's size, a user's
 stored bytes or record count) answers 413 with the limit in the message, and
@@ -196,12 +197,16 @@ def make_routes(
             fields = own_context_fields(model, fields, user)
         return model.upsert_context(fields, owner=user)
 
+    def delete_context(user: str, context_id: str) -> bool:
+        # As deleteK8sContext: only the cluster's feed clears its cluster's objects.
+        return model.delete_context(context_id, user, clear_cluster=may_feed_cluster(user))
+
     #: (type, op) -> (payload key, how to apply it as a given user id).
     appliers: dict[tuple[str, str], tuple[str, Applier]] = {
         ("k8s_context", "upsert"): ("context", upsert("K8sContextInput", upsert_context)),
         ("k8s_context", "delete"): (
             "id",
-            delete(lambda user, i: model.delete_context(i, user), "Kubernetes context"),
+            delete(delete_context, "Kubernetes context"),
         ),
         ("controller", "upsert"): ("item", controller),
         ("cluster_object", "upsert"): ("object", cluster_object(model.add_object)),

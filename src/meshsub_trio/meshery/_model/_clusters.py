@@ -3,7 +3,8 @@
 Contexts are owned; controllers, cluster objects and MeshModel entries are
 cluster state written by the cluster's feed. Controllers are read through
 one's own contexts (see :mod:`._connections`). One module because a context's
-life drives its connection's controllers and its cluster's objects.
+life drives its connection's controllers and (when a trusted caller deletes
+it) its cluster's objects.
 """
 
 from __future__ import annotations
@@ -79,9 +80,18 @@ class ClusterRecords(ModelCore):
                 self.set_controller_status(context["connection_id"], controller, "NOTDEPLOYED")
         return context
 
-    def delete_context(self, context_id: str, owner: str | None = None) -> bool:
+    def delete_context(
+        self, context_id: str, owner: str | None = None, *, clear_cluster: bool = True
+    ) -> bool:
         """Remove *owner*'s context (every owner's when None), and its connection's
-        controllers and cluster's objects once no context, anyone's, refers to them."""
+        controllers once no context, anyone's, refers to the connection.
+
+        Its cluster's objects go too once no context refers to the cluster, but
+        only if *clear_cluster*: they are the cluster feed's, so only a trusted
+        caller (the feed, the local user, the simulator) clears them. Otherwise
+        any user could wipe a cluster by naming it in a context and deleting it,
+        and learn from the result whether anyone else's context names it.
+        """
         keys = _keys(self._contexts, owner, context_id)
         for key in keys:
             context = self._contexts[key]
@@ -94,8 +104,10 @@ class ClusterRecords(ModelCore):
                     topics.CONTROLLERS,
                     {"type": "controller", "op": "delete", "connectionID": connection},
                 )
-            if cluster in self._objects and not any(
-                c["kubernetes_server_id"] == cluster for c in rest
+            if (
+                clear_cluster
+                and cluster in self._objects
+                and not any(c["kubernetes_server_id"] == cluster for c in rest)
             ):
                 self._commit(
                     topics.CLUSTER_RESOURCES,
