@@ -19,22 +19,29 @@ reads nothing that naming the cluster id itself does not.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
 import trio
 
-from meshsub_trio import Server
 from meshsub_trio.meshery import create_app
 
 from ..meshery.test_e2e_documents import when_live
 from ..wsclient import TRANSPORT, open_raw_client
-from .test_controller_ownership import ADD_CONTEXT, ADD_OBJECT, NAMESPACES, Api, auth, same_shape
+from .test_controller_ownership import (
+    ADD_CONTEXT,
+    ADD_OBJECT,
+    ALICE,
+    BOB,
+    FEED,
+    NAMESPACES,
+    Api,
+    auth,
+    same_shape,
+    world,
+)
 
-ALICE, BOB, FEED = "alice", "bob", "feed"
-TOKENS = {"token-alice": ALICE, "token-bob": BOB, "token-feed": FEED}
+__all__ = ["world"]  # the fixture (the same users and service account), re-exported for pytest
 CLUSTER = "cluster-fed-by-the-service-account"
 UNUSED, USED = "cluster-nobody-else-names", "cluster-bob-names"
 
@@ -42,15 +49,6 @@ DELETE_CONTEXT = "mutation($c: String!) { deleteK8sContext(id: $c) }"
 PUBLISH = "/api/meshsub/publish"
 RESOURCES_SUB = """subscription($ids: [String!], $ns: String!) {
   subscribeClusterResources(k8scontextIDs: $ids, namespace: $ns) { resources { kind count } } }"""
-
-
-@pytest.fixture
-async def world(start_server: Any) -> AsyncIterator[tuple[Server, Any, Api]]:
-    app = create_app(simulator=False, tokens=TOKENS)
-    app.event_publishers.add(FEED)
-    server = await start_server(app=app)
-    async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
-        yield server, app, Api(http)
 
 
 async def feed(api: Api, cluster: str, kind: str = "Namespace", name: str = "web") -> None:
