@@ -31,24 +31,61 @@ async def until_disconnect(receive: Receive) -> None:
 
 class ClientWatch:
     """A streaming response's body writes, and what they and ``http.disconnect``
-    tell of its client: gone (``"disconnect"``) or not reading (``"stalled"``)."""
+    tell of its client: gone (*gone* is called with ``"disconnect"``) or not
+    reading (*stalled* is called). Either is called from the write that found
+    it or from :meth:`watch`, the stream's watcher task."""
 
-    def __init__(self, receive: Receive, send: Send, write_timeout: float) -> None:
+    def __init__(
+        self,
+        receive: Receive,
+        send: Send,
+        write_timeout: float,
+        *,
+        gone: Callable[[str], None],
+        stalled: Callable[[], None],
+    ) -> None:
         self._receive = receive
         self._send = send
         self._write_timeout = write_timeout
+        self._gone = gone
+        self._stalled = stalled
         #: When the write in progress is late (inf: none is in progress).
         self.deadline = math.inf
         self._wait = trio.CancelScope()
         #: The body's end has been sent (or the client can no longer hear it).
         self.finished = False
 
-    async def write(self, data: bytes, *, more: bool) -> str | None:
-        """One body chunk within ``write_timeout``: None once sent, else why not.
+    async def write(self, data: bytes, *, more: bool) -> bool:
+        """One body chunk within ``write_timeout``: True once sent; False when the
+        client is lost (and its callback was called).
 
         The body's end is recorded before this returns, so a cancel landing at
         the caller's next checkpoint cannot make the body end a second time.
         """
+        why = await self._write(data, more=more)
+        if why is not None:
+            self._lost(why)
+            return False
+        return True
+
+    async def watch(self) -> None:
+        """Until the client leaves (``http.disconnect``) or stops reading; then
+        say so through the callback.
+
+        Not reading shows as a write still unfinished at its deadline: that
+        wakes this wait (each write moves the deadline). On a host whose send
+        cannot be cancelled, this is what drops the reader.
+        """
+        self._lost(await self._gone_or_stalled())
+
+    def _lost(self, why: str) -> None:
+        if why == "stalled":
+            self._stalled()
+        else:
+            self._gone(why)
+
+    async def _write(self, data: bytes, *, more: bool) -> str | None:
+        """The write itself: None once sent, else why not."""
         with trio.move_on_after(self._write_timeout) as scope:
             self._arm(scope.deadline)
             try:
@@ -61,8 +98,7 @@ class ClientWatch:
             return None
         return "stalled"
 
-    async def gone_or_stalled(self) -> str:
-        """Wait until the client leaves or a write is still unfinished at its deadline."""
+    async def _gone_or_stalled(self) -> str:
         while True:
             with trio.CancelScope(deadline=self.deadline) as self._wait:
                 await until_disconnect(self._receive)

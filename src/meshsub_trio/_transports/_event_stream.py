@@ -62,7 +62,9 @@ class EventStreamDriver:
         #: How it ended: complete, shutdown, disconnect, stalled, error.
         self.end = "complete"
         #: The body's writes, and the client they tell of (watched beside the writer).
-        self._client = ClientWatch(receive, send, state.config.write_timeout)
+        self._client = ClientWatch(
+            receive, send, state.config.write_timeout, gone=self._abort, stalled=self._stalled
+        )
 
     async def run(self) -> None:
         """Refuse, or stream until the end; ``open()`` has been exited when this returns."""
@@ -92,7 +94,7 @@ class EventStreamDriver:
                     # The first chunk flushes the headers through proxies.
                     self._out.send_nowait(b"retry: %d\n\n" % retry if retry else comment())
                     nursery.start_soon(self._write_loop)
-                    nursery.start_soon(self._watch_client)
+                    nursery.start_soon(self._client.watch)
                     if self.stream.keepalive > 0:
                         nursery.start_soon(self._keepalive_loop)
                     nursery.start_soon(self._produce, events)
@@ -170,18 +172,6 @@ class EventStreamDriver:
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 return
 
-    async def _watch_client(self) -> None:
-        """Until the client leaves (``http.disconnect``) or a write outlives its
-        deadline (what drops a stalled reader where the send cannot be cancelled)."""
-        self._lost(await self._client.gone_or_stalled())
-
-    def _lost(self, why: str) -> None:
-        """The client cannot hear us: gone (``disconnect``) or not reading (``stalled``)."""
-        if why == "stalled":
-            self._stalled()
-        else:
-            self._abort(why)
-
     async def _write_loop(self) -> None:
         """Send what is queued, batched; once the producer is done, end the body."""
         frames = self._frames
@@ -200,9 +190,7 @@ class EventStreamDriver:
 
     async def _write(self, data: bytes, *, more: bool) -> bool:
         """One body chunk under ``write_timeout``: a reader that stops reading is dropped."""
-        lost = await self._client.write(data, more=more)
-        if lost is not None:
-            self._lost(lost)
+        if not await self._client.write(data, more=more):
             return False
         await trio.lowlevel.checkpoint()  # hypercorn's send() may not checkpoint
         return True

@@ -114,7 +114,9 @@ class HttpStream:
         self._work = trio.Event()
         self._nursery: trio.Nursery | None = None
         #: The body's writes, and the client they tell of (watched beside the writer).
-        self._client = ClientWatch(receive, send, self.config.write_timeout)
+        self._client = ClientWatch(
+            receive, send, self.config.write_timeout, gone=self._abort, stalled=self._stalled
+        )
         self.operation: Operation | None = None
         #: How the stream ended: complete, disconnect, stalled, shutdown.
         self.end = "complete"
@@ -154,7 +156,7 @@ class HttpStream:
                 self._nursery = nursery
                 await self.delivery.send(None, self.machine.start())
                 nursery.start_soon(self._write_loop)
-                nursery.start_soon(self._watch_client)
+                nursery.start_soon(self._client.watch)
                 if self.keepalive > 0:
                     nursery.start_soon(self._keepalive_loop)
                 self._serve(nursery)
@@ -243,22 +245,6 @@ class HttpStream:
         )
         self._abort("stalled")
 
-    async def _watch_client(self) -> None:
-        """Until the client leaves (``http.disconnect``, SSE-06) or stops reading.
-
-        The second is seen when a write is still unfinished at its deadline:
-        that wakes this wait (the writer moves the deadline with every write).
-        On a host whose send cannot be cancelled, this is what drops the reader.
-        """
-        self._lost(await self._client.gone_or_stalled())
-
-    def _lost(self, why: str) -> None:
-        """The client cannot hear us: gone (``disconnect``) or not reading (``stalled``)."""
-        if why == "stalled":
-            self._stalled()
-        else:
-            self._abort(why)
-
     async def _keepalive_loop(self) -> None:
         """A keep-alive (SSE ``:``, a multipart ``{}``) every ``keepalive`` seconds, under
         the write deadline (SSE-03, MP-03)."""
@@ -304,9 +290,7 @@ class HttpStream:
 
     async def _write(self, data: bytes, *, more: bool, count: int) -> bool:
         """One body chunk under ``write_timeout``: a reader that stops reading is dropped."""
-        lost = await self._client.write(data, more=more)
-        if lost is not None:
-            self._lost(lost)
+        if not await self._client.write(data, more=more):
             return False
         self.delivery.sent(count)
         # hypercorn's send() after a disconnect returns without a checkpoint.
