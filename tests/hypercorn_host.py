@@ -3,10 +3,12 @@ port, for every test of the ASGI host: one way to start it, one handle."""
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import AsyncIterator, MutableMapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import hypercorn.trio
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -97,3 +99,18 @@ async def start_hypercorn(
         binds = await nursery.start(run)
     assert binds and binds[0].startswith("http://127.0.0.1:"), binds
     return Hosted(asgi, binds[0], stop, requests, returned)
+
+
+@asynccontextmanager
+async def stream_subscription(
+    url: str, query: str, accept: str, *, timeout: float | None = None
+) -> AsyncIterator[httpx.Response]:
+    """POST *query* to *url*``/api`` asking for *accept* (SSE or multipart), and
+    the response, streamed. No client timeout by default: each test bounds its waits."""
+    async with (
+        httpx.AsyncClient(timeout=timeout) as client,
+        client.stream(
+            "POST", f"{url}/api", json={"query": query}, headers={"accept": accept}
+        ) as response,
+    ):
+        yield response

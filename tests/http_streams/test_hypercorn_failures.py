@@ -28,7 +28,7 @@ from meshsub_trio._core import _delivery
 from meshsub_trio._wire._sse import SseEvent, SseParser
 from meshsub_trio.brokers import _buffer
 
-from ..hypercorn_host import Hosted, start_hypercorn
+from ..hypercorn_host import Hosted, start_hypercorn, stream_subscription
 from .conftest import Tracker
 from .streams_app import make_stream_app
 from .test_multipart import DELIMITER, PART_HEAD, PartReader
@@ -127,15 +127,8 @@ class Ticker:
             await self._arrived.wait()
 
     async def run(self, served: Hosted, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        async with (
-            httpx.AsyncClient(timeout=None) as client,
-            client.stream(
-                "POST",
-                f"{served.url}/api",
-                json={"query": "subscription { ticks(everyMs: 10) }"},
-                headers={"accept": SSE_ACCEPT},
-            ) as response,
-        ):
+        query = "subscription { ticks(everyMs: 10) }"
+        async with stream_subscription(served.url, query, SSE_ACCEPT) as response:
             parser = SseParser()
             started = False
             async for chunk in response.aiter_raw():
@@ -218,15 +211,8 @@ async def test_keepalives_flow_while_no_events_do(
     served = await serve(nursery, make_stream_app(tracker), keepalive=KEEPALIVE)
     start = b":\n\n" if protocol == "sse" else DELIMITER
     keepalive = b":\n\n" if protocol == "sse" else PART_HEAD + b"{}" + DELIMITER
-    async with (
-        httpx.AsyncClient(timeout=None) as client,
-        client.stream(
-            "POST",
-            f"{served.url}/api",
-            json={"query": "subscription { silent }"},
-            headers={"accept": FORMATS[protocol]},
-        ) as response,
-    ):
+    silent = "subscription { silent }"
+    async with stream_subscription(served.url, silent, FORMATS[protocol]) as response:
         assert response.status_code == 200
         chunks = response.aiter_raw()
         received = b""
@@ -260,12 +246,7 @@ async def read_until_the_end(
     served: Hosted, query: str, accept: str, ready: bytes, reading: Reading
 ) -> None:
     """Read the whole body; *ready* marks that the stream is serving (first event)."""
-    async with (
-        httpx.AsyncClient(timeout=None) as client,
-        client.stream(
-            "POST", f"{served.url}/api", json={"query": query}, headers={"accept": accept}
-        ) as response,
-    ):
+    async with stream_subscription(served.url, query, accept) as response:
         assert response.status_code == 200
         async for chunk in response.aiter_raw():  # raises if the body is cut short
             reading.body += chunk

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import pytest
 import trio
 
-from ..hypercorn_host import start_hypercorn
+from ..hypercorn_host import start_hypercorn, stream_subscription
 from .conftest import Tracker
 from .streams_app import make_stream_app
 
@@ -35,15 +34,10 @@ async def test_disconnect_runs_cleanup_once(
     nursery: trio.Nursery, tracker: Tracker, protocol: str
 ) -> None:
     hosted = await start_hypercorn(nursery, make_stream_app(tracker))
-    async with (
-        httpx.AsyncClient() as client,
-        client.stream(
-            "POST",
-            f"{hosted.url}/api",
-            json={"query": "subscription { ticks }"},
-            headers={"accept": FORMATS[protocol]},
-        ) as response,
-    ):
+    ticks = "subscription { ticks }"
+    async with stream_subscription(
+        hosted.url, ticks, FORMATS[protocol], timeout=5.0  # httpx's default
+    ) as response:
         assert response.status_code == 200
         received = b""
         async for chunk in response.aiter_raw():
