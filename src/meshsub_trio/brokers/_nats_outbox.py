@@ -129,9 +129,10 @@ class Outbox:
         """
         while self.settled_through < ticket:
             await self._progress.wait()
-        for failed in range(after + 1, ticket + 1):
-            reason = self._failures.get(failed)
-            if reason is not None:
+        # The failures kept (a bounded few), not every ticket of the window:
+        # a window from 0 would otherwise cost a look-up per message ever sent.
+        for failed, reason in self._failures.items():
+            if after < failed <= ticket:
                 raise NotStored(reason)
         await trio.lowlevel.checkpoint()
 
