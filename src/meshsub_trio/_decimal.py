@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-_DIGITS = re.compile(r"[0-9]{1,20}")
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def decimal(text: str, max_digits: int = 20) -> int | None:
