@@ -15,6 +15,7 @@ from meshsub_trio import Config
 from meshsub_trio._cli_args import parse_serve_args, print_config
 from meshsub_trio._supervisor import _run, plan_for
 from meshsub_trio._supervisor._embedded_nats import EmbeddedNats, EmbeddedNatsError
+from meshsub_trio._supervisor._plan import worker_command, worker_environment
 
 from ._kit import open_supervisor
 
@@ -120,3 +121,17 @@ async def test_a_nats_server_that_fails_to_restart_is_not_reported_ready(
         async with trio.open_nursery() as nursery:
             assert await nats._start(nursery) is False
     assert "embedded nats-server ready" not in caplog.text
+
+
+@pytest.mark.parametrize("given", [["--broker", ""], ["--broker="], ["--broker", "nats://x:4222"]])
+def test_a_worker_takes_its_broker_from_the_environment_only(given: list[str]) -> None:
+    # The supervisor's broker (the embedded one's carries its token) reaches a
+    # worker in MESHSUB_BROKER; a --broker left on its command line would win
+    # over it, and an empty one put each worker on a memory broker of its own.
+    argv = ["serve", "--workers", "2", *given, "--port", "0"]
+    args = argparse.Namespace(workers=2, broker=None, simulator=None)
+    plan = plan_for(argv, args, Config(port=0), ":memory:")
+    command = worker_command(plan, 0)
+    assert not any(part.startswith("--broker") for part in command), command
+    assert command[command.index("--port") + 1] == "0"  # the user's other options stay
+    assert worker_environment("nats://t@127.0.0.1:1") == {"MESHSUB_BROKER": "nats://t@127.0.0.1:1"}

@@ -32,13 +32,29 @@ def worker_command(plan: Plan, index: int) -> list[str]:
 
     The broker is not among them: the embedded one's URL carries its token,
     and a command line is visible to every local user, so every worker gets
-    its broker from :func:`worker_environment`.
+    its broker from :func:`worker_environment`. The user's own ``--broker``
+    is left out too, since a flag wins over the environment (an empty one
+    would put each worker on a memory broker of its own).
     """
     extra = ["--workers", "1"]
     extra.append("--simulator" if plan.simulator and index == 0 else "--no-simulator")
     argv = list(plan.argv)
     cut = argv.index("--") if "--" in argv else len(argv)
-    return [sys.executable, "-m", "meshsub_trio", *argv[:cut], *extra, *argv[cut:]]
+    return [sys.executable, "-m", "meshsub_trio", *_without_broker(argv[:cut]), *extra, *argv[cut:]]
+
+
+def _without_broker(options: list[str]) -> list[str]:
+    """*options* less ``--broker URL`` and ``--broker=URL``."""
+    kept: list[str] = []
+    skip = False
+    for option in options:
+        if skip:
+            skip = False
+        elif option == "--broker":
+            skip = True
+        elif not option.startswith("--broker="):
+            kept.append(option)
+    return kept
 
 
 def worker_environment(broker: str) -> dict[str, str]:
