@@ -111,7 +111,7 @@ async def test_a_nats_server_that_fails_to_restart_is_not_reported_ready(
         "echo '[1] [INF] Listening for client connections on 127.0.0.1:4222' >&2\n"
         "echo '[1] [FTL] Error listening on port: 127.0.0.1:4222, \"address already in use\"' >&2\n"
         "exec 2>&-\n"  # its log ends before its exit is seen, as a real one's may
-        "sleep 1\n"
+        "exec sleep 30\n"  # alive well past the check, whatever the machine's load
         "exit 1\n"
     )
     fake.chmod(0o755)
