@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import MutableMapping
+from functools import partial
 from time import perf_counter as clock
 from typing import Any
 from urllib.parse import parse_qsl
@@ -35,6 +36,7 @@ from ._asgi_ws import ASGIWebSocket, Receive, Send
 from ._cors import decide_cors, merge_headers
 from ._event_stream import serve_event_stream
 from ._graphql_http import authenticate, handle_graphql_http
+from ._head_get import allowing_head, answer_head
 from ._hosts import MISDIRECTED, HostPolicy
 from ._http_stream import serve_graphql_sse
 from ._multipart_stream import serve_multipart
@@ -50,6 +52,12 @@ access_log = logging.getLogger("meshsub_trio.access")
 JSON = "application/json; charset=utf-8"
 #: A refusal after which the connection closes (the request's body may be unread).
 _CLOSE = [("connection", "close")]
+#: The ``http_version`` values served: HTTP/1.x, and HTTP/2 and 3 where the server
+#: speaks them. An HTTP/1 request line naming any other version (``HTTP/2.0`` or
+#: ``HTTP/9.9`` parsed by h11) gets 505, as on the native host.
+HTTP_VERSIONS = frozenset({"1.0", "1.1", "2", "3"})
+#: The methods of ``/healthz`` and ``/metrics`` (HEAD is answered as GET).
+_READ_ONLY = [("allow", "GET, HEAD")]
 
 Scope = MutableMapping[str, Any]
 
@@ -123,8 +131,13 @@ class ASGIApp:
             )
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """One request: Host first, then CORS, then auth on the headers, and only then the body."""
+        """One request: its version and Host first, then CORS, then auth on the
+        headers, and only then the body. A HEAD is routed as a GET (``_head_get``)."""
         config = self.state.config
+        if scope.get("http_version", "1.1") not in HTTP_VERSIONS:
+            message = "HTTP version not supported: use HTTP/1.1"
+            await _respond(send, 505, _error(message), JSON, _CLOSE)
+            return
         path = scope["path"]
         headers = header_map(scope.get("headers", ()))
         if not self.hosts.allows(headers.get("host")):
@@ -135,7 +148,11 @@ class ASGIApp:
             # Before auth: browsers send no credentials on a preflight.
             await _respond(send, cors.status, b"", None, cors.headers)
             return
-        await self._route(scope, receive, _with_headers(send, cors.headers), headers)
+        send = allowing_head(_with_headers(send, cors.headers))
+        if scope["method"] == "HEAD":
+            await answer_head(partial(self._route, headers=headers), scope, receive, send)
+        else:
+            await self._route(scope, receive, send, headers)
 
     def _serves(self, path: str) -> bool:
         """Whether *path* is an HTTP route of the app (what a preflight may ask about)."""
@@ -151,7 +168,9 @@ class ASGIApp:
     ) -> None:
         config = self.state.config
         path = scope["path"]
-        if path == "/healthz":
+        if path in ("/healthz", "/metrics") and scope["method"] != "GET":
+            await _respond(send, 405, _error("Use GET or HEAD"), JSON, _READ_ONLY)
+        elif path == "/healthz":
             await _respond(send, 200, b'{"status":"ok"}', JSON)
         elif path == "/metrics":
             await self._metrics(send, headers, _peer(scope))
@@ -200,6 +219,8 @@ class ASGIApp:
         except _BodyRefused as problem:
             await _respond(send, problem.status, _error(problem.message), JSON, _CLOSE)
             return
+        except _ClientGone:
+            return  # nothing runs with part of a body, and no one is left to answer
         if scope["path"] in state.config.http_paths:
             if is_single_connection(scope["method"], headers, scope.get("query_string", b""), body):
                 await serve_sse_single(
@@ -348,6 +369,10 @@ def _host_policy(config: Config) -> HostPolicy:
     return HostPolicy(config.allowed_hosts, bound=(config.host,))
 
 
+class _ClientGone(Exception):
+    """The body stopped short: its client left, or the host refused its framing (400)."""
+
+
 class _BodyRefused(Exception):
     """The request body is too large (413) or too slow (408): answer, then close."""
 
@@ -366,14 +391,18 @@ def _check_declared_length(headers: dict[str, str], limit: int) -> None:
 
 
 async def _read_body(receive: Receive, limit: int, timeout: float) -> bytes:
-    """The whole body, within *limit* bytes and *timeout* seconds for all of it."""
+    """The whole body, within *limit* bytes and *timeout* seconds for all of it.
+
+    A disconnect before its end raises :class:`_ClientGone`: the part that came
+    is never handed on (under hypercorn, a chunked body that breaks its framing
+    ends this way too, after hypercorn's own 400)."""
     chunks: list[bytes] = []
     size = 0
     with trio.move_on_after(timeout):
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                break
+                raise _ClientGone()
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:

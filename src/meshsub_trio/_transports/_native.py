@@ -4,9 +4,10 @@ Every request head is read by a sans-IO ``HeadReader``: one deadline for the
 whole head (``head_timeout``, 408 if it had begun) and one size limit however
 TCP split it (``max_head_size``, 431). A plain WebSocket upgrade (``_upgrade``)
 is then answered at once and becomes a connection driven by the core, its
-frames read by ``_frames``; anything else goes to h11 and from there to the
-ASGI app through a small bridge (``_native_http``), so HTTP behaves exactly
-as under hypercorn. Unlike the ASGI path, every send here is cancellable and
+frames read by ``_frames``; anything else goes to h11 (505 for a request
+line in any version but HTTP/1.0 and 1.1, which h11 would take) and from
+there to the ASGI app through a small bridge (``_native_http``), so HTTP
+behaves exactly as under hypercorn. Unlike the ASGI path, every send here is cancellable and
 writes to one socket are joined. A request's ``Host`` is checked before
 anything else is done with it (``_hosts``); an open WebSocket keeps only its
 context, not its head.
@@ -39,6 +40,8 @@ from ._requests import header_map, make_context, origin_allowed
 from ._tls import TlsContexts, TlsLayer
 
 log = logging.getLogger("meshsub_trio.native")
+#: The request-line versions served; any other gets 505 (RFC 9110 §15.6.6).
+HTTP_VERSIONS = (b"1.0", b"1.1")
 access_log = logging.getLogger("meshsub_trio.access")
 
 
@@ -199,6 +202,12 @@ class NativeHost:
             return None
         if not isinstance(event, h11.Request):
             return None  # a complete head is always a request or an error
+        if event.http_version not in HTTP_VERSIONS:
+            # h11 takes any one-digit version (HTTP/9.9, HTTP/2.0) as HTTP/1.1-like:
+            # refused here, before anything (an upgrade, the body, the app) reads it.
+            await refuse(stream, http, 505, "HTTP version not supported: use HTTP/1.1")
+            await _linger(stream.socket, config.close_timeout)
+            return None
         headers = header_map(event.headers)
         if "websocket" in headers.get("upgrade", "").lower() and event.method == b"GET":
             if event.http_version != b"1.1":  # RFC 6455 §4.1: an upgrade is HTTP/1.1
@@ -214,9 +223,10 @@ class NativeHost:
             # Framed two ways (RFC 9112 §6.1): answered by its chunks, then closed,
             # so nothing after it on this connection is read with a doubtful frame.
             return None
-        if http.their_state is h11.SEND_BODY:
+        if http.their_state is h11.SEND_BODY or http.their_state is h11.ERROR:
             # Answered without reading the whole body (refused, too large, too
-            # slow): never read it for the next request; close politely.
+            # slow) or refused its framing (400): never read it for the next
+            # request; close politely.
             await _linger(stream.socket, config.close_timeout)
             return None
         if http.our_state is not h11.DONE or http.their_state is not h11.DONE:

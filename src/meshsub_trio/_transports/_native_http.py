@@ -15,6 +15,9 @@ from ._native_tls import TlsStream
 from ._requests import request_tls_peer
 
 RECEIVE_SIZE = 65536
+#: The answer to a body that breaks its chunked framing (h11 names the fault
+#: in detail, echoing the client's bytes: not worth sending back).
+MALFORMED_BODY = "Malformed chunked request body"
 #: What plain HTTP is read from: a Trio socket stream, or the same over TLS.
 Stream = trio.SocketStream | TlsStream
 
@@ -30,7 +33,11 @@ async def serve_asgi(
 
     The app reads the body (its deadline is the app's); a response that
     starts while part of the body is still unread says ``connection:
-    close``, since that body is never read.
+    close``, since that body is never read. A body that breaks its framing
+    (a bad chunk size, a chunk without its CRLF) is answered here, 400 with
+    a short reason, as soon as h11 finds it: the app is told the client left
+    (so nothing runs with the part that came), what it sends after is
+    dropped, and the connection closes.
     """
     write_timeout = config.write_timeout
     target = request.target.decode("latin-1")
@@ -51,6 +58,9 @@ async def serve_asgi(
     }
     body_done = False
     head_only = request.method == b"HEAD"
+    started = False
+    #: The host answered (a malformed body): the app's own response is dropped.
+    refused = False
 
     async def write(data: bytes) -> None:
         with trio.move_on_after(write_timeout):
@@ -59,7 +69,7 @@ async def serve_asgi(
         raise Closed()  # a peer that does not read its answer
 
     async def receive() -> dict[str, Any]:
-        nonlocal body_done
+        nonlocal body_done, refused
         if body_done:
             # A streamed response (SSE) learns here that its client left.
             await _until_closed(http, stream, config.max_head_size)
@@ -67,6 +77,16 @@ async def serve_asgi(
         if http.they_are_waiting_for_100_continue:
             # Asked for only once the request got past its checks (Host, auth).
             await write(http.send(h11.InformationalResponse(status_code=100, headers=[])))
+        try:
+            return await read_body()
+        except h11.RemoteProtocolError:
+            body_done = refused = True
+            if not started:
+                await refuse(stream, http, 400, MALFORMED_BODY)
+            return {"type": "http.disconnect"}
+
+    async def read_body() -> dict[str, Any]:
+        nonlocal body_done
         event = await _next_event(http, stream)
         if isinstance(event, h11.Data):
             body, event = _more_chunks(http, bytearray(event.data))
@@ -85,8 +105,11 @@ async def serve_asgi(
         return {"type": "http.disconnect"}
 
     async def send(message: MutableMapping[str, Any]) -> None:
-        nonlocal body_done
+        nonlocal body_done, started
+        if refused:
+            return  # the host answered this request itself
         if message["type"] == "http.response.start":
+            started = True
             headers = list(message.get("headers", []))
             if http.their_state is h11.SEND_BODY and not _body_buffered(http):
                 headers.append((b"connection", b"close"))
