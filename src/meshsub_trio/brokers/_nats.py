@@ -281,6 +281,8 @@ class NatsBroker(NatsLink):
             "dropped": sum(self._local.dropped.values()),
             "log_readers": len(self._feeds),
             "log_resyncs": self.log_resyncs + sum(feed.resyncs for feed in self._feeds),
+            "stale_detections": self.stale_detections,
+            "pings_waiting": len(self._pinger),
         }
 
 

@@ -27,7 +27,7 @@ from ._broker import ConnectionState, MemoryBroker
 from ._nats_log import LogFeed, ensure_stream
 from ._nats_options import NatsOptions
 from ._nats_outbox import BrokerClosed, Outbox
-from ._nats_ping import Pinger
+from ._nats_ping import Pinger, drop_connection
 
 #: The broker's logger: one name for the whole NATS broker, as before the split.
 logger = logging.getLogger(f"{__package__}._nats")
@@ -74,6 +74,8 @@ class NatsLink:
         self.decode_errors = 0
         self.received = 0
         self.log_resyncs = 0
+        #: Times the server was found silent (see ``NatsOptions.stale_timeout``).
+        self.stale_detections = 0
 
     # ----------------------------------------------------------- lifecycle
 
@@ -160,6 +162,8 @@ class NatsLink:
         self._outbox.ack_prefix = self._nc.new_inbox()
         await self._nc.subscribe(f"{self._outbox.ack_prefix}.*", cb=self._outbox.on_ack)
         self._spawn(self._outbox.run(self._nc, self._pinger, self._connected))
+        if opts.stale_timeout > 0:
+            self._spawn(self._pinger.watch(opts.stale_timeout, self._on_silent))
 
     def _aio(self, fn: Any) -> Any:
         """``aio_as_trio`` on this broker's loop: callers may run outside its context."""
@@ -252,7 +256,29 @@ class NatsLink:
         if not self._closing:
             self._set_state(ConnectionState.RECONNECTING)
 
+    async def _on_silent(self) -> None:
+        """(asyncio) The server answered no PING within ``stale_timeout``: the link is down.
+
+        Reported at once (the state is what the replicated bus and the BROKER
+        controller follow), then the connection is dropped so that nats-py
+        reconnects; its reconnected callback brings the state back.
+        """
+        if self._closing:
+            return
+        self.stale_detections += 1
+        url = self._nc.connected_url  # its host and port only: a URL may carry a token
+        logger.warning(
+            "NATS server at %s:%s answered no PING within %gs: link down, reconnecting",
+            url.hostname if url else "?",
+            url.port if url else "?",
+            self.options.stale_timeout,
+        )
+        self._connected.clear()
+        self._set_state(ConnectionState.RECONNECTING)
+        await drop_connection(self._nc)
+
     async def _on_reconnected(self) -> None:
+        self._pinger.forget_lost()
         self._connected.set()
         self._set_state(ConnectionState.CONNECTED)
         if self._feeds or self.options.log is not None:

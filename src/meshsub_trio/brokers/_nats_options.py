@@ -7,6 +7,7 @@ asyncio plumbing.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 
 from ._nats_log import LogStream
@@ -39,9 +40,28 @@ class NatsOptions:
     name: str | None = None
     connect_timeout: float = 5.0
     reconnect_wait: float = 0.5
+    #: nats-py's own keep-alive PINGs; it gives up after three unanswered
+    #: ones (a minute), and not at all while its writes are stuck, so the
+    #: bound on a silent server is ``stale_timeout``, not this.
     ping_interval: float = 20.0
+    #: The bound, in seconds, on noticing a server that is connected but
+    #: silent (hung, SIGSTOPped, cut off without a TCP reset): the broker
+    #: sends its own PING every half of it and, when a PONG is not back
+    #: within the other half, reports the link down (``RECONNECTING``: the
+    #: replicated Meshery bus refuses changes with BROKER_UNAVAILABLE, the
+    #: BROKER controller reads UNKOWN) and drops the connection so that
+    #: nats-py reconnects, which it does once the server answers again.
+    #: A link that cannot carry a PING round trip in half of it counts as
+    #: down too. 0 turns the probe off.
+    stale_timeout: float = 10.0
     #: How long closing waits for queued messages to reach the server.
     close_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.stale_timeout) and self.stale_timeout >= 0):
+            raise ValueError(
+                f"stale_timeout must be a finite number of seconds >= 0, not {self.stale_timeout!r}"
+            )
 
 
 @functools.lru_cache(maxsize=4096)
