@@ -8,6 +8,16 @@ as a payload is queued (with whatever else is queued by then), or after
 ``wait`` seconds with none, or at once on shutdown; then the operation is
 cancelled, so its cleanup runs exactly once however the request ends.
 
+``wait=0`` answers with what is there now: everything the operation produces
+before it first has to wait. The scheduler runs until every task of the
+operation (its own, and those it started, such as a shared streamer's) is
+waiting on something not ready yet (I/O, a timer, a thread, another task)
+or has ended, for at most :data:`~._settle.MAX_PASSES` passes (an operation
+that never waits); see :mod:`._settle`. So a query, a state-shaped stream's
+current state and a cursor stream's replay from memory are in the answer; a
+value that needs a timer or a network round trip first is not (poll again,
+or with a wait).
+
 The answer is ``{"payloads": [...], "complete": bool, "seen": digest}``.
 Cursor streams carry ``extensions.cursor`` in each payload: the next poll
 sends the last one back and resumes with nothing lost or repeated. A
@@ -33,6 +43,7 @@ from .._encoding import dumps
 from .._wire import OperationRequested
 from ._client_watch import until_disconnect
 from ._graphql_http import BadRequest, check_params, read_params
+from ._settle import adopting, settle, watching
 
 if TYPE_CHECKING:
     from .._core._state import ServerState
@@ -170,10 +181,19 @@ class PollSink:
                 operation = Operation(self, self.request)
                 self.operation = operation
                 self.metrics.operation_started(POLL)
-                nursery.start_soon(self._run_operation, operation)
-                if self.state.shutting_down:
-                    self.shutdown()
-                left = await self._wait_for_work(nursery)
+                if self.wait == 0:
+                    with watching() as watch:
+                        with adopting(watch):
+                            nursery.start_soon(self._run_operation, operation)
+                        # Nothing to wait for but the operation: no watcher for the
+                        # client (it is answered within a few scheduler passes).
+                        await settle(watch, lambda: self.state.shutting_down)
+                    left = False
+                else:
+                    nursery.start_soon(self._run_operation, operation)
+                    if self.state.shutting_down:
+                        self.shutdown()
+                    left = await self._wait_for_work(nursery)
                 if left:
                     self.end = "disconnect"
                     nursery.cancel_scope.cancel()
