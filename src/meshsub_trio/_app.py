@@ -143,7 +143,11 @@ def _identity(root: Any, _info: Any, **_args: Any) -> Any:
 
 @dataclass
 class HttpRequest:
-    """A plain HTTP request to one of the app's own routes (already authenticated)."""
+    """A plain HTTP request to one of the app's own routes (already authenticated).
+
+    A ``HEAD`` reaches its route as ``GET``: the host sends the GET's status
+    and headers and drops the body (RFC 9110 §9.3.2), so a route handles GET only.
+    """
 
     method: str
     path: str
