@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .._config import Config
 from .._serve_options import BROKER_ENV, MEMORY
+from .._transports._sse_tokens import MIN_SECRET_LENGTH, SECRET_ENV
 
 
 @dataclass(frozen=True)
@@ -57,9 +60,27 @@ def _without_broker(options: list[str]) -> list[str]:
     return kept
 
 
-def worker_environment(broker: str) -> dict[str, str]:
-    """What a worker gets on top of the supervisor's environment: its broker."""
-    return {BROKER_ENV: broker}
+def worker_environment(broker: str, stream_secret: str | None = None) -> dict[str, str]:
+    """What a worker gets on top of the supervisor's environment: its broker and
+    the secret its graphql-sse stream tokens are signed with (both kept off
+    the command line, which every local user can read)."""
+    environment = {BROKER_ENV: broker}
+    if stream_secret is not None:
+        environment[SECRET_ENV] = stream_secret
+    return environment
+
+
+def stream_secret(environ: Mapping[str, str]) -> str:
+    """The workers' shared token secret: the user's (so that several supervisors
+    behind one balancer accept each other's tokens), else a new one per run."""
+    given = environ.get(SECRET_ENV)
+    if given is None:
+        return secrets.token_urlsafe(32)
+    if len(given) < MIN_SECRET_LENGTH:
+        raise SystemExit(
+            f"meshsub-trio: {SECRET_ENV} must be at least {MIN_SECRET_LENGTH} characters"
+        )
+    return given
 
 
 def plan_for(argv: list[str], args: argparse.Namespace, config: Config, data_dir: str) -> Plan:

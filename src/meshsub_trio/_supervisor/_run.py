@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -21,7 +22,7 @@ import trio
 
 from .._serve_options import redacted
 from ._embedded_nats import EmbeddedNats, EmbeddedNatsError, find_nats_server, store_directory
-from ._plan import Plan, worker_command, worker_environment
+from ._plan import Plan, stream_secret, worker_command, worker_environment
 from ._sockets import SharedSockets, bind_shared
 from ._worker import WorkerFailed, WorkerSlot, announce
 
@@ -103,7 +104,7 @@ async def _serve(
     if store is not None:
         nats = await nursery.start(EmbeddedNats(find_nats_server(), store).run)
     broker = nats.client_url if nats is not None else str(plan.broker)
-    environment = worker_environment(broker)
+    environment = worker_environment(broker, stream_secret(os.environ))
     slots = [
         WorkerSlot(index, worker_command(plan, index), shared.fds(index), environment)
         for index in range(plan.workers)

@@ -16,6 +16,18 @@ they expire: at most :data:`MAX_WAITING_PER_OWNER` unopened reservations per
 user and :data:`MAX_WAITING` per server, holding at most :data:`MAX_PENDING`
 operations of :data:`MAX_PENDING_BYTES` each and :data:`MAX_PARKED_BYTES` in
 all. All are counters kept as reservations come and go, so a check costs O(1).
+
+Under ``serve --workers N`` (a registry with a relay, :mod:`._sse_relay`) the
+same registry is each worker's share of one server's: tokens are minted to
+be checked anywhere (:mod:`._sse_tokens`); a reservation is kept by the worker
+that issued it (its *home*), which applies every bound above to it exactly as
+one process does, until its stream opens on another worker and it is handed
+over (``holder``: the home keeps only that name). The worker holding a
+stream for a token issued elsewhere keeps it as a *held* reservation
+(``home``: told when the stream ends). So the per-reservation bounds and the
+expiry hold cluster-wide unchanged; the per-server and per-user bounds are
+each worker's (a cluster of N workers holds at most N times as many
+unopened reservations and parked bytes, each worker no more than one process).
 """
 
 from __future__ import annotations
@@ -28,9 +40,11 @@ from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 from .._wire import OperationRequested
+from ._sse_relay import process_relay
 
 if TYPE_CHECKING:
     from .._core._state import ServerState
+    from ._sse_relay import StreamRelay
     from ._sse_single import SingleStream
 
 #: Seconds a reservation waits for its stream (graphql-sse's own client opens it at once).
@@ -69,7 +83,8 @@ class Reservation:
     """One token: its owner, its stream once open, and operations posted before that."""
 
     __slots__ = (
-        "expires", "key", "owner", "pending", "pending_bytes", "stream", "token", "waiting",
+        "expires", "holder", "home", "key", "owner", "pending", "pending_bytes", "stream",
+        "token", "waiting",
     )  # fmt: skip
 
     def __init__(self, token: str, owner: Any, expires: float) -> None:
@@ -86,6 +101,15 @@ class Reservation:
         self.pending_bytes = 0
         #: Counted against the caps: registered, and no stream yet.
         self.waiting = False
+        #: The worker whose stream serves it, when that is another (kept by its home).
+        self.holder: str | None = None
+        #: The worker that issued it, when that is another (kept where its stream is).
+        self.home: str | None = None
+
+    @property
+    def opened(self) -> bool:
+        """Whether a stream serves it, here or on another worker."""
+        return self.stream is not None or self.holder is not None
 
     def operation_count(self) -> int:
         """Operations held for the stream or running on it (``max_operations`` caps them)."""
@@ -108,8 +132,11 @@ class Reservations:
         *,
         max_waiting: int = MAX_WAITING,
         max_waiting_per_owner: int = MAX_WAITING_PER_OWNER,
+        relay: StreamRelay | None = None,
     ) -> None:
         self.ttl = ttl
+        #: The link to the other workers (None: one process, tokens are its own).
+        self.relay = relay
         self.max_waiting = max_waiting
         self.max_waiting_per_owner = max_waiting_per_owner
         self._by_token: dict[str, Reservation] = {}
@@ -140,7 +167,8 @@ class Reservations:
         by_owner = self._waiting_by_owner
         if key is not None and by_owner.get(key, 0) >= self.max_waiting_per_owner:
             raise ReservationRefused(429, "Too many reservations waiting", retry_after)
-        token = secrets.token_urlsafe(24)
+        relay = self.relay
+        token = relay.tokens.mint(owner) if relay is not None else secrets.token_urlsafe(24)
         reservation = Reservation(token, owner, now + self.ttl)
         self._by_token[token] = reservation
         self._expiry.append(reservation)
@@ -159,21 +187,51 @@ class Reservations:
         """*owner*'s live reservation for *token*, else None (unknown, expired, someone else's)."""
         if token is None:
             return None
-        reservation = self._by_token.get(token)
-        if reservation is None:
-            return None
-        if reservation.stream is None and now >= reservation.expires:
-            self.drop(reservation)
-            return None
-        if reservation.owner != owner:
+        reservation = self.get(token, now)
+        if reservation is None or reservation.owner != owner:
             return None
         return reservation
 
-    def drop(self, reservation: Reservation) -> None:
-        """Its stream has closed (or it expired): the token is free again."""
-        if self._by_token.get(reservation.token) is reservation:
-            del self._by_token[reservation.token]
+    def get(self, token: str, now: float) -> Reservation | None:
+        """The live reservation for *token*, whoever owns it (another worker asks
+        only for a token it checked was issued to its caller)."""
+        reservation = self._by_token.get(token)
+        if reservation is None:
+            return None
+        if not reservation.opened and now >= reservation.expires:
+            self.drop(reservation)
+            return None
+        return reservation
+
+    def hold(self, token: str, owner: Any, home: str) -> Reservation:
+        """A stream opens here for a token another worker (*home*) issued: kept
+        here while it runs (never counted, never expired: a stream serves it)."""
+        reservation = Reservation(token, owner, math.inf)
+        reservation.home = home
+        self._by_token[token] = reservation
+        return reservation
+
+    def hand_over(self, reservation: Reservation, holder: str) -> list[OperationRequested]:
+        """Its stream has opened on worker *holder*: it stops waiting here, and what
+        was posted for it goes there."""
+        reservation.holder = holder
+        pending, reservation.pending = list(reservation.pending.values()), {}
         self._stop_waiting(reservation)
+        return pending
+
+    def drop(self, reservation: Reservation, *, tell: bool = True) -> None:
+        """Its stream has closed (or it expired): the token is free again.
+
+        A held reservation's home is told (unless *tell* is False: it never
+        handed it over), once, so that it frees the token too.
+        """
+        if self._by_token.get(reservation.token) is not reservation:
+            self._stop_waiting(reservation)
+            return
+        del self._by_token[reservation.token]
+        self._stop_waiting(reservation)
+        if tell and reservation.home is not None and self.relay is not None:
+            self.relay.tell(reservation.home, {"k": "closed", "t": reservation.token})
 
     def park(self, reservation: Reservation, size: int) -> str | None:
         """Count *size* request bytes held for *reservation*'s stream, or say why not
@@ -206,7 +264,7 @@ class Reservations:
         expiry = self._expiry
         while expiry and now >= expiry[0].expires:
             reservation = expiry.popleft()
-            if reservation.stream is None:
+            if not reservation.opened:
                 self.drop(reservation)
 
 
@@ -227,8 +285,9 @@ _REGISTRIES: WeakKeyDictionary[ServerState, Reservations] = WeakKeyDictionary()
 
 
 def reservations_of(state: ServerState) -> Reservations:
-    """The reservations of the server that *state* belongs to (made on first use)."""
+    """The reservations of the server that *state* belongs to (made on first use),
+    linked to the other workers when this process is one of ``serve --workers N``."""
     registry = _REGISTRIES.get(state)
     if registry is None:
-        registry = _REGISTRIES[state] = Reservations()
+        registry = _REGISTRIES[state] = Reservations(relay=process_relay())
     return registry

@@ -30,21 +30,18 @@ from .._wire._machine import MAX_OPERATION_ID
 from .._wire._sse import SseSingleMachine, wants_event_stream
 from ._graphql_http import BadRequest, check_params, choose_media_type, read_params
 from ._http_stream import SSE, HttpStream, Receive, Send, is_mutation, respond, serve_graphql_sse
-from ._reservations import (
-    MAX_PENDING,
-    Reservation,
-    ReservationRefused,
-    Reservations,
-    reservations_of,
-)
+from ._reservations import Reservation, ReservationRefused, Reservations, reservations_of
+from ._sse_desk import Desk, Outcome, admit, decode, encode, stop
+from ._sse_relay import RelayError
 
 if TYPE_CHECKING:
     from .._core._state import ServerState
+    from ._sse_relay import StreamRelay
 
 TOKEN_HEADER = "x-graphql-event-stream-token"
-#: The refusal past ``max_operations``: the words a WebSocket's ``error`` uses.
-OPERATION_LIMIT = "Subscription limit reached"
 _ALLOW = [("allow", "GET, POST, PUT, DELETE")]
+#: On a 503 for want of the broker or another worker: a new try may well succeed.
+_RETRY = [("retry-after", "1")]
 
 
 def stream_token(headers: dict[str, str], query_string: bytes) -> str | None:
@@ -83,12 +80,15 @@ class SingleStream(HttpStream):
         super().__init__(state, context, None, receive, send, machine=self.single, protocol=SSE)
         self.reservation = reservation
         self.operations: dict[str, Operation] = {}
+        #: Whether it serves yet (before, what is posted waits in the reservation).
+        self.started = False
 
     def is_active(self, op_id: str) -> bool:
         return self.single.is_active(op_id)
 
     def _serve(self, nursery: trio.Nursery) -> None:
         """Start what was posted before the stream opened (SSE-28); then wait for more."""
+        self.started = True
         pending, self.reservation.pending = self.reservation.pending, {}
         for request in pending.values():
             self.start_operation(request)
@@ -96,10 +96,16 @@ class SingleStream(HttpStream):
             self.shutdown()
 
     def start_operation(self, request: OperationRequested) -> bool:
-        """Run *request* in this stream's nursery; False if the stream is ending."""
+        """Run *request* in this stream's nursery (or, before it serves, when it
+        does); False if the stream is ending."""
         nursery = self._nursery
-        if nursery is None or self.delivery.closed or self.single.closed:
+        if self.delivery.closed or self.single.closed:
             return False
+        if nursery is None:
+            if self.started:
+                return False
+            self.reservation.pending[request.id] = request
+            return True
         self.single.open(request.id)
         operation = Operation(self, request)
         self.operations[request.id] = operation
@@ -152,38 +158,160 @@ async def serve_sse_single(
 ) -> None:
     """One request of single connection mode (see :func:`is_single_connection`)."""
     registry = reservations_of(state)
+    relay = registry.relay
+    if relay is not None and relay.handler is None:
+        relay.handler = Desk(state, registry, relay).handle
     now = trio.current_time()
     accept = headers.get("accept")
-    reservation = registry.find(stream_token(headers, query_string), context.auth, now)
+    token = stream_token(headers, query_string)
+    reservation = registry.find(token, context.auth, now)
+    home = _home_elsewhere(relay, reservation, token, context.auth)
     if method == "PUT":
-        await _reserve(send, accept, registry, reservation, context.auth, now)
+        await _reserve(send, accept, registry, reservation, home, token, context.auth, now)
         return
     if method in ("GET", "POST") and wants_event_stream(accept):
-        if reservation is None:  # SSE-23: no reservation, so an ordinary distinct-mode request
-            await serve_graphql_sse(
-                state, method, headers, query_string, body, context, receive, send
-            )
-        elif reservation.stream is not None:
+        if reservation is not None and reservation.opened:
             await respond(send, 409, "Stream already open")
-        else:
+        elif reservation is not None:
             stream = SingleStream(state, context, reservation, receive, send)
             registry.open(reservation, stream)
             await stream.run()
+        elif home is not None and token is not None:
+            await _open_here(state, registry, home, token, context, receive, send, method,
+                             headers, query_string, body)  # fmt: skip
+        else:  # SSE-23: no reservation, so an ordinary distinct-mode request
+            await serve_graphql_sse(
+                state, method, headers, query_string, body, context, receive, send
+            )
         return
     if method not in ("GET", "POST", "DELETE"):
         await respond(send, 405, "Use GET, POST, PUT or DELETE", _ALLOW)
-    elif reservation is None:
+        return
+    if reservation is not None and reservation.home is not None and not _serving(reservation):
+        reservation = None  # its stream is still being opened here: the home decides
+    place = _Place(registry, reservation, home, token)
+    if not place.known:
         await respond(send, 404, "Stream not found")
     elif method == "DELETE":
         op_id = _query_param(query_string, "operationId")
         if op_id is None:
             await respond(send, 400, "Operation ID is missing")
             return
-        if reservation.pending.pop(op_id, None) is None and reservation.stream is not None:
-            reservation.stream.stop(op_id)
-        await _text(send, 200, b"")
+        await _answer(send, await place.stop(op_id))
     else:
-        await _execute(state, method, headers, query_string, body, context, reservation, send)
+        await _execute(state, method, headers, query_string, body, context, place, send)
+
+
+def _home_elsewhere(
+    relay: StreamRelay | None, found: Reservation | None, token: str | None, owner: Any
+) -> str | None:
+    """The other worker that issued *token* to *owner*, when this one has no
+    reservation for it (None on one process, and for a token this worker issued:
+    its registry is the whole truth about those)."""
+    if relay is None or found is not None or token is None:
+        return None
+    home = relay.tokens.home_of(token, owner)
+    return None if home == relay.worker else home
+
+
+def _serving(reservation: Reservation) -> bool:
+    stream = reservation.stream
+    return isinstance(stream, SingleStream) and stream.started
+
+
+class _Place:
+    """Where a request's reservation is decided: this worker's registry, or its home."""
+
+    def __init__(
+        self,
+        registry: Reservations,
+        reservation: Reservation | None,
+        home: str | None,
+        token: str | None,
+    ) -> None:
+        self.registry = registry
+        self.reservation = reservation
+        self.home = home
+        self.token = token
+
+    @property
+    def known(self) -> bool:
+        return self.reservation is not None or (self.home is not None and self.token is not None)
+
+    def is_active(self, op_id: str) -> bool:
+        """Taken here already (a reservation kept elsewhere is checked there)."""
+        return self.reservation is not None and self.reservation.is_active(op_id)
+
+    async def admit(self, state: ServerState, request: OperationRequested, size: int) -> Outcome:
+        if self.reservation is not None:
+            return await admit(state, self.registry, self.reservation, request, size)
+        return await self._ask({"k": "op", "t": self.token, "op": encode(request), "n": size})
+
+    async def stop(self, op_id: str) -> Outcome:
+        if self.reservation is not None:
+            return await stop(self.registry, self.reservation, op_id)
+        return await self._ask({"k": "stop", "t": self.token, "id": op_id})
+
+    async def _ask(self, message: dict[str, Any]) -> Outcome:
+        relay = self.registry.relay
+        assert relay is not None and self.home is not None
+        try:
+            answer = await relay.call(self.home, message)
+        except RelayError as error:
+            return error.status, str(error)
+        status, text = answer.get("s"), answer.get("m", "")
+        if not isinstance(status, int) or not isinstance(text, str):
+            return 502, "A worker gave a malformed answer"
+        return status, text
+
+
+async def _open_here(
+    state: ServerState,
+    registry: Reservations,
+    home: str,
+    token: str,
+    context: Context,
+    receive: Receive,
+    send: Send,
+    method: str,
+    headers: dict[str, str],
+    query_string: bytes,
+    body: bytes,
+) -> None:
+    """The stream of a token another worker issued opens on this one.
+
+    Registered here before its home is asked, so an operation the home passes
+    on as soon as it has handed the reservation over finds it (and waits in
+    it until the stream runs); dropped again, untold, if the home refuses.
+    """
+    relay = registry.relay
+    assert relay is not None
+    reservation = registry.hold(token, context.auth, home)
+    stream = SingleStream(state, context, reservation, receive, send)
+    registry.open(reservation, stream)
+    try:
+        answer = await relay.call(home, {"k": "open", "t": token})
+    except RelayError as error:
+        registry.drop(reservation, tell=False)
+        await respond(send, error.status, str(error), _RETRY)
+        return
+    status = answer.get("s")
+    if status != 200:
+        registry.drop(reservation, tell=False)
+        if status == 404:  # SSE-23: gone (expired) at home, so a distinct-mode request
+            await serve_graphql_sse(
+                state, method, headers, query_string, body, context, receive, send
+            )
+        else:
+            text = answer.get("m")
+            await respond(send, status if isinstance(status, int) else 502, str(text))
+        return
+    ops = answer.get("ops")
+    for item in ops if isinstance(ops, list) else ():
+        request = decode(item)
+        if request is not None:
+            reservation.pending.setdefault(request.id, request)
+    await stream.run()
 
 
 async def _reserve(
@@ -191,6 +319,8 @@ async def _reserve(
     accept: str | None,
     registry: Reservations,
     taken: Reservation | None,
+    home: str | None,
+    token: str | None,
     owner: Any,
     now: float,
 ) -> None:
@@ -198,19 +328,33 @@ async def _reserve(
     too many reservations wait already.
 
     A token that is unknown, expired or someone else's is not reused (tokens
-    are the server's to choose): the client gets a new one.
+    are the server's to choose): the client gets a new one. One another
+    worker issued is live if that worker says so.
     """
     if accept and not _accepts_text(accept):
         await respond(send, 406, "Reserve with Accept: text/plain or */*")
         return
+    relay = registry.relay
+    if taken is None and home is not None and relay is not None:
+        try:
+            found = await relay.call(home, {"k": "find", "t": token})
+        except RelayError:
+            found = {}  # its home is unreachable, and so is the reservation: a new one
+        if found.get("s") == 200:
+            taken = Reservation(str(token), owner, now)
     if taken is not None:
         await respond(send, 409, "Stream already registered")
         return
     try:
+        if relay is not None:  # a token issued before we listen could not be found
+            await relay.wait_ready()
         reservation = registry.reserve(owner, now)
     except ReservationRefused as refused:
         retry = [("retry-after", str(refused.retry_after))]
         await respond(send, refused.status, str(refused), retry)
+        return
+    except RelayError as error:
+        await respond(send, error.status, str(error), _RETRY)
         return
     await _text(send, 201, reservation.token.encode())
 
@@ -222,11 +366,12 @@ async def _execute(
     query_string: bytes,
     body: bytes,
     context: Context,
-    reservation: Reservation,
+    place: _Place,
     send: Send,
 ) -> None:
     """An operation for a reserved stream: checked here (errors are this request's
-    answer, SSE-26), then 202 and its results on the stream (SSE-24)."""
+    answer, SSE-26), then 202 and its results on the stream (SSE-24), decided
+    where the reservation is kept (:mod:`._sse_desk`)."""
     if choose_media_type(headers.get("accept")) is None:
         await respond(send, 406, "Accept application/json")
         return
@@ -244,7 +389,7 @@ async def _execute(
     if len(op_id) > MAX_OPERATION_ID:
         await respond(send, 400, f"Operation ID is longer than {MAX_OPERATION_ID} characters")
         return
-    if reservation.is_active(op_id):
+    if place.is_active(op_id):
         await respond(send, 409, "Operation with ID already exists")
         return
     if method == "GET" and await is_mutation(state, query, variables, operation_name, context):
@@ -259,34 +404,16 @@ async def _execute(
         return
     prepared.release()
     request = OperationRequested(op_id, query, variables, operation_name, extensions)
-    stream = reservation.stream
-    if reservation.is_active(op_id):  # posted twice while this one was preparing
-        await respond(send, 409, "Operation with ID already exists")
-    elif _at_limit(state, reservation):  # checked last: others may have come in meanwhile
-        await respond(send, 429, OPERATION_LIMIT)
-    elif stream is None and len(reservation.pending) >= MAX_PENDING:
-        await respond(send, 429, "Too many operations before the stream opened")
-    elif stream is None:
-        refused = reservations_of(state).park(reservation, len(body) + len(query_string))
-        if refused == "reservation":
-            await respond(send, 429, "Too many operation bytes before the stream opened")
-        elif refused == "server":
-            await respond(send, 503, "Too many operations wait for their streams")
-        else:
-            reservation.pending[op_id] = request
-            await _text(send, 202, b"")
-    elif stream.start_operation(request):
-        await _text(send, 202, b"")
+    await _answer(send, await place.admit(state, request, len(body) + len(query_string)))
+
+
+async def _answer(send: Send, outcome: Outcome) -> None:
+    """A decision as the HTTP answer: an empty 202 or 200, else the error's JSON."""
+    status, text = outcome
+    if status in (200, 202):
+        await _text(send, status, b"")
     else:
-        await respond(send, 404, "Stream not found")
-
-
-def _at_limit(state: ServerState, reservation: Reservation) -> bool:
-    """Whether the token has ``max_operations`` already, held or running: the
-    per-connection cap a WebSocket has (``pending`` alone also stops at
-    ``MAX_PENDING``, whatever this is)."""
-    limit = state.config.max_operations
-    return limit is not None and reservation.operation_count() >= limit
+        await respond(send, status, text, _RETRY if status == 503 else None)
 
 
 def _accepts_text(accept: str) -> bool:

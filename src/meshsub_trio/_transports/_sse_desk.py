@@ -1,0 +1,189 @@
+"""Where a reservation changes: here, or on the worker that has it (graphql-sse SSE-24..31).
+
+A reservation lives on one worker at a time. Until its stream opens it lives
+on its *home*, the worker that issued its token, which holds what is posted
+before that (SSE-28) and counts it against the caps. When the stream opens on
+another worker, the home hands it over (:func:`hand_over`): the pending
+operations go to that worker, the *holder*, which runs them and every later
+one; the home keeps only the holder's name, to route to it and to refuse a
+second stream (SSE-23).
+
+:func:`admit` and :func:`stop` are the only ways in, for a request that
+arrives here and for one another worker passes on (:class:`Desk`): a home
+whose stream is held elsewhere forwards them, and a holder whose stream has
+gone answers 404, so each request is decided in exactly one place, with the
+same checks a single process makes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .._wire import OperationRequested
+from ._reservations import MAX_PENDING, Reservation, Reservations
+from ._sse_relay import RelayError
+
+if TYPE_CHECKING:
+    from .._core._state import ServerState
+    from ._sse_relay import StreamRelay
+
+#: The refusal past ``max_operations``: the words a WebSocket's ``error`` uses.
+OPERATION_LIMIT = "Subscription limit reached"
+NOT_FOUND = (404, "Stream not found")
+#: Of the asker's wait, what a home may spend asking the holder (so that the
+#: home's answer, even a timeout, still reaches the asker in time).
+FORWARD_SHARE = 0.6
+
+Outcome = tuple[int, str]
+
+
+async def admit(
+    state: ServerState,
+    registry: Reservations,
+    reservation: Reservation,
+    request: OperationRequested,
+    size: int,
+) -> Outcome:
+    """Run *request* on the reservation's stream or hold it for the stream:
+    ``(202, "")``, or the refusal's status and message."""
+    if reservation.holder is not None:
+        message = {"k": "op", "t": reservation.token, "op": encode(request), "n": size}
+        return await _forward(registry, reservation, message)
+    stream = reservation.stream
+    if reservation.is_active(request.id):  # posted twice while this one was preparing
+        return 409, "Operation with ID already exists"
+    if _at_limit(state, reservation):  # checked last: others may have come in meanwhile
+        return 429, OPERATION_LIMIT
+    if (stream is None or not stream.started) and len(reservation.pending) >= MAX_PENDING:
+        return 429, "Too many operations before the stream opened"
+    if stream is None:
+        refused = registry.park(reservation, size)
+        if refused == "reservation":
+            return 429, "Too many operation bytes before the stream opened"
+        if refused == "server":
+            return 503, "Too many operations wait for their streams"
+        reservation.pending[request.id] = request
+        return 202, ""
+    if stream.start_operation(request):
+        return 202, ""
+    return NOT_FOUND
+
+
+async def stop(registry: Reservations, reservation: Reservation, op_id: str) -> Outcome:
+    """``DELETE``: the operation ends (or never starts) and sends nothing more (SSE-29)."""
+    if reservation.holder is not None:
+        return await _forward(
+            registry, reservation, {"k": "stop", "t": reservation.token, "id": op_id}
+        )
+    if reservation.pending.pop(op_id, None) is None and reservation.stream is not None:
+        reservation.stream.stop(op_id)
+    return 200, ""
+
+
+def hand_over(registry: Reservations, reservation: Reservation, holder: str) -> dict[str, Any]:
+    """The home's answer to a stream opening on worker *holder*: the pending
+    operations, now the holder's (or 409: only one stream may serve a token)."""
+    if reservation.opened:
+        return {"s": 409, "m": "Stream already open"}
+    pending = registry.hand_over(reservation, holder)
+    return {"s": 200, "ops": [encode(request) for request in pending]}
+
+
+async def _forward(
+    registry: Reservations, reservation: Reservation, message: dict[str, Any]
+) -> Outcome:
+    """Ask the holder (we are the home). A holder that cannot be reached while
+    the broker is up is gone (its worker died) or wedged: either way its
+    stream is useless, so the reservation goes (404) and the token is free."""
+    relay = registry.relay
+    holder = reservation.holder
+    assert relay is not None and holder is not None
+    try:
+        answer = await relay.call(holder, message, timeout=relay.timeout * FORWARD_SHARE)
+    except RelayError as error:
+        if error.status == 503 and relay.link_up():
+            registry.drop(reservation)
+            return NOT_FOUND
+        return error.status, str(error)
+    status, text = _outcome(answer)
+    if status == 404:  # the holder's stream has ended: its notice may still be on its way
+        registry.drop(reservation)
+    return status, text
+
+
+def _outcome(answer: dict[str, Any]) -> Outcome:
+    status, text = answer.get("s"), answer.get("m", "")
+    if not isinstance(status, int) or not isinstance(text, str):
+        return 502, "A worker gave a malformed answer"
+    return status, text
+
+
+def _at_limit(state: ServerState, reservation: Reservation) -> bool:
+    """Whether the token has ``max_operations`` already, held or running: the
+    per-connection cap a WebSocket has (``pending`` alone also stops at
+    ``MAX_PENDING``, whatever this is)."""
+    limit = state.config.max_operations
+    return limit is not None and reservation.operation_count() >= limit
+
+
+def encode(request: OperationRequested) -> list[Any]:
+    return [
+        request.id, request.query, request.variables, request.operation_name, request.extensions,
+    ]  # fmt: skip
+
+
+def decode(item: Any) -> OperationRequested | None:
+    """An operation as another worker sent it, or None if it is not one."""
+    if not isinstance(item, list) or len(item) != 5:
+        return None
+    op_id, query, variables, name, extensions = item
+    if not (
+        isinstance(op_id, str)
+        and isinstance(query, str)
+        and isinstance(variables, dict | None)
+        and isinstance(name, str | None)
+        and isinstance(extensions, dict | None)
+    ):
+        return None
+    return OperationRequested(op_id, query, variables, name, extensions)
+
+
+class Desk:
+    """Answers the other workers' requests about the reservations kept here."""
+
+    def __init__(self, state: ServerState, registry: Reservations, relay: StreamRelay) -> None:
+        self.state = state
+        self.registry = registry
+        self.relay = relay
+
+    async def handle(self, kind: str, message: dict[str, Any]) -> dict[str, Any] | None:
+        """The answer to *message* (None for a notice, which nobody waits for)."""
+        token, asker = message.get("t"), message.get("r")
+        if not isinstance(token, str) or not isinstance(asker, str):
+            return {"s": 400, "m": "Malformed request between workers"}
+        reservation = self.registry.get(token, trio.current_time())
+        if kind == "closed":  # the holder's stream has ended
+            if reservation is not None and reservation.holder == asker:
+                self.registry.drop(reservation)
+            return None
+        if reservation is None:
+            return {"s": NOT_FOUND[0], "m": NOT_FOUND[1]}
+        if kind == "find":
+            return {"s": 200}
+        if kind == "open":
+            return hand_over(self.registry, reservation, asker)
+        if kind == "op":
+            request, size = decode(message.get("op")), message.get("n")
+            if request is None or not isinstance(size, int):
+                return {"s": 400, "m": "Malformed request between workers"}
+            status, text = await admit(self.state, self.registry, reservation, request, size)
+        elif kind == "stop":
+            op_id = message.get("id")
+            if not isinstance(op_id, str):
+                return {"s": 400, "m": "Malformed request between workers"}
+            status, text = await stop(self.registry, reservation, op_id)
+        else:
+            return {"s": 400, "m": f"Unknown request {kind[:32]!r} between workers"}
+        return {"s": status, "m": text}
