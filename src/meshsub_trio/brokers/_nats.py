@@ -89,6 +89,16 @@ class NatsBroker(NatsLink):
         """
         await self._outbox.wait_stored(ticket, after)
 
+    @property
+    def settled_through(self) -> int:
+        """The newest ticket answered: the log stored, or refused, each one up to it."""
+        return self._outbox.settled_through
+
+    def refused(self, after: int, upto: int) -> dict[int, str]:
+        """Tickets in ``(after, upto]`` the log refused, with its reasons (the
+        newest 1,024 refusals are remembered)."""
+        return self._outbox.refused(after, upto)
+
     async def flush(self) -> None:
         """Wait until every message published so far was flushed to the server."""
         await self._outbox.wait_flushed()

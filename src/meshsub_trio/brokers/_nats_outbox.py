@@ -54,7 +54,15 @@ class BrokerClosed(Exception):
 
 
 class NotStored(Exception):
-    """The log did not store a message published for a ticket (JetStream's reason)."""
+    """The log did not store a message published for a ticket (JetStream's reason).
+
+    ``tickets``: every ticket of the window waited for that the log refused,
+    so that a caller can take back exactly what did not reach the log.
+    """
+
+    def __init__(self, reason: str, tickets: tuple[int, ...] = ()) -> None:
+        super().__init__(reason)
+        self.tickets = tickets
 
 
 #: Failed tickets remembered for waiters (failures are rare; the oldest go first).
@@ -129,12 +137,19 @@ class Outbox:
         """
         while self.settled_through < ticket:
             await self._progress.wait()
-        # The failures kept (a bounded few), not every ticket of the window:
-        # a window from 0 would otherwise cost a look-up per message ever sent.
-        for failed, reason in self._failures.items():
-            if after < failed <= ticket:
-                raise NotStored(reason)
+        refused = self.refused(after, ticket)
+        if refused:
+            raise NotStored(next(iter(refused.values())), tuple(refused))
         await trio.lowlevel.checkpoint()
+
+    def refused(self, after: int, upto: int) -> dict[int, str]:
+        """The tickets in ``(after, upto]`` the log refused, oldest first, with why.
+
+        Looks through the failures kept (a bounded few), not every ticket of
+        the window: a window from 0 would otherwise cost a look-up per
+        message ever sent.
+        """
+        return {t: reason for t, reason in self._failures.items() if after < t <= upto}
 
     async def on_ack(self, msg: Any) -> None:
         """(asyncio, nats-py's callback) JetStream's answer for one ticket."""
