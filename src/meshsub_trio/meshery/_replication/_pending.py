@@ -5,27 +5,34 @@ The process that makes a change also applies it at once (before its echo),
 so a mutation reads its own write and the model's multi-step operations
 (``upsert_context`` then its controllers) see their earlier steps. Those
 early changes are *pending* until their echo. If a change from another
-process is applied while some of ours are pending, the state is "log prefix,
-then ours, then theirs" where the log says "log prefix, then theirs, then
-ours"; re-applying our pending changes on top restores the log's order.
+process is applied while some of ours are pending, the state would be "log
+prefix, then ours, then theirs" where the log says "log prefix, then theirs,
+then ours"; so ours are undone first and redone on top of theirs.
 
-That is exact because every early change is a blind write: it sets records
-(or removes them) to values carried in full by the message, whatever was
-there. Appends (events, perf results) are not blind writes, since their
-order is part of the state, so they are never applied early: every replica,
-the origin included, applies them once, at their place in the log.
+Early application is safe because every early change is a blind write: it
+sets records (or removes them) to values carried in full by the message,
+whatever was there, so it has a before-image that undoes it (:mod:`._undo`).
+Appends (events, perf results) are not blind writes, since their order is
+part of the state, so they are never applied early: every replica, the
+origin included, applies them once, at their place in the log.
 
 Conflicts are judged on write keys: a message writes record keys like
 ``("pattern", id)``; a key that is a prefix of another (``("controller",
 connection)`` for a delete of all of a connection's controllers) covers it.
-Only a conflicting change from elsewhere triggers the re-application.
+Only a conflicting change from elsewhere triggers the undo and redo. The
+same undo takes a pending change back for good when the log refuses it or
+never confirms it (:mod:`._own_changes`).
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter, deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
+
+from ._undo import Restore
 
 Key = tuple[str, ...]
 Message = Mapping[str, Any]
@@ -76,11 +83,27 @@ def write_keys(message: Message) -> tuple[Key, ...]:
     return ((),)
 
 
+@dataclass(eq=False, slots=True)
+class Pending:
+    """One own change applied before its echo."""
+
+    #: Its number in this process's envelopes, and its broker ticket (0: none).
+    number: int
+    ticket: int
+    message: Message
+    #: Puts back what it overwrote (retaken whenever it is redone).
+    undo: Restore
+    keys: tuple[Key, ...] = ()
+    #: When it was committed (``time.monotonic``), for the bus's sweep.
+    at: float = field(default_factory=time.monotonic)
+
+
 class PendingChanges:
     """Own early-applied changes, oldest first, with an index of the keys they write."""
 
     def __init__(self) -> None:
-        self._items: deque[tuple[int, Message, tuple[Key, ...]]] = deque()
+        self._items: deque[Pending] = deque()
+        self._numbers: set[int] = set()
         self._keys: Counter[Key] = Counter()
         #: Every proper prefix of every pending key (``()`` included).
         self._prefixes: Counter[Key] = Counter()
@@ -88,33 +111,39 @@ class PendingChanges:
     def __len__(self) -> int:
         return len(self._items)
 
-    def __iter__(self) -> Iterator[Message]:
-        return (message for _, message, _ in self._items)
+    def __iter__(self) -> Iterator[Pending]:
+        return iter(self._items)
 
-    def add(self, number: int, message: Message) -> None:
-        keys = write_keys(message)
-        self._items.append((number, message, keys))
-        for key in keys:
-            self._keys[key] += 1
-            for end in range(len(key)):
-                self._prefixes[key[:end]] += 1
+    def __contains__(self, number: object) -> bool:
+        return number in self._numbers
 
-    def confirm(self, number: int) -> tuple[bool, int]:
-        """Our message *number* came back from the log.
+    def add(self, change: Pending) -> None:
+        change.keys = write_keys(change.message)
+        self._items.append(change)
+        self._numbers.add(change.number)
+        self._count(change.keys, 1)
 
-        Returns (whether it was pending, how many older pending ones were
-        skipped). Echoes come back in publish order, so a pending change
-        older than *number* will never come back: it was lost on the way
-        (the broker refused or abandoned it) and only this replica has it.
-        """
-        lost = 0
-        while self._items and self._items[0][0] < number:
-            self._pop()
-            lost += 1
-        if self._items and self._items[0][0] == number:
-            self._pop()
-            return True, lost
-        return False, lost
+    @property
+    def oldest(self) -> int | None:
+        """The number of the oldest pending change (the next echo expected)."""
+        return self._items[0].number if self._items else None
+
+    def pop_oldest(self) -> None:
+        """Its echo came back, in its place: it is in the log now."""
+        self._forget(self._items.popleft())
+
+    def drop(self, doomed: Callable[[Pending], bool]) -> int:
+        """Forget the pending changes *doomed* picks (the caller undid them); how many."""
+        kept: deque[Pending] = deque()
+        dropped = 0
+        for change in self._items:
+            if doomed(change):
+                self._forget(change)
+                dropped += 1
+            else:
+                kept.append(change)
+        self._items = kept
+        return dropped
 
     def conflicts(self, message: Message) -> bool:
         """Whether *message* writes a key that a pending change writes (or covers)."""
@@ -127,15 +156,18 @@ class PendingChanges:
                 return True
         return False
 
-    def _pop(self) -> None:
-        _, _, keys = self._items.popleft()
+    def _forget(self, change: Pending) -> None:
+        self._numbers.discard(change.number)
+        self._count(change.keys, -1)
+
+    def _count(self, keys: tuple[Key, ...], step: int) -> None:
         for key in keys:
-            _decrement(self._keys, key)
+            _add(self._keys, key, step)
             for end in range(len(key)):
-                _decrement(self._prefixes, key[:end])
+                _add(self._prefixes, key[:end], step)
 
 
-def _decrement(counter: Counter[Key], key: Key) -> None:
-    counter[key] -= 1
+def _add(counter: Counter[Key], key: Key, step: int) -> None:
+    counter[key] += step
     if counter[key] <= 0:
         del counter[key]

@@ -10,11 +10,20 @@ stream over ``meshery.>``, whose sequence numbers are the same everywhere).
   applied and :class:`BrokerUnavailable` says so. Otherwise blind writes are
   applied at once (read-your-writes) and remembered as pending; appends are
   applied only from the log (see :mod:`._pending`).
+* A pending change the log refuses, or does not confirm within
+  ``flush_timeout``, is taken back (rolled back to its before-image): by
+  the flush that learns of it (whose caller gets BROKER_UNAVAILABLE), by a
+  sweep every ``flush_timeout`` for changes no one flushed, and when a later
+  own change comes back from the log without it. So no replica keeps a
+  change the others never get, nor one its caller was told failed. An
+  unconfirmed change may still reach the log later; every replica, this one
+  included, then applies it from there. Why a rollback and not "apply once
+  confirmed": :mod:`._own_changes`.
 * One replicator task reads the whole log from the start (a late process
   replays the history and converges) and, for each entry, applies it unless
   it is our own pending change coming back; a foreign change that conflicts
-  with pending ones is followed by re-applying them, which restores the log's
-  order. Then the entry goes to this process's local subscribers, so a
+  with pending ones goes under them (they are undone, it is applied, they are
+  redone), which is the log's order. Then the entry goes to this process's local subscribers, so a
   streamer only ever sees a change after its model applied it, in log order,
   with its log sequence (the resume cursor).
 * ``subscribe_log(topic, after=cursor)`` resumes a client: history from the
@@ -50,7 +59,8 @@ from .._api._resume import ResumeFeed
 from .._model import _topics as topics
 from .._model._model import Model
 from ._link import mirror_link
-from ._pending import PendingChanges, applies_at_once
+from ._own_changes import OwnChanges
+from ._pending import applies_at_once
 from ._snapshots import SnapshotStore, Snapshotter
 
 log = logging.getLogger("meshsub_trio.meshery.replication")
@@ -73,6 +83,8 @@ class ChangeUnconfirmed(BrokerUnavailable):
 
     Answered as an error all the same: an answer that says "saved" must mean
     the log has it (a process that stopped meanwhile would have lost it).
+    This replica takes the change back; should it still reach the log, every
+    replica applies it from there.
     """
 
     def __init__(self, reason: str) -> None:
@@ -119,7 +131,7 @@ class ReplicatedBus:
         self.model: Model | None = None
         self._plain = MemoryBroker(log_capacity=0)
         self._deliveries = MemoryBroker(log_capacity=0)
-        self._pending = PendingChanges()
+        self._own = OwnChanges(self.origin, self._apply)
         self._sent = 0
         #: Whether the shared broker confirms what its log stored (NATS does):
         #: the newest ticket sent, and the newest one a flush saw stored.
@@ -134,9 +146,6 @@ class ReplicatedBus:
         self._barriers: dict[int, trio.Event] = {}
         self._running = False
         self.applied = 0
-        self.confirmed = 0
-        self.rebases = 0
-        self.lost_own = 0
         self.apply_errors = 0
         self.ignored = 0
         self.gaps = 0
@@ -144,7 +153,7 @@ class ReplicatedBus:
 
     def attach(self, model: Model) -> None:
         """Take over *model*'s commits; it must use this bus as its broker."""
-        self.model = model
+        self.model = self._own.model = model
         model.committer = self
 
     # ------------------------------------------------------------ publishing
@@ -153,9 +162,7 @@ class ReplicatedBus:
         """Publish a model change; apply blind writes at once (see module doc)."""
         number = self._send(topic, message)
         if applies_at_once(message):
-            self._pending.add(number, message)
-            assert self.model is not None, "attach() the model first"
-            self.model.apply(message)
+            self._own.apply_own(number, self._ticket, message)
 
     def publish(self, topic: str, message: Any) -> None:
         """Publish a model message that every replica applies from the log."""
@@ -200,15 +207,26 @@ class ReplicatedBus:
         if ticket <= after:
             await trio.lowlevel.checkpoint()
             return
+        shared: Any = self.shared  # NatsBroker's ticket API
         try:
             with trio.fail_after(self.flush_timeout):
-                wait_stored: Any = self.shared.wait_stored  # type: ignore[attr-defined]
-                await wait_stored(ticket, after)
+                await shared.wait_stored(ticket, after)
         except trio.TooSlowError:
+            refused = shared.refused(after, ticket)
+            settled = shared.settled_through
+            self._own.take_back(
+                lambda change: (
+                    after < change.ticket <= ticket
+                    and (change.ticket in refused or change.ticket > settled)
+                ),
+                "not confirmed by the log in time",
+            )
             raise ChangeUnconfirmed(f"no answer within {self.flush_timeout:g} s") from None
         except NotStored as error:
             # Reported once: later flushes look only past this ticket.
             self._checked = max(self._checked, ticket)
+            doomed = set(error.tickets)
+            self._own.take_back(lambda change: change.ticket in doomed, "refused by the log")
             raise BrokerUnavailable(f"the log did not store it ({error})") from None
         self._checked = max(self._checked, ticket)
 
@@ -314,6 +332,8 @@ class ReplicatedBus:
                     self.last_seq = self._floor = await self.snapshotter.restore(self.model)
                     nursery.start_soon(self.snapshotter.run, self._capture)
                 nursery.start_soon(self._replicate)
+                if self._confirms:
+                    nursery.start_soon(self._own.sweep, self.shared, self.flush_timeout)
                 if self.model is not None:
                     nursery.start_soon(mirror_link, self.shared, self.model, self._wake_controllers)
                 log.info("replica %s: replaying the shared log", self.origin)
@@ -330,7 +350,7 @@ class ReplicatedBus:
     def _capture(self) -> tuple[int, list[dict[str, Any]]] | None:
         """This replica's state as "the log up to last_seq" (None while own
         changes are pending: those are applied but not yet in the log)."""
-        if self.model is None or len(self._pending):
+        if self.model is None or len(self._own):
             return None
         return self.last_seq, self.model.state_messages()
 
@@ -394,20 +414,7 @@ class ReplicatedBus:
             self._deliveries.publish(topic, Delivery(delivery.seq, message))
 
     def _apply_entry(self, message: dict[str, Any], own_number: Any) -> None:
-        pending = self._pending
-        if isinstance(own_number, int):
-            was_pending, lost = pending.confirm(own_number)
-            if lost:
-                self.lost_own += lost
-                log.error("replica %s: %d own change(s) never reached the log", self.origin, lost)
-            if was_pending:
-                self.confirmed += 1
-                return  # applied when committed, and the log agrees with its place
-        self._apply(message)
-        if pending.conflicts(message):
-            self.rebases += 1
-            for change in pending:
-                self._apply(change)
+        self._own.on_entry(message, own_number if isinstance(own_number, int) else None)
 
     def _apply(self, message: Mapping[str, Any]) -> None:
         if self.model is None:
@@ -419,14 +426,26 @@ class ReplicatedBus:
             self.apply_errors += 1
             log.warning("replica %s: cannot apply %r: %r", self.origin, message, error)
 
+    @property
+    def rebases(self) -> int:
+        """Foreign log entries that had to go under pending own changes."""
+        return self._own.rebases
+
+    @property
+    def lost_own(self) -> int:
+        """Own changes a later own echo showed never reached the log."""
+        return self._own.lost_own
+
     def stats(self) -> dict[str, int]:
+        own = self._own
         return {
             "last_seq": self.last_seq,
             "applied": self.applied,
-            "confirmed": self.confirmed,
-            "pending": len(self._pending),
-            "rebases": self.rebases,
-            "lost_own": self.lost_own,
+            "confirmed": own.confirmed,
+            "pending": len(own),
+            "rebases": own.rebases,
+            "lost_own": own.lost_own,
+            "rolled_back": own.rolled_back,
             "apply_errors": self.apply_errors,
             "ignored": self.ignored,
             "gaps": self.gaps,
