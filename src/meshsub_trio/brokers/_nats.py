@@ -20,7 +20,9 @@ costs (stack notes §5): never cross per message.
 * Resume: :meth:`NatsBroker.subscribe_log` over JetStream (:mod:`._nats_log`).
 * Outages: nats-py reconnects forever; :attr:`NatsBroker.state` mirrors the
   link, publishes wait in the bounded queue, core subscriptions are restored
-  by nats-py, and log readers are resynced from their last sequence.
+  by nats-py, and log readers are resynced from their last sequence. A
+  server that is connected but silent (hung, SIGSTOPped) counts as an
+  outage within ``NatsOptions.stale_timeout`` (:mod:`._nats_ping`).
 """
 
 from __future__ import annotations

@@ -268,7 +268,8 @@ class NatsLink:
         self.stale_detections += 1
         url = self._nc.connected_url  # its host and port only: a URL may carry a token
         logger.warning(
-            "NATS server at %s:%s answered no PING within %gs: link down, reconnecting",
+            "NATS server at %s:%s stopped answering (no PONG; stale_timeout %gs): "
+            "link down, reconnecting",
             url.hostname if url else "?",
             url.port if url else "?",
             self.options.stale_timeout,
