@@ -116,6 +116,6 @@ def test_the_bound_must_be_a_finite_non_negative_number(bad: float) -> None:
         NatsOptions(stale_timeout=bad)
 
 
-def test_the_default_bound_is_documented_and_on() -> None:
+def test_the_default_bound_is_on_and_well_under_a_minute() -> None:
     default = NatsOptions().stale_timeout
     assert 0 < default <= 15  # on by default, and well under nats-py's own minute
