@@ -13,6 +13,8 @@ from meshsub_trio._execution._documents import (
     BYTES_PER_TOKEN,
     CHARS_PER_TOKEN,
     OVERLAP_BUDGET,
+    OVERLAP_RULES,
+    RULES_BUT_OVERLAP,
     DocumentCache,
 )
 from meshsub_trio._execution._limits import Limits
@@ -188,13 +190,13 @@ async def test_a_burst_of_new_documents_is_spread_over_passes_of_the_loop(
     they would hold the loop for 640 ms (a task that runs once per pass waits at
     least half of it); spread out, that task waits for one or two of them."""
     cache = DocumentCache(SCHEMA)
-    prepare = cache._prepare
+    pieces = cache._pieces
 
-    def costly_prepare(query: str) -> Any:
-        time.sleep(0.04)  # stands for 40 ms of parsing and validating
-        return prepare(query)
+    def costly_pieces(query: str) -> Any:
+        time.sleep(0.04)  # stands for 40 ms of parsing
+        return (yield from pieces(query))
 
-    monkeypatch.setattr(cache, "_prepare", costly_prepare)
+    monkeypatch.setattr(cache, "_pieces", costly_pieces)
     longest = 0.0
 
     async def watch_the_loop() -> None:
@@ -241,3 +243,62 @@ def test_the_config_reaches_the_cache_on_both_hosts() -> None:
         documents = state.engine.documents
         assert documents.limits == Limits(max_depth=4, max_fields=30, max_cost=200)
         assert (documents.max_tokens, documents.max_bytes) == (70, 12345)
+
+
+# ---- preparation in pieces: the loop goes round between them --------------------
+
+
+async def test_a_new_document_is_prepared_in_pieces_between_passes_of_the_loop() -> None:
+    """Parse, then every rule but field merging, then field merging: with no
+    budget left, each piece waits for the loop to have polled for I/O."""
+    cache = DocumentCache(SCHEMA)
+    cache._turns = Turns(budget=0.0)
+    passes = 0
+
+    async def count_passes() -> None:
+        nonlocal passes
+        while True:
+            await trio.sleep(0)
+            passes += 1
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(count_passes)
+        with trio.fail_after(5):
+            while not passes:
+                await trio.sleep(0)
+            before = passes
+            document = await cache.fetch("{ a: hello b: hello }")
+        nursery.cancel_scope.cancel()
+    assert document.node is not None and not document.errors
+    assert passes - before >= 2
+    assert cache.get("{ a: hello b: hello }") is document
+
+
+#: Documents that pass, fail graphql-core's other rules, fail field merging,
+#: fail both, or abort it: the split validation must agree with one pass.
+DIFFERENTIAL = [
+    "{ hello }",
+    "{ a: hello a: hello }",
+    "{ a: hello a: __typename }",
+    "{ nope a: hello a: __typename }",
+    "{ nope }",
+    "query ($v: Int) { hello }",
+    "{ ...F ...G } fragment F on Query { a: hello } fragment G on Query { a: __typename }",
+    "{ ...F } fragment F on Query { ...F }",
+    "{ " + " ".join("a: __typename" for _ in range(400)) + " }",
+    "{ " + " ".join(f"a: {('hello', '__typename')[i % 2]}" for i in range(300)) + " }",
+]
+
+
+@pytest.mark.parametrize("query", DIFFERENTIAL)
+async def test_split_validation_agrees_with_one_pass(query: str) -> None:
+    node = parse(query)
+    one_pass = validate(SCHEMA, node, RULES_BUT_OVERLAP + OVERLAP_RULES)
+    prepared = await DocumentCache(SCHEMA).fetch(query)
+    assert (prepared.node is None) == bool(one_pass)
+    split = [error.message for error in prepared.errors]
+    whole = [error.message for error in one_pass]
+    if not validate(SCHEMA, node, OVERLAP_RULES):
+        assert split == whole  # no field-merging errors: the same errors, in order
+    else:
+        assert split == ([m for m in whole if m in split] or whole)
