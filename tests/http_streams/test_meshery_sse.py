@@ -155,7 +155,7 @@ async def test_unauthenticated_is_refused(meshery: Any) -> None:
     response = await http.get(SUBSCRIBE)
     assert response.status_code == 401
     wrong = await http.post(SUBSCRIBE, headers=ALICE)
-    assert wrong.status_code == 405 and wrong.headers["allow"] == "GET"
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "GET, HEAD"
 
 
 async def test_last_event_id_resumes_exactly(meshery: Any) -> None:

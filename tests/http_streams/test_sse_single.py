@@ -127,7 +127,7 @@ async def test_request_errors(server: Server) -> None:
         assert gibberish.status_code == 406
         patch = await client.patch(api, headers=headers)
         assert patch.status_code == 405
-        assert patch.headers["allow"] == "GET, POST, PUT, DELETE"
+        assert patch.headers["allow"] == "GET, HEAD, POST, PUT, DELETE"
         # Another user's token reads like an unknown one.
         for method in ("POST", "DELETE"):
             foreign = await client.request(
