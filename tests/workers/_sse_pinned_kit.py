@@ -117,8 +117,10 @@ async def request(
     target: str = GRAPHQL,
     body: Any = None,
     accept: str = "*/*",
+    connection: trio.SocketStream | None = None,
 ) -> Answer:
-    """One whole request answered by worker *index*."""
+    """One whole request answered by worker *index* (on *connection*, if given:
+    one :func:`connection_on` made for that worker beforehand)."""
     headers = {"accept": accept}
     if token is not None:
         headers[TOKEN] = token
@@ -126,7 +128,7 @@ async def request(
     if body is not None:
         data = json.dumps(body).encode()
         headers["content-type"] = "application/json"
-    stream = await connection_on(supervisor, index)
+    stream = connection if connection is not None else await connection_on(supervisor, index)
     async with stream:
         pinned = Pinned(stream)
         return await pinned.read_body(await pinned.send(method, target, headers, data))

@@ -23,7 +23,7 @@ import trio
 
 from .._wire import OperationRequested
 from ._reservations import MAX_PENDING, Reservation, Reservations
-from ._sse_relay import RelayError
+from ._sse_relay import GRACE, RelayError
 
 if TYPE_CHECKING:
     from .._core._state import ServerState
@@ -32,9 +32,6 @@ if TYPE_CHECKING:
 #: The refusal past ``max_operations``: the words a WebSocket's ``error`` uses.
 OPERATION_LIMIT = "Subscription limit reached"
 NOT_FOUND = (404, "Stream not found")
-#: Of the asker's wait, what a home may spend asking the holder (so that the
-#: home's answer, even a timeout, still reaches the asker in time).
-FORWARD_SHARE = 0.6
 
 Outcome = tuple[int, str]
 
@@ -45,12 +42,14 @@ async def admit(
     reservation: Reservation,
     request: OperationRequested,
     size: int,
+    deadline: float | None = None,
 ) -> Outcome:
     """Run *request* on the reservation's stream or hold it for the stream:
-    ``(202, "")``, or the refusal's status and message."""
+    ``(202, "")``, or the refusal's status and message. (*deadline*: by when
+    a holder must have it, for a request another worker passed on.)"""
     if reservation.holder is not None:
         message = {"k": "op", "t": reservation.token, "op": encode(request), "n": size}
-        return await _forward(registry, reservation, message)
+        return await _forward(registry, reservation, message, deadline)
     stream = reservation.stream
     if reservation.is_active(request.id):  # posted twice while this one was preparing
         return 409, "Operation with ID already exists"
@@ -71,12 +70,13 @@ async def admit(
     return NOT_FOUND
 
 
-async def stop(registry: Reservations, reservation: Reservation, op_id: str) -> Outcome:
+async def stop(
+    registry: Reservations, reservation: Reservation, op_id: str, deadline: float | None = None
+) -> Outcome:
     """``DELETE``: the operation ends (or never starts) and sends nothing more (SSE-29)."""
     if reservation.holder is not None:
-        return await _forward(
-            registry, reservation, {"k": "stop", "t": reservation.token, "id": op_id}
-        )
+        message = {"k": "stop", "t": reservation.token, "id": op_id}
+        return await _forward(registry, reservation, message, deadline)
     if reservation.pending.pop(op_id, None) is None and reservation.stream is not None:
         reservation.stream.stop(op_id)
     return 200, ""
@@ -92,16 +92,20 @@ def hand_over(registry: Reservations, reservation: Reservation, holder: str) -> 
 
 
 async def _forward(
-    registry: Reservations, reservation: Reservation, message: dict[str, Any]
+    registry: Reservations,
+    reservation: Reservation,
+    message: dict[str, Any],
+    deadline: float | None,
 ) -> Outcome:
-    """Ask the holder (we are the home). A holder that cannot be reached while
-    the broker is up is gone (its worker died) or wedged: either way its
-    stream is useless, so the reservation goes (404) and the token is free."""
+    """Ask the holder (we are the home), by *deadline* if another worker asked
+    us (less the time our answer needs to reach it). A holder that cannot be
+    reached while the broker is up is gone (its worker died) or wedged: either
+    way its stream is useless, so the reservation goes (404) and the token is free."""
     relay = registry.relay
     holder = reservation.holder
     assert relay is not None and holder is not None
     try:
-        answer = await relay.call(holder, message, timeout=relay.timeout * FORWARD_SHARE)
+        answer = await relay.call(holder, message, deadline=deadline)
     except RelayError as error:
         if error.status == 503 and relay.link_up():
             registry.drop(reservation)
@@ -164,6 +168,9 @@ class Desk:
         if not isinstance(token, str) or not isinstance(asker, str):
             return {"s": 400, "m": "Malformed request between workers"}
         reservation = self.registry.get(token, trio.current_time())
+        deadline = message.get("d")
+        # Our own question to a holder must be answered before the asker gives up.
+        ours = deadline - GRACE if isinstance(deadline, float) else None
         if kind == "closed":  # the holder's stream has ended
             if reservation is not None and reservation.holder == asker:
                 self.registry.drop(reservation)
@@ -178,12 +185,12 @@ class Desk:
             request, size = decode(message.get("op")), message.get("n")
             if request is None or not isinstance(size, int):
                 return {"s": 400, "m": "Malformed request between workers"}
-            status, text = await admit(self.state, self.registry, reservation, request, size)
+            status, text = await admit(self.state, self.registry, reservation, request, size, ours)
         elif kind == "stop":
             op_id = message.get("id")
             if not isinstance(op_id, str):
                 return {"s": 400, "m": "Malformed request between workers"}
-            status, text = await stop(self.registry, reservation, op_id)
+            status, text = await stop(self.registry, reservation, op_id, ours)
         else:
             return {"s": 400, "m": f"Unknown request {kind[:32]!r} between workers"}
         return {"s": status, "m": text}

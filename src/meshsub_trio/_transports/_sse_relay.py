@@ -11,7 +11,9 @@ unit that lives and dies (a dead worker's subject simply goes unanswered).
 
 Every wait is bounded (:data:`CALL_TIMEOUT`): an answer that does not come,
 a broker that is down or refuses the message is a :class:`RelayError` (503,
-or 413 for a message NATS cannot carry), never a hang. What a request means
+or 413 for a message NATS cannot carry), never a hang. A request carries its
+deadline and is refused after it (a broker that held it through an outage
+must not deliver it late), so a 503 means it was not carried out. What a request means
 is the desk's business (:mod:`._sse_desk`); this module only carries it.
 
 The relay is a worker's own: it runs in the worker's long-lived task (see
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -37,6 +40,8 @@ log = logging.getLogger("meshsub_trio.sse_relay")
 #: Seconds a worker waits for another's answer (a forwarded request's own
 #: answer included, so a request forwarded twice waits within it).
 CALL_TIMEOUT = 5.0
+#: How long an asker waits past its request's deadline for an answer sent in time.
+GRACE = 0.5
 #: Requests from other workers handled at once; beyond it they are refused (503).
 MAX_INBOUND = 512
 #: Messages waiting for the relay's task; beyond it the broker drops the oldest.
@@ -84,6 +89,7 @@ class StreamRelay:
         self.forwarded = 0
         self.answered = 0
         self.timeouts = 0
+        self.late = 0
 
     @property
     def subject(self) -> str:
@@ -98,17 +104,30 @@ class StreamRelay:
 
     # ---- asking another worker ------------------------------------------
     async def call(
-        self, worker: str, message: dict[str, Any], *, timeout: float | None = None
+        self, worker: str, message: dict[str, Any], *, deadline: float | None = None
     ) -> dict[str, Any]:
-        """*message* to *worker*; its answer, within *timeout* (default :attr:`timeout`)."""
+        """*message* to *worker*; its answer.
+
+        The request carries its *deadline* (wall-clock seconds; default
+        :attr:`timeout` from now) and is refused by a worker that gets it
+        later, so a request answered 503 here has not been carried out there
+        (unless its answer, sent in time, takes over :data:`GRACE` to come
+        back: the only window left). The workers of one supervisor share a
+        clock; hosts behind one balancer must keep theirs in step.
+        """
         self._check_link()
+        now = time.time()
+        if deadline is None:
+            deadline = now + self.timeout
+        if deadline <= now:
+            raise RelayError(503, "No time left to ask another worker")
         self._next_call += 1
         number = self._next_call
         call = self._calls[number] = _Call()
         try:
-            self._publish(worker, {**message, "c": number})
+            self._publish(worker, {**message, "c": number, "d": deadline})
             self.forwarded += 1
-            with trio.move_on_after(self.timeout if timeout is None else timeout):
+            with trio.move_on_after(deadline - now + GRACE):
                 await call.done.wait()
         finally:
             del self._calls[number]
@@ -174,6 +193,11 @@ class StreamRelay:
             if call is not None and not call.done.is_set():
                 call.answer = message
                 call.done.set()
+            return
+        deadline = message.get("d")
+        if "c" in message and not (isinstance(deadline, float) and time.time() < deadline):
+            self.late += 1  # its asker has given up, or will before we are done
+            self._answer(message, {"s": 503, "m": "The request reached the worker too late"})
             return
         if self._busy >= MAX_INBOUND:
             self._answer(message, {"s": 503, "m": "Too many requests between workers"})
