@@ -18,8 +18,11 @@ model's ``event_history`` events and ``event_bytes`` bytes, the oldest
 dropped first, so an event is never refused for room and no producer (the
 simulator, a service account) has to handle that. Likewise the in-memory
 broker's resume log (what clients resuming from a cursor replay) keeps at
-most ``resume_log_bytes`` across all topics, oldest first
-(:mod:`._resume_log`).
+most ``resume_log_bytes`` across all topics. It is shared by every user, so
+each user holds a share of it (:func:`log_owner` says whose an entry is):
+when it is full, a user over their share makes room from their own oldest
+entries, and one within it takes room from whoever holds the most. A flood
+then expires the flooder's cursors, not everyone's (:mod:`._resume_log`).
 
 Sizes are exact JSON byte counts of what is stored, and the accounting is
 updated where changes are applied, so it is a function of the applied state:
@@ -34,6 +37,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from . import _topics as topics
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -130,6 +135,41 @@ class StorageLimitExceeded(ValueError):
 def size_of(record: Any) -> int:
     """The size of *record* as stored: its JSON, in bytes."""
     return len(orjson.dumps(record))
+
+
+#: Per-user topics: the user id is the rest of the name.
+_USER_TOPICS = (topics.EVENTS_PREFIX, topics.CONFIGURATION_PREFIX)
+#: Shared topics whose records name their owner: (record field, owner field).
+_OWNED_RECORDS = {
+    topics.PERF_PROFILES: ("profile", "user_id"),
+    topics.K8S_CONTEXTS: ("context", "owner"),
+}
+
+
+def log_owner(topic: str, message: Any) -> str | None:
+    """Whose share of the resume log an entry of *topic* counts against.
+
+    The user a per-user topic names (their events, designs and filters); on a
+    shared topic, the owner its record names (a perf result's, a profile's, a
+    K8s context's, or a delete's ``user_id``/``owner``). None for cluster
+    state (controllers, cluster objects, MeshModel), which is no user's: those
+    entries share one holding, as if one more user's. With *message* None, what
+    the topic's name alone tells (None on a shared topic).
+    """
+    for prefix in _USER_TOPICS:
+        if topic.startswith(prefix):
+            return topic[len(prefix) :]
+    if not isinstance(message, Mapping):
+        return None
+    if topic.startswith(topics.PERF_RESULTS_PREFIX):
+        field, key = "result", "user_id"
+    elif topic in _OWNED_RECORDS:
+        field, key = _OWNED_RECORDS[topic]
+    else:
+        return None
+    record = message.get(field)
+    owner = record.get(key) if isinstance(record, Mapping) else message.get(key)
+    return owner if isinstance(owner, str) else None
 
 
 class Usage:
