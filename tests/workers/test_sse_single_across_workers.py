@@ -115,3 +115,31 @@ async def test_unknown_and_forged_tokens_read_alike_on_every_worker(tmp_path: Pa
         for index in WORKERS:
             again = await request(supervisor, index, "PUT", token=real, accept="text/plain")
             assert again.status == 409, (index, again)
+
+
+async def test_the_operation_cap_counts_every_worker_s_posts(tmp_path: Path) -> None:
+    async with open_supervisor(tmp_path, "--max-operations", "3") as supervisor:
+        token = await reserve(supervisor, 0)
+
+        async def post(index: int, op_id: str) -> int:
+            body = operation(op_id, EVENTS)
+            return (await request(supervisor, index, "POST", token=token, body=body)).status
+
+        assert await post(1, "s1") == 202  # held by worker 0 until the stream opens
+        async with event_stream(supervisor, 1, token):
+            assert await post(0, "s2") == 202  # passed on to worker 1
+            assert await post(1, "s3") == 202
+            for index in WORKERS:
+                refused = await request(
+                    supervisor, index, "POST", token=token, body=operation("s4", EVENTS)
+                )
+                assert refused.status == 429, (index, refused)
+                assert refused.json() == {"errors": [{"message": "Subscription limit reached"}]}
+            stopped = await request(
+                supervisor, 0, "DELETE", token=token,
+                target="/api/system/graphql/query?operationId=s1",
+            )  # fmt: skip
+            assert stopped.status == 200
+            with trio.fail_after(SOON):  # s1's cleanup frees its place
+                while await post(0, "s4") != 202:
+                    await trio.sleep(0.05)
