@@ -14,9 +14,10 @@ entries oldest first, and answers the two questions the log's eviction asks:
   entry to another's writes.
 
 Every operation is O(log holders), amortized: the heaviest comes from a lazy
-max-heap, and stale items (entries that left the log by other means) are
-skipped when met and compacted away before they outnumber the live ones, so
-the memory stays proportional to what the log retains.
+max-heap (one valid item per holder, pushed again only after it shrank), and
+stale items (entries that left the log by other means) are skipped when met
+and compacted away before they outnumber the live ones, so the memory stays
+proportional to what the log retains.
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ _SLACK = 64
 
 
 class _Holder:
-    __slots__ = ("bytes", "count", "seqs", "topics")
+    __slots__ = ("bytes", "count", "seqs", "token", "topics")
 
     def __init__(self) -> None:
         self.bytes = 0
+        #: Which of the heap's items for this holder is valid (the newest).
+        self.token = 0
         #: Live entries; ``seqs``/``topics`` may hold stale ones besides.
         self.count = 0
         self.seqs: deque[int] = deque()
@@ -51,7 +54,7 @@ class Shares:
     def __init__(self, alive: Alive) -> None:
         self._alive = alive
         self._holders: dict[Owner, _Holder] = {}
-        #: (-bytes as pushed, tie-break, holder): a lazy max-heap of holdings.
+        #: (-bytes as pushed, token, holder): a lazy max-heap of holdings.
         self._heap: list[tuple[int, int, Owner]] = []
         self._pushes = 0
 
@@ -76,8 +79,7 @@ class Shares:
         holder.count += 1
         holder.seqs.append(seq)
         holder.topics.append(topic)
-        self._pushes += 1
-        heapq.heappush(self._heap, (-holder.bytes, self._pushes, owner))
+        self._push(owner, holder)
         if len(self._heap) > 2 * len(self._holders) + _SLACK:
             self._rebuild_heap()
 
@@ -110,21 +112,27 @@ class Shares:
         """The holder holding the most bytes (any one of them, on a tie)."""
         heap = self._heap
         while True:
-            pushed, _, owner = heap[0]
+            pushed, token, owner = heap[0]
             holder = self._holders.get(owner)
-            if holder is not None and holder.bytes == -pushed:
+            if holder is not None and holder.token == token and holder.bytes == -pushed:
                 return owner
-            # Stale: the holder shrank (or is gone) since; its current holding
-            # is pushed again, so the top is always an upper bound.
             heapq.heappop(heap)
-            if holder is not None:
-                self._pushes += 1
-                heapq.heappush(heap, (-holder.bytes, self._pushes, owner))
+            if holder is not None and holder.token == token:
+                # It shrank since: its valid item was an upper bound, now exact.
+                self._push(owner, holder)
+
+    def _push(self, owner: Owner, holder: _Holder) -> None:
+        self._pushes += 1
+        holder.token = self._pushes
+        heapq.heappush(self._heap, (-holder.bytes, holder.token, owner))
 
     def _rebuild_heap(self) -> None:
-        self._heap = [(-h.bytes, n, owner) for n, (owner, h) in enumerate(self._holders.items())]
+        self._heap = []
+        for owner, holder in self._holders.items():
+            self._pushes += 1
+            holder.token = self._pushes
+            self._heap.append((-holder.bytes, holder.token, owner))
         heapq.heapify(self._heap)
-        self._pushes = len(self._heap)
 
     def _compact(self, holder: _Holder) -> None:
         live = [
