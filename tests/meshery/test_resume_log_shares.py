@@ -198,3 +198,20 @@ async def test_record_keeps_a_shared_logs_sequences() -> None:
     assert broker.last_seq == 12 and broker.held_bytes()["bob"] > 0
     with pytest.raises(ValueError, match="not after 12"):
         broker.record(topics.events("bob"), 12, event("bob", 3))
+
+
+def test_entries_put_in_behind_its_back_are_counted_before_the_next_write() -> None:
+    """The guard for a log filled directly (as a restore does) without adopt():
+    the next write recounts first, and the recount may trim that very topic away;
+    the write then starts it again above its floor, so an old cursor expires."""
+    donor = ResumeLogBroker()
+    donor.publish(topics.events("alice"), event("alice", 1200))
+    lost = donor.last_seq
+    broker = ResumeLogBroker(log_bytes=1000)
+    broker._logs = donor._logs
+    broker.last_seq = donor.last_seq
+    broker.publish(topics.events("alice"), event("alice", 10))
+    assert broker._logs[topics.events("alice")].evicted_upto == lost
+    held = holdings(retained(broker))
+    assert broker.held_bytes() == {k: v for k, v in held.items() if v}
+    assert broker.retained_bytes == sum(held.values()) <= 1000

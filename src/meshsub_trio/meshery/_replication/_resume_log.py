@@ -157,6 +157,7 @@ class ResumeLogBroker(MemoryBroker):
         log = self._logs.get(topic)
         if log is not None and len(log.entries) != len(self._sizes.get(topic, ())):
             self.adopt()  # entries put in behind our back: recount before going on
+            log = self._logs.get(topic)  # (which may have trimmed it away)
         if log is None:
             # A new (or forgotten) topic: cursors from before its floor expire.
             log = self._logs[topic] = _TopicLog(self.log_capacity)
