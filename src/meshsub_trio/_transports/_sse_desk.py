@@ -154,6 +154,50 @@ def decode(item: Any) -> OperationRequested | None:
     return OperationRequested(op_id, query, variables, name, extensions)
 
 
+class Place:
+    """Where a request's reservation is decided: this worker's registry (it has
+    *reservation*), or the worker that issued *token* (*home*), asked over the relay."""
+
+    def __init__(
+        self,
+        registry: Reservations,
+        reservation: Reservation | None,
+        home: str | None,
+        token: str | None,
+    ) -> None:
+        self.registry = registry
+        self.reservation = reservation
+        self.home = home
+        self.token = token
+
+    @property
+    def known(self) -> bool:
+        return self.reservation is not None or (self.home is not None and self.token is not None)
+
+    def is_active(self, op_id: str) -> bool:
+        """Taken here already (a reservation kept elsewhere is checked there)."""
+        return self.reservation is not None and self.reservation.is_active(op_id)
+
+    async def admit(self, state: ServerState, request: OperationRequested, size: int) -> Outcome:
+        if self.reservation is not None:
+            return await admit(state, self.registry, self.reservation, request, size)
+        return await self._ask({"k": "op", "t": self.token, "op": encode(request), "n": size})
+
+    async def stop(self, op_id: str) -> Outcome:
+        if self.reservation is not None:
+            return await stop(self.registry, self.reservation, op_id)
+        return await self._ask({"k": "stop", "t": self.token, "id": op_id})
+
+    async def _ask(self, message: dict[str, Any]) -> Outcome:
+        relay = self.registry.relay
+        assert relay is not None and self.home is not None
+        try:
+            answer = await relay.call(self.home, message)
+        except RelayError as error:
+            return error.status, str(error)
+        return _outcome(answer)
+
+
 class Desk:
     """Answers the other workers' requests about the reservations kept here."""
 

@@ -12,6 +12,16 @@ writer, keep-alive, disconnect watcher) whose operations, like a WebSocket
 connection's, are each one task in its own cancel scope in that nursery.
 The stream ending (client gone, write deadline, shutdown) ends them all and
 drops the reservation.
+
+Under ``serve --workers N`` these requests land on any worker, so they are
+one server's: a token says which worker issued it and proves it
+(:mod:`._sse_tokens`); a request this worker cannot decide goes to the worker
+that can, over the broker (:mod:`._sse_relay`), and is decided there exactly
+as here (:mod:`._sse_desk`). Why this shape, and not a registry in JetStream
+KV: the broker's public interface is publish/subscribe, a KV round trip per
+request would be the same hop without the home's one-thread atomicity, and a
+token that proves itself lets every worker refuse a forged one for free
+(docs/workers.md, "graphql-sse single connection mode across workers").
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ from .._wire._sse import SseSingleMachine, wants_event_stream
 from ._graphql_http import BadRequest, check_params, choose_media_type, read_params
 from ._http_stream import SSE, HttpStream, Receive, Send, is_mutation, respond, serve_graphql_sse
 from ._reservations import Reservation, ReservationRefused, Reservations, reservations_of
-from ._sse_desk import Desk, Outcome, admit, decode, encode, stop
+from ._sse_desk import Desk, Outcome, Place, decode
 from ._sse_relay import RelayError
 
 if TYPE_CHECKING:
@@ -189,7 +199,7 @@ async def serve_sse_single(
         return
     if reservation is not None and reservation.home is not None and not _serving(reservation):
         reservation = None  # its stream is still being opened here: the home decides
-    place = _Place(registry, reservation, home, token)
+    place = Place(registry, reservation, home, token)
     if not place.known:
         await respond(send, 404, "Stream not found")
     elif method == "DELETE":
@@ -219,52 +229,6 @@ def _serving(reservation: Reservation) -> bool:
     return isinstance(stream, SingleStream) and stream.started
 
 
-class _Place:
-    """Where a request's reservation is decided: this worker's registry, or its home."""
-
-    def __init__(
-        self,
-        registry: Reservations,
-        reservation: Reservation | None,
-        home: str | None,
-        token: str | None,
-    ) -> None:
-        self.registry = registry
-        self.reservation = reservation
-        self.home = home
-        self.token = token
-
-    @property
-    def known(self) -> bool:
-        return self.reservation is not None or (self.home is not None and self.token is not None)
-
-    def is_active(self, op_id: str) -> bool:
-        """Taken here already (a reservation kept elsewhere is checked there)."""
-        return self.reservation is not None and self.reservation.is_active(op_id)
-
-    async def admit(self, state: ServerState, request: OperationRequested, size: int) -> Outcome:
-        if self.reservation is not None:
-            return await admit(state, self.registry, self.reservation, request, size)
-        return await self._ask({"k": "op", "t": self.token, "op": encode(request), "n": size})
-
-    async def stop(self, op_id: str) -> Outcome:
-        if self.reservation is not None:
-            return await stop(self.registry, self.reservation, op_id)
-        return await self._ask({"k": "stop", "t": self.token, "id": op_id})
-
-    async def _ask(self, message: dict[str, Any]) -> Outcome:
-        relay = self.registry.relay
-        assert relay is not None and self.home is not None
-        try:
-            answer = await relay.call(self.home, message)
-        except RelayError as error:
-            return error.status, str(error)
-        status, text = answer.get("s"), answer.get("m", "")
-        if not isinstance(status, int) or not isinstance(text, str):
-            return 502, "A worker gave a malformed answer"
-        return status, text
-
-
 async def _open_here(
     state: ServerState,
     registry: Reservations,
@@ -282,7 +246,7 @@ async def _open_here(
 
     Registered here before its home is asked, so an operation the home passes
     on as soon as it has handed the reservation over finds it (and waits in
-    it until the stream runs); dropped again, untold, if the home refuses.
+    it until the stream runs); dropped again if the home refuses.
     """
     relay = registry.relay
     assert relay is not None
@@ -291,8 +255,12 @@ async def _open_here(
     registry.open(reservation, stream)
     try:
         answer = await relay.call(home, {"k": "open", "t": token})
-    except RelayError as error:
-        registry.drop(reservation, tell=False)
+    except BaseException as error:
+        # No answer in time, or cancelled: the home may have handed it over all
+        # the same, so it is told (it frees only what it handed to this worker).
+        registry.drop(reservation)
+        if not isinstance(error, RelayError):
+            raise
         await respond(send, error.status, str(error), _RETRY)
         return
     status = answer.get("s")
@@ -366,7 +334,7 @@ async def _execute(
     query_string: bytes,
     body: bytes,
     context: Context,
-    place: _Place,
+    place: Place,
     send: Send,
 ) -> None:
     """An operation for a reserved stream: checked here (errors are this request's
