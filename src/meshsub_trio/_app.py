@@ -232,6 +232,10 @@ async def _no_lifespan() -> AsyncIterator[None]:
     yield
 
 
+def _always_ready() -> str | None:
+    return None
+
+
 class App:
     """A GraphQL application: schema, resolvers, streamers and hooks.
 
@@ -262,6 +266,10 @@ class App:
     none), and ``playground_paths`` its own playground pages (default none);
     hosts serve them beside the generic paths of their :class:`Config`
     (``/ws``, ``/api``, ``/playground``).
+    ``readiness()`` answers ``None`` while the app can serve, else a short
+    reason it cannot (e.g. its broker is down): ``/readyz`` then answers 503
+    with it, so a load balancer sends traffic elsewhere, while ``/healthz``
+    (liveness) stays 200. It is called per request to ``/readyz``: keep it cheap.
     """
 
     def __init__(
@@ -279,8 +287,10 @@ class App:
         interceptors: Sequence[Interceptor] = (),
         graphql_paths: Sequence[str] = ("/graphql",),
         playground_paths: Sequence[str] = (),
+        readiness: Callable[[], str | None] | None = None,
     ) -> None:
         self.schema = build_schema(schema) if isinstance(schema, str) else schema
+        self.readiness: Callable[[], str | None] = readiness or _always_ready
         self.authenticate = authenticate
         self.on_connect = on_connect
         self.lifespan: Lifespan = lifespan or _no_lifespan

@@ -812,6 +812,35 @@ async def test_healthz(client: httpx.AsyncClient) -> None:
     assert body_of(response) == {"status": "ok"}
 
 
+async def test_readyz_follows_the_apps_readiness_and_the_drain(
+    start_server: Callable[..., Any], probe: Probe
+) -> None:
+    """``/readyz`` is what a load balancer asks: 503 with the app's reason (its
+    broker is down) or while draining; ``/healthz`` (liveness) stays 200."""
+    reason: list[str | None] = [None]
+    server = await start_server(app=make_app(probe, readiness=lambda: reason[0]))
+    async with open_client(server) as http:
+        ready = await http.get("/readyz")
+        assert (ready.status_code, body_of(ready)) == (200, {"status": "ready"})
+        head = await http.head("/readyz")
+        assert (head.status_code, head.content) == (200, b"")
+        wrong = await http.post("/readyz")
+        assert (wrong.status_code, wrong.headers["allow"]) == (405, "GET, HEAD")
+
+        reason[0] = "broker reconnecting"
+        down = await http.get("/readyz")
+        assert down.status_code == 503 and down.headers["retry-after"] == "1"
+        assert body_of(down) == {"status": "not ready", "reason": "broker reconnecting"}
+        assert (await http.get("/healthz")).status_code == 200
+
+        reason[0] = None
+        server.state.shutdown()
+        draining = await http.get("/readyz")
+        assert draining.status_code == 503
+        assert body_of(draining) == {"status": "not ready", "reason": "shutting down"}
+        assert (await http.get("/healthz")).status_code == 200
+
+
 async def test_metrics_reports_live_connections_and_operations(
     http_server: Server, client: httpx.AsyncClient
 ) -> None:

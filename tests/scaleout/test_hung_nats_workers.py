@@ -2,9 +2,9 @@
 
 Real processes throughout, the default bound (``NatsOptions().stale_timeout``):
 within it every worker reports its broker link down (the BROKER controller
-reads UNKOWN for its subscribers) and refuses changes at once as
-BROKER_UNAVAILABLE; after SIGCONT both recover, take changes again and
-replicate them to each other.
+reads UNKOWN for its subscribers, ``/readyz`` answers 503 while ``/healthz``
+stays 200) and refuses changes at once as BROKER_UNAVAILABLE; after SIGCONT
+both recover, take changes again and replicate them to each other.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import trio
 
 from meshsub_trio.brokers import NatsOptions
 
-from ..workers._kit import SOON, Conn, open_supervisor
+from ..workers._kit import SOON, Conn, Supervisor, open_supervisor, owner_of
 from ..workers.test_workers import _children, _cmdline, one_per_worker
 from ._kit import CONTROLLERS
 
@@ -29,6 +29,28 @@ SLACK = 3.0
 ADD_CONTEXT = """mutation { addK8sContext(input: {name: "kind", server: "https://k",
   connection_id: "conn-1"}) { id } }"""
 SAVE = 'mutation($n: String!) { savePattern(input: {name: $n, pattern_file: "y"}) { id } }'
+
+
+async def status_by_worker(supervisor: Supervisor, path: str) -> dict[int, tuple[int, bytes]]:
+    """The status and body of ``GET path`` from each worker, over fresh
+    connections until the kernel has handed one to every worker."""
+    pids = list(supervisor.workers.values())
+    answers: dict[int, tuple[int, bytes]] = {}
+    with trio.fail_after(SOON):
+        while len(answers) < len(pids):
+            stream = await trio.open_tcp_stream("127.0.0.1", supervisor.port)
+            async with stream:
+                owner = owner_of(supervisor.port, stream.socket.getsockname()[1], pids)
+                await stream.send_all(
+                    f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+                )
+                reply = b""
+                while chunk := await stream.receive_some():
+                    reply += chunk
+            if owner is not None:
+                head, _, body = reply.partition(b"\r\n\r\n")
+                answers[owner] = (int(head.split(b" ", 2)[1]), body)
+    return answers
 
 
 def broker_status(conn: Conn, op: str) -> str | None:
@@ -72,6 +94,10 @@ async def test_a_sigstopped_embedded_nats_server_is_noticed_by_every_worker(
                 for conn, op in status.items():
                     await conn.wait(lambda c=conn, o=op: broker_status(c, o) == "UNKOWN", "UNKOWN")
             noticed = trio.current_time() - frozen_at
+            for reply in (await status_by_worker(supervisor, "/readyz")).values():
+                assert reply == (503, b'{"status":"not ready","reason":"broker reconnecting"}')
+            for reply in (await status_by_worker(supervisor, "/healthz")).values():
+                assert reply[0] == 200, reply
             for conn in placed:
                 asked_at = trio.current_time()
                 reply = await answer(conn, SAVE, n="during")
@@ -85,6 +111,8 @@ async def test_a_sigstopped_embedded_nats_server_is_noticed_by_every_worker(
 
         for conn, op in status.items():
             await conn.wait(lambda c=conn, o=op: broker_status(c, o) == "CONNECTED", "recovery")
+        for reply in (await status_by_worker(supervisor, "/readyz")).values():
+            assert reply == (200, b'{"status":"ready"}')
         for index, conn in enumerate(placed):
             reply = await answer(conn, SAVE, n=f"after-{index}")
             assert "errors" not in reply, reply

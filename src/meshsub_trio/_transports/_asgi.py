@@ -56,7 +56,9 @@ _CLOSE = [("connection", "close")]
 #: speaks them. An HTTP/1 request line naming any other version (``HTTP/2.0`` or
 #: ``HTTP/9.9`` parsed by h11) gets 505, as on the native host.
 HTTP_VERSIONS = frozenset({"1.0", "1.1", "2", "3"})
-#: The methods of ``/healthz`` and ``/metrics`` (HEAD is answered as GET).
+#: Liveness, readiness and Prometheus: served on every host, whatever the app.
+_OPERATOR_PATHS = ("/healthz", "/readyz", "/metrics")
+#: Their methods (HEAD is answered as GET).
 _READ_ONLY = [("allow", "GET, HEAD")]
 
 Scope = MutableMapping[str, Any]
@@ -158,7 +160,7 @@ class ASGIApp:
         """Whether *path* is an HTTP route of the app (what a preflight may ask about)."""
         config = self.state.config
         return (
-            path in ("/healthz", "/metrics")
+            path in _OPERATOR_PATHS
             or path in config.http_paths
             or path in self.state.app.http_routes
         )
@@ -168,10 +170,12 @@ class ASGIApp:
     ) -> None:
         config = self.state.config
         path = scope["path"]
-        if path in ("/healthz", "/metrics") and scope["method"] != "GET":
+        if path in _OPERATOR_PATHS and scope["method"] != "GET":
             await _respond(send, 405, _error("Use GET or HEAD"), JSON, _READ_ONLY)
         elif path == "/healthz":
             await _respond(send, 200, b'{"status":"ok"}', JSON)
+        elif path == "/readyz":
+            await self._readiness(send)
         elif path == "/metrics":
             await self._metrics(send, headers, _peer(scope))
         elif path in config.http_paths or path in self.state.app.http_routes:
@@ -183,6 +187,18 @@ class ASGIApp:
             await _respond(send, page.status, page.body, page.content_type, page.headers)
         else:
             await _respond(send, 404, b'{"errors":[{"message":"Not found"}]}', JSON)
+
+    async def _readiness(self, send: Send) -> None:
+        """200 while the server should get traffic; 503 with the reason while it
+        drains or the app says it cannot serve (its broker is down). ``/healthz``
+        stays 200 meanwhile: restarting the process would not fix either."""
+        state = self.state
+        reason = "shutting down" if state.shutting_down else state.app.readiness()
+        if reason is None:
+            await _respond(send, 200, b'{"status":"ready"}', JSON)
+        else:
+            body = dumps({"status": "not ready", "reason": reason})
+            await _respond(send, 503, body, JSON, [("retry-after", "1")])
 
     async def _metrics(self, send: Send, headers: dict[str, str], peer: str | None) -> None:
         """Prometheus metrics; behind a bearer token when ``metrics_token`` is set."""

@@ -224,7 +224,8 @@ def _landing(links: Links) -> bytes:
     rows = [item(p, "GraphiQL playground") for p in links.playground]
     rows += [endpoint(p, "http", "GraphQL over HTTP (GET, POST)") for p in links.http]
     rows += [endpoint(p, "ws", "GraphQL over WebSocket") for p in links.ws]
-    rows.append(item("/healthz", "Health check"))
+    rows.append(item("/healthz", "Health check (liveness)"))
+    rows.append(item("/readyz", "Readiness (503 while draining or the broker is down)"))
     metrics = "Prometheus metrics" + (" (bearer token)" if links.metrics_protected else "")
     rows.append(item("/metrics", metrics))
     if links.docs:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 import trio
 
 from .._app import App
-from ..brokers._broker import Broker, LogBroker, MemoryBroker
+from ..brokers._broker import Broker, ConnectionState, LogBroker, MemoryBroker
 from ._api._resolvers import make_resolvers
 from ._api._schema import build_meshery_schema
 from ._api._streamers import make_streamers
@@ -252,6 +252,7 @@ def create_app(
         },
         graphql_paths=(GRAPHQL_PATH,),
         playground_paths=(PLAYGROUND_PATH,),
+        readiness=_link_readiness(chosen_broker) if shares_bus(chosen_broker) else None,
     )
     app.model = model
     app.broker = model.broker
@@ -262,3 +263,14 @@ def create_app(
     app.sse = sse
     app.store = store
     return app
+
+
+def _link_readiness(broker: LogBroker) -> Callable[[], str | None]:
+    """Not ready while the shared broker is not connected: changes are refused
+    (``BROKER_UNAVAILABLE``) and streams are paused until it is back."""
+
+    def readiness() -> str | None:
+        state = broker.state
+        return None if state is ConnectionState.CONNECTED else f"broker {state.value}"
+
+    return readiness
