@@ -207,6 +207,41 @@ async def test_the_cost_limit_is_configurable(start_server: StartServer) -> None
 # ---- a burst of new documents cannot hold the loop ---------------------------------
 
 
+async def pipeline_attack(
+    port: int, query: Callable[[int], str], clients: int, per_client: int, max_gap: float
+) -> list[dict[str, Any]]:
+    """Each of *clients* writes *per_client* new documents in one go while a
+    bystander streams (no gap over *max_gap*); every reply, in order."""
+    attackers = [await open_raw_websocket(port) for _ in range(clients)]
+    replies = []
+    try:
+        for attacker in attackers:
+            await attacker.init()
+        async with bystander(port, max_gap=max_gap):
+            with trio.fail_after(30):
+                for index, attacker in enumerate(attackers):
+                    frames = b"".join(
+                        masked_frame(
+                            json.dumps(
+                                {
+                                    "id": str(i),
+                                    "type": "subscribe",
+                                    "payload": {"query": query(index * 100 + i)},
+                                }
+                            ).encode()
+                        )
+                        for i in range(per_client)
+                    )
+                    await attacker.stream.send_all(frames)
+                for attacker in attackers:
+                    for _ in range(per_client):
+                        replies.append(await attacker.receive_json())
+    finally:
+        for attacker in attackers:
+            await attacker.aclose()
+    return replies
+
+
 def costly(n: int) -> str:
     """About 6 KB of 600 same-named fields, distinct per *n*: a full parse and
     validation up to field merging's budget (before it was lowered and split
@@ -218,35 +253,9 @@ async def test_a_pipelined_burst_of_new_documents_is_spread_out(server: Server) 
     """Each attacker writes 15 costly documents at once (~60 KB, one read for the
     server): prepared back to back they would hold the loop for ~2 s."""
     per_client, clients = 15, 3
-    attackers = [await open_raw_websocket(server.port) for _ in range(clients)]
-    for attacker in attackers:
-        await attacker.init()
-    try:
-        # Unspread, the bystander waits 2.0-2.2 s; spread, 0.14-0.18 s.
-        async with bystander(server.port, max_gap=1.0):
-            with trio.fail_after(30):
-                for index, attacker in enumerate(attackers):
-                    frames = b"".join(
-                        masked_frame(
-                            json.dumps(
-                                {
-                                    "id": str(i),
-                                    "type": "subscribe",
-                                    "payload": {"query": costly(index * 100 + i)},
-                                }
-                            ).encode()
-                        )
-                        for i in range(per_client)
-                    )
-                    await attacker.stream.send_all(frames)
-                for attacker in attackers:
-                    for _ in range(per_client):
-                        reply = await attacker.receive_json()
-                        assert reply["type"] == "error"
-                        assert reply["payload"][0]["message"] == "Validation aborted."
-    finally:
-        for attacker in attackers:
-            await attacker.aclose()
+    # Unspread, the bystander waits 2.0-2.2 s; spread, 0.14-0.18 s.
+    replies = await pipeline_attack(server.port, costly, clients, per_client, max_gap=1.0)
+    assert {reply["payload"][0]["message"] for reply in replies} == {"Validation aborted."}
     assert server.state.engine.documents.misses >= per_client * clients
 
 
@@ -265,13 +274,13 @@ async def test_variables_holding_too_many_values_are_refused_before_coercion(
                 "/api", json={"query": query, "variables": {"ids": ["x"] * 10_001}}
             )
             served = await http.post(
-                "/api", json={"query": query, "variables": {"ids": ["x"] * 9_999}}  # with "ids": 10,000
+                "/api",
+                json={"query": query, "variables": {"ids": ["x"] * 9_999}},  # with "ids": 10,000
             )
     [error] = refused.json()["errors"]
     assert error["message"] == "Variables hold more than 10000 values"
     assert error["extensions"] == {"code": "VARIABLES_TOO_LARGE"}
     assert served.json() == {"data": {"getAvailableNamespaces": []}}
-
 
 
 # ---- documents costly for graphql-core's own rules cannot hold the loop -------------
@@ -299,33 +308,7 @@ async def test_documents_costly_to_validate_do_not_hold_the_loop(
     collector settings, nothing else in the process) held a bystander 0.35-0.38 s
     here (1.2 s in a tester's run): each was validated in one go, 90-160 ms
     apiece. In pieces, with field merging's budget at 10,000: 0.03-0.10 s."""
-    per_client, clients = 8, 4
     async with cli_server("meshsub_trio.examples.countdown:app") as cli:
         port = int(cli.url.rsplit(":", 1)[1].split("/")[0])
-        attackers = [await open_raw_websocket(port) for _ in range(clients)]
-        try:
-            for attacker in attackers:
-                await attacker.init()
-            async with bystander(port, max_gap=0.25):
-                with trio.fail_after(30):
-                    for index, attacker in enumerate(attackers):
-                        frames = b"".join(
-                            masked_frame(
-                                json.dumps(
-                                    {
-                                        "id": str(i),
-                                        "type": "subscribe",
-                                        "payload": {"query": shape(index * 100 + i)},
-                                    }
-                                ).encode()
-                            )
-                            for i in range(per_client)
-                        )
-                        await attacker.stream.send_all(frames)
-                    for attacker in attackers:
-                        for _ in range(per_client):
-                            reply = await attacker.receive_json()
-                            assert reply["type"] == "error", reply
-        finally:
-            for attacker in attackers:
-                await attacker.aclose()
+        replies = await pipeline_attack(port, shape, clients=4, per_client=8, max_gap=0.25)
+    assert {reply["type"] for reply in replies} == {"error"}
