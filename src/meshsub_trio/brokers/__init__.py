@@ -7,7 +7,10 @@
 - :class:`MemoryBroker`: the in-process default;
 - :class:`NatsBroker`, :class:`NatsOptions`, :class:`LogStream`: the same
   interface over NATS with a JetStream log, for several processes (needs the
-  ``nats`` extra; imported on first use, so nats-py stays optional);
+  ``nats`` extra; imported on first use, so nats-py stays optional); and
+  request/reply between processes (``NatsBroker.request``, ``serve_requests``,
+  ``reply``) with :class:`Request` items and :class:`NoResponders`, raised at
+  once when nobody serves the subject asked;
 - the errors: :class:`CursorError`, :class:`CursorExpired` (a resume cursor the
   log cannot serve), :class:`PublishQueueFull`, :class:`BrokerClosed` (a
   publish refused rather than lost), :class:`NotStored` (the log refused a
@@ -35,9 +38,16 @@ if TYPE_CHECKING:
     from ._nats import NatsBroker
     from ._nats_log import LogStream
     from ._nats_options import NatsOptions
+    from ._nats_requests import NoResponders, Request
 
 #: Names whose modules import nats-py (an optional extra): loaded on first use.
-_NATS_NAMES = {"NatsBroker": "._nats", "NatsOptions": "._nats_options", "LogStream": "._nats_log"}
+_NATS_NAMES = {
+    "NatsBroker": "._nats",
+    "NatsOptions": "._nats_options",
+    "LogStream": "._nats_log",
+    "NoResponders": "._nats_requests",
+    "Request": "._nats_requests",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -64,6 +74,8 @@ __all__ = [
     "MemoryBroker",
     "NatsBroker",
     "NatsOptions",
+    "NoResponders",
     "NotStored",
     "PublishQueueFull",
+    "Request",
 ]

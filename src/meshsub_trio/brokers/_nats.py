@@ -18,6 +18,9 @@ costs (stack notes §5): never cross per message.
 * Messages published here reach local subscribers through NATS too, so every
   process sees one order.
 * Resume: :meth:`NatsBroker.subscribe_log` over JetStream (:mod:`._nats_log`).
+* Request/reply: :meth:`NatsBroker.request`, :meth:`NatsBroker.serve_requests`
+  and :meth:`NatsBroker.reply` (:mod:`._nats_requests`), where a subject
+  nobody serves is :class:`NoResponders` at once.
 * Outages: nats-py reconnects forever; :attr:`NatsBroker.state` mirrors the
   link, publishes wait in the bounded queue, core subscriptions are restored
   by nats-py, and log readers are resynced from their last sequence. A
@@ -39,22 +42,25 @@ from trio_asyncio import trio_as_aio
 
 from ._broker import Delivery
 from ._buffer import EventBuffer, Overflow
-from ._nats_link import NatsLink, _TopicInterest
+from ._nats_link import _TopicInterest
 from ._nats_log import LogBuffer, LogFeed, LogStream, subject_matches
 from ._nats_options import NatsOptions, _check_subject, _check_topic
 from ._nats_outbox import BrokerClosed, NotStored, PublishQueueFull
+from ._nats_requests import NatsRequests, NoResponders, Request
 
 __all__ = [
     "BrokerClosed",
     "LogStream",
     "NatsBroker",
     "NatsOptions",
+    "NoResponders",
     "NotStored",
     "PublishQueueFull",
+    "Request",
 ]
 
 
-class NatsBroker(NatsLink):
+class NatsBroker(NatsRequests):
     """The Broker interface over NATS (see module doc). Use :meth:`connect`."""
 
     def __init__(self, servers: Sequence[str], options: NatsOptions) -> None:
