@@ -255,14 +255,6 @@ async def replica(nats: NatsServer, log: LogStream) -> AsyncIterator[Meshery]:
                 server.shutdown()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "on NATS, cursors are resumed from the JetStream stream, whose retention is one for "
-        "all users and whose expiry is judged on the whole stream: needs a replica-local "
-        "history (ResumeLogBroker.record) wired into _replication.py"
-    ),
-)
 async def test_on_nats_a_flood_expires_only_the_flooders_cursors(nats_server: NatsServer) -> None:
     log = LogStream(name="MESHERY", subjects=("meshery.>",), max_msgs=100, heartbeat=0.5)
     async with replica(nats_server, log) as m:

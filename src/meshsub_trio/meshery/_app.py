@@ -169,7 +169,13 @@ def create_app(
     bus = None
     if shares_bus(chosen_broker):
         _check_stream(chosen_broker)
-        bus = ReplicatedBus(chosen_broker, snapshots=snapshots_for(chosen_broker))
+        # Each replica keeps its own resume history, as fair as the in-memory
+        # log and as big: clients resume from it, not from the stream alone.
+        bus = ReplicatedBus(
+            chosen_broker,
+            snapshots=snapshots_for(chosen_broker),
+            history_bytes=limits.resume_log_bytes,
+        )
     retention = Retention()
     store = (
         open_store(data_dir, chosen_broker, durability=durability, retention=retention)

@@ -23,23 +23,21 @@ stream over ``meshery.>``, whose sequence numbers are the same everywhere).
   replays the history and converges) and, for each entry, applies it unless
   it is our own pending change coming back; a foreign change that conflicts
   with pending ones goes under them (they are undone, it is applied, they are
-  redone), which is the log's order. Then the entry goes to this process's local subscribers, so a
-  streamer only ever sees a change after its model applied it, in log order,
-  with its log sequence (the resume cursor).
-* ``subscribe_log(topic, after=cursor)`` resumes a client: history from the
-  shared log, then the live local feed (:mod:`._resume`).
+  redone), which is the log's order. Then the entry goes to this process's
+  local subscribers, so a streamer only ever sees a change after its model
+  applied it, in log order, with its log sequence (the resume cursor).
+* ``subscribe_log(topic, after=cursor)`` resumes a client: history from this
+  replica's own record of the log, in users' fair shares (:mod:`._history`;
+  the shared log for older cursors), then the live local feed (:mod:`._resume`).
 
-The replicator's reader is lossless: when its buffer is full, the NATS
-callback waits and JetStream holds the rest in the stream, so nothing is
-dropped in between. The stream's retention is therefore the real bound: a
-replica that falls further behind than it, or that starts after history was
-evicted, cannot see what is gone. That is logged and counted (``gaps``), and
-the replica continues from the oldest entry still retained. Size the
-retention (``LogStream.max_msgs``/``max_age``) above the history the state
-needs, or give the bus a snapshot store (:mod:`._snapshots`, what
-``create_app`` does on NATS): a process then starts from the newest snapshot
-and replays only the log after it, and replicas snapshot the model well
-within the retention, so no history is needed beyond it.
+The replicator's reader is lossless (when its buffer is full, the NATS
+callback waits and JetStream holds the rest), so the stream's retention is
+the real bound: a replica further behind than it, or started after history
+was evicted, cannot see what is gone. That is logged and counted (``gaps``),
+and it continues from the oldest entry retained. Size the retention above
+the history the state needs, or give the bus a snapshot store
+(:mod:`._snapshots`, as ``create_app`` does on NATS): a process then starts
+from the newest snapshot, taken well within the retention.
 """
 
 from __future__ import annotations
@@ -58,6 +56,8 @@ from ...brokers._nats_outbox import BrokerClosed, NotStored, PublishQueueFull
 from .._api._resume import ResumeFeed
 from .._model import _topics as topics
 from .._model._model import Model
+from ._history import ReplicaHistory
+from ._history import message_of as _message_of
 from ._link import mirror_link
 from ._own_changes import OwnChanges
 from ._pending import applies_at_once
@@ -92,13 +92,6 @@ class ChangeUnconfirmed(BrokerUnavailable):
         self.reason = reason
 
 
-def _message_of(envelope: Any) -> Any:
-    """The model message inside a log entry, or None for anything else."""
-    if isinstance(envelope, dict) and isinstance(envelope.get("message"), dict):
-        return envelope["message"]
-    return None
-
-
 class ReplicatedBus:
     """The Broker that a replicated Model and its streamers use (see module doc).
 
@@ -116,6 +109,7 @@ class ReplicatedBus:
         flush_timeout: float = 5.0,
         origin: str | None = None,
         snapshots: SnapshotStore | None = None,
+        history_bytes: int | None = None,
     ) -> None:
         self.shared = shared
         #: Takes and restores snapshots of the model, when given a snapshot store.
@@ -123,6 +117,8 @@ class ReplicatedBus:
         #: The log sequence this replica started from (a snapshot's): every
         #: topic's history up to it is in the shared log, none of it is local.
         self._floor = 0
+        #: This replica's resume history, held in users' shares (:mod:`._history`).
+        self.history = ReplicaHistory(log_bytes=history_bytes)
         #: This process's identity in envelopes (new at every start).
         self.origin = origin or uuid.uuid4().hex[:16]
         self.subject = subject
@@ -299,9 +295,7 @@ class ReplicatedBus:
                 topic, capacity=max(size, self.capacity), policy=Overflow.CLOSE
             ),
             newest=lambda: max(self._topic_seq.get(topic, 0), self._floor),
-            open_history=lambda start, size: self.shared.subscribe_log(
-                topic, after=start, capacity=size
-            ),
+            open_history=lambda start, size: self.history.open(self.shared, topic, start, size),
             unwrap=_message_of,
         )
         try:
@@ -330,6 +324,7 @@ class ReplicatedBus:
             async with trio.open_nursery() as nursery:
                 if self.snapshotter is not None and self.model is not None:
                     self.last_seq = self._floor = await self.snapshotter.restore(self.model)
+                    self.history.start_at(self._floor)
                     nursery.start_soon(self.snapshotter.run, self._capture)
                 nursery.start_soon(self._replicate)
                 if self._confirms:
@@ -370,6 +365,7 @@ class ReplicatedBus:
                 # The broker closed: so does every local stream.
                 self._plain.close()
                 self._deliveries.close()
+                self.history.close()
                 return
             except CursorExpired as expired:
                 self.gaps += 1
@@ -381,17 +377,20 @@ class ReplicatedBus:
                     expired.oldest,
                 )
                 after = self.last_seq = expired.oldest
+                self.history.skipped_to(after)
             except BufferOverflow:  # only from a lossy (in-memory) shared broker
                 after = self.last_seq
             self.reader_restarts += 1
 
     def _on_entry(self, delivery: Delivery[Any]) -> None:
-        envelope = delivery.message
-        if delivery.seq != self.last_seq + 1 and self.last_seq:
-            self.gaps += 1
-            log.warning(
-                "replica %s: log jumped from %d to %d", self.origin, self.last_seq, delivery.seq
-            )
+        envelope, previous = delivery.message, self.last_seq
+        if delivery.seq != previous + 1:
+            self.history.skipped_to(delivery.seq - 1)  # entries it never had
+            if previous:
+                self.gaps += 1
+                log.warning(
+                    "replica %s: log jumped from %d to %d", self.origin, previous, delivery.seq
+                )
         self.last_seq = delivery.seq
         if self.snapshotter is not None:
             self.snapshotter.note(delivery.seq)  # a snapshot is taken after this entry, if due
@@ -406,15 +405,14 @@ class ReplicatedBus:
             if passed is not None:
                 passed.set()
             return
-        self._apply_entry(message, envelope.get("n") if own else None)
+        number = envelope.get("n") if own else None
+        self._own.on_entry(message, number if isinstance(number, int) else None)
         self._topic_seq[topic] = delivery.seq
+        self.history.record(delivery.seq, topic, envelope)
         if self._plain.subscriber_count(topic):
             self._plain.publish(topic, message)
         if self._deliveries.subscriber_count(topic):
             self._deliveries.publish(topic, Delivery(delivery.seq, message))
-
-    def _apply_entry(self, message: dict[str, Any], own_number: Any) -> None:
-        self._own.on_entry(message, own_number if isinstance(own_number, int) else None)
 
     def _apply(self, message: Mapping[str, Any]) -> None:
         if self.model is None:
@@ -452,4 +450,5 @@ class ReplicatedBus:
             "reader_restarts": self.reader_restarts,
             "dropped": sum(self._plain.dropped.values()) + sum(self._deliveries.dropped.values()),
             **(self.snapshotter.stats() if self.snapshotter is not None else {}),
+            **self.history.stats(),
         }
