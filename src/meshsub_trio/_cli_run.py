@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import logging
 import os
@@ -18,6 +19,7 @@ from ._config import Config
 from ._serve_options import redacted
 from ._server import Server, serve
 from ._supervisor._child import end_with_parent, worker_role
+from ._transports._sse_relay import relay_for, relay_secret
 
 if TYPE_CHECKING:
     from .brokers._nats_log import LogStream
@@ -68,7 +70,13 @@ def log_stream() -> LogStream:
 
 
 async def run_on_nats(args: argparse.Namespace, config: Config, url: str) -> None:
-    """Connect to NATS, build the app on it, and serve with the broker open throughout."""
+    """Connect to NATS, build the app on it, and serve with the broker open throughout.
+
+    The same connection carries graphql-sse single connection mode between
+    the processes (``Config.sse_relay``) when they share ``MESHSUB_STREAM_SECRET``
+    (a supervisor gives its workers one; separate processes need the operator's).
+    """
+    secret = relay_secret()  # a bad one refuses to start before anything connects
     try:
         from .brokers._nats import NatsBroker
     except ImportError as error:
@@ -85,6 +93,7 @@ async def run_on_nats(args: argparse.Namespace, config: Config, url: str) -> Non
         ) as broker:
             connected = True
             log.info("connected to NATS at %s", redacted(url))
+            config = dataclasses.replace(config, sse_relay=relay_for(broker, secret))
             await run(app_from_args(args, broker), config)
     except (ConnectionError, RuntimeError, OSError) as error:
         if connected:

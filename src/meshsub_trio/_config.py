@@ -6,9 +6,13 @@ import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ._core._keepalive import wheel_tick
 from ._wire import SUPPORTED
+
+if TYPE_CHECKING:
+    from ._transports._sse_relay import StreamRelay
 
 
 def _env_flag(name: str) -> bool:
@@ -117,6 +121,11 @@ class Config:
     ca_certs: str | None = None
     #: ``"required"``, ``"optional"`` or ``"none"`` (None: required when ``ca_certs`` is set).
     client_cert: str | None = None
+    #: graphql-sse single connection mode across processes: the link to the
+    #: others over their shared broker (``serve --broker nats://`` with
+    #: ``MESHSUB_STREAM_SECRET`` makes it; run for as long as the server runs).
+    #: None: a reservation's requests must all reach this process.
+    sse_relay: StreamRelay | None = field(default=None, compare=False, repr=False)
 
     def serving(self, graphql: Sequence[str] = (), playground: Sequence[str] = ()) -> Config:
         """This config with an app's own paths added: *graphql* endpoints (HTTP

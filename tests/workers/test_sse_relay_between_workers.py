@@ -129,12 +129,32 @@ async def test_a_call_is_answered_by_the_worker_it_names(nats_server: NatsServer
         assert message == {"k": "find", "t": "a-token", "c": 1, "r": one.worker}
 
 
-async def test_nobody_answering_is_a_503_within_the_bound(nats_server: NatsServer) -> None:  # noqa: F811
-    async with relay_on(nats_server, timeout=0.3) as (one, _):
+async def test_a_worker_that_never_answers_is_a_503_within_the_bound(
+    nats_server: NatsServer,  # noqa: F811
+) -> None:
+    async with relay_on(nats_server, timeout=0.3) as (one, _), relay_on(nats_server) as (two, _):
+
+        async def wedged(kind: str, message: dict[str, Any]) -> dict[str, Any]:
+            await trio.sleep_forever()
+            raise AssertionError("unreachable")
+
+        two.handler = wedged
+        with trio.fail_after(3), pytest.raises(RelayError) as refused:
+            await one.call(two.worker, {"k": "find", "t": "x"})
+        assert refused.value.status == 503 and not refused.value.gone
+        assert one.timeouts == 1 and one.gone == 0
+
+
+async def test_a_worker_nobody_listens_for_is_gone_at_once(nats_server: NatsServer) -> None:  # noqa: F811
+    """No responders: the broker says at once that no worker has that subject
+    (it never existed, or has died), instead of the asker waiting out its 5 s."""
+    async with relay_on(nats_server, timeout=5.0) as (one, _):
+        started = trio.current_time()
         with trio.fail_after(2), pytest.raises(RelayError) as refused:
             await one.call(new_worker_id(), {"k": "find", "t": "x"})
-        assert refused.value.status == 503
-        assert one.timeouts == 1
+        assert refused.value.gone and refused.value.status == 503
+        assert trio.current_time() - started < 1.0
+        assert one.gone == 1 and one.timeouts == 0
 
 
 async def test_a_broker_that_is_down_is_a_503_at_once(nats_server: NatsServer) -> None:  # noqa: F811
@@ -189,4 +209,5 @@ async def test_nonsense_from_another_worker_is_refused_and_the_relay_lives_on(
             while registry.get(token, trio.current_time()) is not None:
                 await trio.sleep(0.01)
         assert registry.waiting == 0 and registry.parked_bytes == 0
-        assert home.late == 2
+        # The two stale operations, and the junk "c": each numbered, none in time.
+        assert home.late == 3

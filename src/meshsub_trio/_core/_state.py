@@ -59,8 +59,11 @@ class ServerState:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """The server-wide tasks (cohorts, the init watchdog), for as long as it serves."""
-        async with self.cohorts.running(), trio.open_nursery() as nursery:
+        """The server-wide tasks (cohorts, the init watchdog, the graphql-sse relay
+        to the other processes), for as long as it serves."""
+        from .._transports._sse_desk import relay_running
+
+        async with self.cohorts.running(), relay_running(self), trio.open_nursery() as nursery:
             if self.config.init_timeout > 0:
                 self.awaiting_init = set()
                 nursery.start_soon(self._watch_init)

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import trio
 
-from .._transports._sse_relay import run_process_relay
 from ._sockets import inherited_listeners
 from ._worker import WORKER_ENV
 
@@ -60,15 +59,10 @@ def tag_log_lines(index: int) -> None:
 async def end_with_parent() -> None:
     """SIGTERM ourselves (the usual graceful drain) once the supervisor's pipe closes.
 
-    Until then this is the worker's one task that lasts as long as it serves,
-    so it also runs the worker's graphql-sse relay (:mod:`.._transports._sse_relay`),
-    which makes single connection streams one server's across the workers. It
-    ends with this task, as the drain starts: streams are being ended then.
+    (A worker's graphql-sse relay is no business of this: every ``serve
+    --broker nats://`` process runs one on its broker, see ``_cli_run``.)
     """
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(run_process_relay)
-        await _wait_for_parent_gone()
-        nursery.cancel_scope.cancel()
+    await _wait_for_parent_gone()
     os.kill(os.getpid(), signal.SIGTERM)
 
 

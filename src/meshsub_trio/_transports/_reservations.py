@@ -17,7 +17,8 @@ user and :data:`MAX_WAITING` per server, holding at most :data:`MAX_PENDING`
 operations of :data:`MAX_PENDING_BYTES` each and :data:`MAX_PARKED_BYTES` in
 all. All are counters kept as reservations come and go, so a check costs O(1).
 
-Under ``serve --workers N`` (a registry with a relay, :mod:`._sse_relay`) the
+Across processes (a registry with a relay, :mod:`._sse_relay`: ``serve
+--workers N``, or ``serve --broker nats://`` processes sharing a secret) the
 same registry is each worker's share of one server's: tokens are minted to
 be checked anywhere (:mod:`._sse_tokens`); a reservation is kept by the worker
 that issued it (its *home*), which applies every bound above to it exactly as
@@ -40,7 +41,6 @@ from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 from .._wire import OperationRequested
-from ._sse_relay import process_relay
 
 if TYPE_CHECKING:
     from .._core._state import ServerState
@@ -286,8 +286,8 @@ _REGISTRIES: WeakKeyDictionary[ServerState, Reservations] = WeakKeyDictionary()
 
 def reservations_of(state: ServerState) -> Reservations:
     """The reservations of the server that *state* belongs to (made on first use),
-    linked to the other workers when this process is one of ``serve --workers N``."""
+    linked to the other processes when its config has a relay (``Config.sse_relay``)."""
     registry = _REGISTRIES.get(state)
     if registry is None:
-        registry = _REGISTRIES[state] = Reservations(relay=process_relay())
+        registry = _REGISTRIES[state] = Reservations(relay=state.config.sse_relay)
     return registry

@@ -13,21 +13,30 @@ arrives here and for one another worker passes on (:class:`Desk`): a home
 whose stream is held elsewhere forwards them, and a holder whose stream has
 gone answers 404, so each request is decided in exactly one place, with the
 same checks a single process makes.
+
+:func:`relay_running` puts the desk on the relay for as long as the server
+runs (``ServerState.running``), on the broker the relay was made with.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from .._wire import OperationRequested
-from ._reservations import MAX_PENDING, Reservation, Reservations
+from ..brokers import BrokerClosed
+from ._reservations import MAX_PENDING, Reservation, Reservations, reservations_of
 from ._sse_relay import GRACE, RelayError
 
 if TYPE_CHECKING:
     from .._core._state import ServerState
     from ._sse_relay import StreamRelay
+
+log = logging.getLogger("meshsub_trio.sse_relay")
 
 #: The refusal past ``max_operations``: the words a WebSocket's ``error`` uses.
 OPERATION_LIMIT = "Subscription limit reached"
@@ -99,15 +108,16 @@ async def _forward(
 ) -> Outcome:
     """Ask the holder (we are the home), by *deadline* if another worker asked
     us (less the time our answer needs to reach it). A holder that cannot be
-    reached while the broker is up is gone (its worker died) or wedged: either
-    way its stream is useless, so the reservation goes (404) and the token is free."""
+    reached while the broker is up is gone (its worker died: the broker says so
+    at once) or wedged: either way its stream is useless, so the reservation
+    goes (404) and the token is free."""
     relay = registry.relay
     holder = reservation.holder
     assert relay is not None and holder is not None
     try:
         answer = await relay.call(holder, message, deadline=deadline)
     except RelayError as error:
-        if error.status == 503 and relay.link_up():
+        if error.gone or (error.status == 503 and relay.link_up()):
             registry.drop(reservation)
             return NOT_FOUND
         return error.status, str(error)
@@ -194,6 +204,8 @@ class Place:
         try:
             answer = await relay.call(self.home, message)
         except RelayError as error:
+            if error.gone:  # its home has ended, and every reservation it kept
+                return NOT_FOUND
             return error.status, str(error)
         return _outcome(answer)
 
@@ -238,3 +250,45 @@ class Desk:
         else:
             return {"s": 400, "m": f"Unknown request {kind[:32]!r} between workers"}
         return {"s": status, "m": text}
+
+
+@asynccontextmanager
+async def relay_running(state: ServerState) -> AsyncIterator[None]:
+    """While the server runs: its relay (``Config.sse_relay``, if any) answers
+    the other processes from this desk, on the broker it was made with.
+
+    Listening before the server accepts anyone, so no token is issued that
+    another process could not ask about. A failure of the relay's task is
+    logged and the task restarted: it costs single connection streams across
+    processes for a moment, never the server.
+    """
+    relay = state.config.sse_relay
+    if relay is None or relay.bus is None:
+        yield
+        return
+    relay.handler = Desk(state, reservations_of(state), relay).handle
+    async with trio.open_nursery() as nursery:
+        await nursery.start(_keep_serving, relay)
+        try:
+            yield
+        finally:
+            relay.handler = None
+            nursery.cancel_scope.cancel()
+
+
+async def _keep_serving(
+    relay: StreamRelay, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve *relay* until its broker closes, restarting it after a failure."""
+    delay = 0.1
+    while True:
+        status = task_status if relay.listened == 0 else trio.TASK_STATUS_IGNORED
+        try:
+            await relay.serve(relay.bus, status)
+            return  # the broker has closed
+        except BrokerClosed:
+            return
+        except Exception:
+            log.exception("graphql-sse relay failed: restarting it")
+        await trio.sleep(delay)
+        delay = min(delay * 2, 5.0)

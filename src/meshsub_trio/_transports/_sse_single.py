@@ -41,7 +41,7 @@ from .._wire._sse import SseSingleMachine, wants_event_stream
 from ._graphql_http import BadRequest, check_params, choose_media_type, read_params
 from ._http_stream import SSE, HttpStream, Receive, Send, is_mutation, respond, serve_graphql_sse
 from ._reservations import Reservation, ReservationRefused, Reservations, reservations_of
-from ._sse_desk import Desk, Outcome, Place, decode
+from ._sse_desk import Outcome, Place, decode
 from ._sse_relay import RelayError
 
 if TYPE_CHECKING:
@@ -169,8 +169,6 @@ async def serve_sse_single(
     """One request of single connection mode (see :func:`is_single_connection`)."""
     registry = reservations_of(state)
     relay = registry.relay
-    if relay is not None and relay.handler is None:
-        relay.handler = Desk(state, registry, relay).handle
     now = trio.current_time()
     accept = headers.get("accept")
     token = stream_token(headers, query_string)
@@ -256,13 +254,16 @@ async def _open_here(
     try:
         answer = await relay.call(home, {"k": "open", "t": token})
     except BaseException as error:
-        # No answer in time, or cancelled: the home may have handed it over all
-        # the same, so it is told (it frees only what it handed to this worker).
-        registry.drop(reservation)
-        if not isinstance(error, RelayError):
-            raise
-        await respond(send, error.status, str(error), _RETRY)
-        return
+        if isinstance(error, RelayError) and error.gone:
+            answer = {"s": 404}  # its home has ended, and the reservation with it
+        else:
+            # No answer in time, or cancelled: the home may have handed it over
+            # all the same, so it is told (it frees only what it handed to us).
+            registry.drop(reservation)
+            if not isinstance(error, RelayError):
+                raise
+            await respond(send, error.status, str(error), _RETRY)
+            return
     status = answer.get("s")
     if status != 200:
         registry.drop(reservation, tell=False)

@@ -31,6 +31,7 @@ from ._broker import (
     Delivery,
     LogBroker,
     MemoryBroker,
+    NoResponders,
 )
 from ._nats_outbox import BrokerClosed, NotStored, PublishQueueFull
 
@@ -38,14 +39,13 @@ if TYPE_CHECKING:
     from ._nats import NatsBroker
     from ._nats_log import LogStream
     from ._nats_options import NatsOptions
-    from ._nats_requests import NoResponders, Request
+    from ._nats_requests import Request
 
 #: Names whose modules import nats-py (an optional extra): loaded on first use.
 _NATS_NAMES = {
     "NatsBroker": "._nats",
     "NatsOptions": "._nats_options",
     "LogStream": "._nats_log",
-    "NoResponders": "._nats_requests",
     "Request": "._nats_requests",
 }
 

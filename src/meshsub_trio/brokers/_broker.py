@@ -39,6 +39,15 @@ class Broker(Protocol):
         """
 
 
+class NoResponders(Exception):
+    """A request to a subject nobody serves: the bus said so at once, rather
+    than leaving the asker to wait out its timeout."""
+
+    def __init__(self, subject: str) -> None:
+        super().__init__(f"no responders on {subject!r}")
+        self.subject = subject
+
+
 class ConnectionState(enum.Enum):
     """A broker's link to its message bus (the in-memory broker is always CONNECTED)."""
 

@@ -40,13 +40,13 @@ import orjson
 import trio
 from trio_asyncio import trio_as_aio
 
-from ._broker import Delivery
+from ._broker import Delivery, NoResponders
 from ._buffer import EventBuffer, Overflow
 from ._nats_link import _TopicInterest
 from ._nats_log import LogBuffer, LogFeed, LogStream, subject_matches
 from ._nats_options import NatsOptions, _check_subject, _check_topic
 from ._nats_outbox import BrokerClosed, NotStored, PublishQueueFull
-from ._nats_requests import NatsRequests, NoResponders, Request
+from ._nats_requests import NatsRequests, Request
 
 __all__ = [
     "BrokerClosed",

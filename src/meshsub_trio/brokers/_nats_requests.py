@@ -28,19 +28,11 @@ import trio
 
 from nats import errors as nats_errors
 
-from ._broker import ConnectionState
+from ._broker import ConnectionState, NoResponders
 from ._buffer import BufferClosed, EventBuffer, Overflow
 from ._nats_link import NatsLink
 from ._nats_options import _check_topic
 from ._nats_outbox import BrokerClosed
-
-
-class NoResponders(Exception):
-    """Nobody subscribes to the subject asked: the NATS server said so at once."""
-
-    def __init__(self, subject: str) -> None:
-        super().__init__(f"no responders on {subject!r}")
-        self.subject = subject
 
 
 @dataclass(frozen=True, slots=True)
