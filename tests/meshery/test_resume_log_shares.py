@@ -43,7 +43,7 @@ def random_entry(rng: random.Random) -> tuple[str, dict[str, Any]]:
         }
     if kind == 2:
         result = {"user_id": user, "performance_profile": "shared-id", "r": "z" * pad}
-        return topics.perf_results("shared-id"), {"type": "perf_result", "result": result}
+        return topics.perf_results(user, "shared-id"), {"type": "perf_result", "result": result}
     if kind == 3:
         return topics.PERF_PROFILES, {
             "type": "perf_profile",

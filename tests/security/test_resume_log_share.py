@@ -8,10 +8,10 @@ lost, while the flooder's own old cursor expires (so the cap is really hit).
 
 Real server, real sockets, two token users; small caps keep the payloads small.
 
-Two cross-user paths are still open, outside the log's own code: each is
-reproduced by a strict xfail (it fails the run once fixed, so the marker goes):
-perf results on a profile id two users both chose share one topic, and on NATS
-(``serve --workers``) cursors resume from the JetStream stream, one for all.
+Two cross-user paths outside the log's own code are covered too: perf
+results on a profile id two users both chose (each owner has their own topic),
+and on NATS (``serve --workers``), where each replica resumes cursors from its
+own fair-share history rather than from the JetStream stream, one for all.
 """
 
 from __future__ import annotations
@@ -187,14 +187,6 @@ SAVE_PROFILE = "mutation($i: PerformanceProfileInput!) { savePerformanceProfile(
 RECORD_RESULT = "mutation($i: PerfResultInput!) { recordPerfResult(input: $i) { name } }"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "perf results go to one topic per profile id, and ids are the client's to choose: "
-        "another user's profile with the same id shares the topic, its count bound and its "
-        "expiry; needs the owner in the topic (_topics.py, _performance.py, _streamers.py)"
-    ),
-)
 async def test_results_on_a_profile_id_another_user_also_chose_do_not_expire_mine(
     start: Start,
 ) -> None:

@@ -136,7 +136,7 @@ def make_streamers(
                 f"no performance profile {profile_id!r}: profileID must name one of your "
                 "profiles (see getPerformanceProfiles)"
             )
-        topic = topics.perf_results(profile_id)
+        topic = topics.perf_results(user.id, str(profile_id))
         async with open_feed(
             model.broker,
             topic,
@@ -146,8 +146,10 @@ def make_streamers(
         ) as results:
             async for cursor, message in results:
                 result = message["result"]
-                if result["user_id"] != user.id:
-                    continue  # another user's profile with the same id
+                if result["user_id"] != user.id or str(result["performance_profile"]) != str(
+                    profile_id
+                ):
+                    continue  # not this profile's (a topic name two ids with dots can share)
                 page = views.perf_results_page(
                     model, user.id, request, profile_id, result["meshery_id"]
                 )

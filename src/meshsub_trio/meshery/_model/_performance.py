@@ -98,7 +98,7 @@ class PerformanceRecords(ModelCore):
         self._admit(user_id, "result", result, None, freed=evicted - grown)
         self._seq += 1
         message = {"type": "perf_result", "op": "append", "seq": self._seq, "result": result}
-        self._commit(topics.perf_results(profile_id), message)
+        self._commit(topics.perf_results(user_id, str(profile_id)), message)
         self._put_profile(updated)
         return result
 

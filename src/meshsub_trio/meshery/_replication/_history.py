@@ -19,6 +19,12 @@ read them). A cursor at or after it is served from the history; an older one,
 or one the history already evicted (a topic's count bound, a user over their
 share), from the stream, which gives the same entries or expires the cursor.
 
+Perf results are the exception: earlier versions logged them under the
+profile id alone, so the stream may hold a user's results under a subject no
+longer read. The history files them under their owner's topic
+(:func:`.._model._topics.resumed_topic`), but the stream cannot: a results
+cursor the history cannot serve expires rather than miss those.
+
 Entries are recorded as the stream's envelopes, so both sources hand the
 resume feed the same items; sizes count the envelope (what is held), and the
 holder is the owner of the model message inside it.
@@ -30,8 +36,9 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-from ...brokers._broker import CursorError, Delivery, LogBroker
+from ...brokers._broker import CursorError, CursorExpired, Delivery, LogBroker
 from ...brokers._buffer import EventBuffer
+from .._model import _topics as topics
 from .._model._quota import log_owner
 from ._resume_log import ResumeLogBroker
 
@@ -69,7 +76,7 @@ class ReplicaHistory:
     def record(self, seq: int, topic: str, envelope: Any) -> None:
         """Keep entry *seq* of *topic* (the caller reports gaps: :meth:`skipped_to`)."""
         if seq > self.log.last_seq:
-            self.log.record(topic, seq, envelope)
+            self.log.record(topics.resumed_topic(topic, message_of(envelope)), seq, envelope)
 
     def close(self) -> None:
         self.log.close()
@@ -90,14 +97,17 @@ class ReplicaHistory:
         else from the shared stream (which may raise CursorExpired itself)."""
         async with AsyncExitStack() as stack:
             buffer: EventBuffer[Delivery[Any]] | None = None
+            refused: CursorError = CursorExpired(topic, after, self.complete_from)
             if after >= self.complete_from:
                 try:
                     buffer = await stack.enter_async_context(
                         self.log.subscribe_log(topic, after=after, capacity=capacity)
                     )
-                except CursorError:  # expired here (or ahead of what it recorded)
-                    buffer = None
+                except CursorError as error:  # expired here (or ahead of what it recorded)
+                    refused = error
             if buffer is None:
+                if topic.startswith(topics.PERF_RESULTS_PREFIX):
+                    raise refused  # the stream may hold them elsewhere: see module doc
                 self.fallbacks += 1
                 buffer = await stack.enter_async_context(
                     shared.subscribe_log(topic, after=after, capacity=capacity)

@@ -9,7 +9,10 @@ acknowledged change survives a SIGKILL.
 :func:`load` is the other half: at start, the stored state is applied to
 the empty model and the stored events and results go back into the
 broker's log with their sequences, so state subscriptions show it at once
-and event cursors from before the restart resume exactly.
+and event cursors from before the restart resume exactly. A perf result a
+previous version stored under its profile id's topic goes back under its
+owner's (:func:`.._model._topics.resumed_topic`), with that old topic's
+horizon: cursors on it resume with the owner's results only, or expire.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import orjson
 import trio
 
 from ...brokers._broker import Delivery, MemoryBroker, _TopicLog
+from .._model import _topics as topics
 from .._model._model import Model
 from ._datadir import MEMORY
 from ._store import Store
@@ -72,14 +76,18 @@ def load(model: Model, broker: MemoryBroker, store: Store) -> int:
     for body in stored.objects:
         model.apply(orjson.loads(body))
     logged: defaultdict[str, list[Delivery[Any]]] = defaultdict(list)
+    horizons = dict(stored.horizons)
     for seq, topic, body in stored.appends:
         message = orjson.loads(body)
         model.apply(message)
-        logged[topic].append(Delivery(seq, message))
+        current = topics.resumed_topic(topic, message)
+        if current != topic:  # stored by a previous version: its horizon comes along
+            horizons[current] = max(horizons.get(current, 0), stored.horizons.get(topic, 0))
+        logged[current].append(Delivery(seq, message))
     resume = store.start(system_id=model.system_id)
     if broker.log_capacity > 0:
         for topic, entries in logged.items():
-            _restore_log(broker, topic, entries, stored.horizons.get(topic, 0))
+            _restore_log(broker, topic, entries, horizons.get(topic, 0))
         broker.last_seq = max(broker.last_seq, resume)
     store.forget_loaded()
     return resume

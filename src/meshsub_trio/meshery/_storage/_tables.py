@@ -116,11 +116,14 @@ def write(conn: sqlite3.Connection, entries: Iterable[Entry], retention: Retenti
                 _delete(conn, "results", "profile_id = ?", (change.key,), owner)
                 for key in [k for k in profiles if k[1] == change.key and owner in (None, k[0])]:
                     del profiles[key]
+                if owner is not None:
+                    topic = topics.perf_results(owner, change.key)
+                    conn.execute("DELETE FROM horizons WHERE topic = ?", (topic,))
                 still = conn.execute(
                     "SELECT 1 FROM results WHERE profile_id = ? LIMIT 1", (change.key,)
                 ).fetchone()
-                if still is None:  # the topic is per profile id, whoever owns it
-                    topic = topics.perf_results(change.key)
+                if still is None:  # a previous version's topic, per profile id, whoever owns it
+                    topic = topics.PERF_RESULTS_PREFIX + change.key
                     conn.execute("DELETE FROM horizons WHERE topic = ?", (topic,))
     for user, topic in users.items():
         _trim(conn, "events", "user_id = ?", (user,), topic, retention.events_per_user)
