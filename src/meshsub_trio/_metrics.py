@@ -9,7 +9,8 @@ every kind of sink, overflow policies, where auth failed, fast-path
 fallbacks, operation types, the close codes the server itself sends) exists
 from the start at zero, so a dashboard sees 0 rather than "no data".
 Histograms are fixed buckets of plain ints, like the counters: no lock, read
-when scraped.
+when scraped. An app adds its own families with :meth:`Metrics.add_source`
+(a callable read when scraped, e.g. ``MesheryApp.metric_families``).
 """
 
 from __future__ import annotations
@@ -216,7 +217,13 @@ class Metrics:
         self.cleanups_run = 0
         self.operations_started = 0
         self._changed = trio.lowlevel.ParkingLot()
+        #: The app's own families, read when scraped (see :meth:`add_source`).
+        self.sources: list[Callable[[], Iterable[Metric]]] = []
         self.registry.register(_Collector(self))
+
+    def add_source(self, families: Callable[[], Iterable[Metric]]) -> None:
+        """Export what *families()* returns on every scrape, after the server's own."""
+        self.sources.append(families)
 
     def connection_opened(self) -> None:
         self.live_connections += 1
@@ -318,3 +325,5 @@ class _Collector:
         for name, documentation, attribute in _COMPILED:
             total: int = getattr(m.compiled, attribute) if m.compiled is not None else 0
             yield CounterMetricFamily(name, documentation, value=total)
+        for source in m.sources:
+            yield from source()

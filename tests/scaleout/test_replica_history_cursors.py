@@ -199,4 +199,5 @@ async def test_over_their_share_only_the_flooders_cursors_expire_on_every_worker
             assert [text for _, text in kept] == ["bob-2", "bob-3"], kept
             assert w.app.replication is not None
             assert w.app.replication.history.log.evicted["over_share"] > 0
+            assert w.app.resume_log is w.app.replication.history.log  # what /metrics shows
         assert await a.resume("bob", bob_seen, 2) == await b.resume("bob", bob_seen, 2)

@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 import trio
+from prometheus_client.core import Metric
 
 from .._app import App
 from ..brokers._broker import Broker, ConnectionState, LogBroker, MemoryBroker
@@ -21,6 +22,7 @@ from ._http._routes import make_routes
 from ._http._sse_routes import SseOptions, make_sse_routes
 from ._model._model import Model
 from ._model._quota import StorageLimits
+from ._replication._log_metrics import resume_log_families
 from ._replication._replication import ReplicatedBus
 from ._replication._resume_log import ResumeLogBroker
 from ._replication._snapshots import snapshots_for
@@ -76,6 +78,13 @@ class MesheryApp(App):
     sse: SseOptions
     #: The embedded database (``data_dir``), or None (``":memory:"``, or a shared bus).
     store: Store | None
+    #: What resuming clients replay: the in-memory broker's log, or this
+    #: replica's history on a shared bus (None: a broker of the host's).
+    resume_log: ResumeLogBroker | None
+
+    def metric_families(self) -> list[Metric]:
+        """The app's own families for ``/metrics`` (``Metrics.add_source``)."""
+        return resume_log_families(self.resume_log)
 
     @property
     def auth_mode(self) -> str:
@@ -268,6 +277,13 @@ def create_app(
     app.event_publishers = publishers
     app.sse = sse
     app.store = store
+    app.resume_log = (
+        bus.history.log
+        if bus is not None
+        else chosen_broker
+        if isinstance(chosen_broker, ResumeLogBroker)
+        else None
+    )
     return app
 
 
