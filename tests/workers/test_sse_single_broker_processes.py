@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -28,8 +29,9 @@ from meshsub_trio._transports._sse_relay import CALL_TIMEOUT
 from meshsub_trio.testing import NatsServer
 from meshsub_trio.testing.pytest_plugin import nats_server
 
-from ._kit import GRAPHQL, SOON
+from ._kit import GRAPHQL, SOON, open_supervisor
 from ._sse_pinned_kit import EVENT_STREAM, TOKEN, Answer, Pinned, operation
+from ._sse_pinned_kit import request as pinned_request
 
 __all__ = ["nats_server"]
 
@@ -97,6 +99,24 @@ async def two_processes(
                 await entry.process.stdout.aclose()
 
 
+def nats_connections(pid: int, nats_port: int) -> int:
+    """TCP connections process *pid* holds to the nats-server on *nats_port*."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as file:
+            for line in file.readlines()[1:]:
+                fields = line.split()
+                state, remote, inode = fields[3], fields[2], fields[9]
+                if state == "01" and int(remote.rsplit(":", 1)[1], 16) == nats_port:
+                    count += inode in inodes
+    return count
+
+
 async def call(
     server: Process, method: str, *, token: str | None = None, body: Any = None
 ) -> Answer:
@@ -151,6 +171,9 @@ async def test_reserve_on_one_stream_on_the_other_operations_on_both(
     nats_server: NatsServer,
 ) -> None:
     async with two_processes(tmp_path, nats_server) as (a, b):
+        # One NATS connection each: the relay rides on the app's own.
+        nats_port = int(nats_server.url.rsplit(":", 1)[1])
+        assert [nats_connections(p.process.pid, nats_port) for p in (a, b)] == [1, 1]
         token = await reserve(a)
         assert await post(b, token, "held-on-a") == 202  # before the stream: kept by a
         async with event_stream(b, token) as stream:
@@ -231,3 +254,16 @@ async def test_a_short_secret_refuses_to_start(tmp_path: Path, nats_server: Nats
     assert done.returncode != 0
     assert b"MESHSUB_STREAM_SECRET must be at least 16 characters" in done.stderr
     assert b"too short" not in done.stderr and b"serving on" not in done.stdout
+
+
+async def test_a_supervisors_workers_hold_one_nats_connection_each(tmp_path: Path) -> None:
+    """The relay once had a connection of its own in each worker: no longer."""
+    async with open_supervisor(tmp_path) as supervisor:
+        found = re.search(
+            r"embedded nats-server ready url=nats://127\.0\.0\.1:(\d+)", supervisor.stderr()
+        )
+        assert found, supervisor.stderr()
+        token = await pinned_request(supervisor, 0, "PUT")  # the relay is in use
+        assert token.status == 201
+        counts = [nats_connections(pid, int(found[1])) for pid in supervisor.workers.values()]
+        assert counts == [1, 1], counts
