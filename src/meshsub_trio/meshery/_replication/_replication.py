@@ -30,14 +30,12 @@ stream over ``meshery.>``, whose sequence numbers are the same everywhere).
   replica's own record of the log, in users' fair shares (:mod:`._history`;
   the shared log for older cursors), then the live local feed (:mod:`._resume`).
 
-The replicator's reader is lossless (when its buffer is full, the NATS
-callback waits and JetStream holds the rest), so the stream's retention is
-the real bound: a replica further behind than it, or started after history
-was evicted, cannot see what is gone. That is logged and counted (``gaps``),
-and it continues from the oldest entry retained. Size the retention above
-the history the state needs, or give the bus a snapshot store
-(:mod:`._snapshots`, as ``create_app`` does on NATS): a process then starts
-from the newest snapshot, taken well within the retention.
+The replicator's reader is lossless, so the stream's retention is the real
+bound: a replica further behind than it, or started after history was
+evicted, cannot see what is gone (logged and counted: ``gaps``; it goes on
+from the oldest entry retained). Size the retention above what the state
+needs, or give the bus a snapshot store (:mod:`._snapshots`, as
+``create_app`` does on NATS): a process then starts from the newest snapshot.
 """
 
 from __future__ import annotations
@@ -56,8 +54,7 @@ from ...brokers._nats_outbox import BrokerClosed, NotStored, PublishQueueFull
 from .._api._resume import ResumeFeed
 from .._model import _topics as topics
 from .._model._model import Model
-from ._history import ReplicaHistory
-from ._history import message_of as _message_of
+from ._history import ReplicaHistory, message_of
 from ._link import mirror_link
 from ._own_changes import OwnChanges
 from ._pending import applies_at_once
@@ -296,7 +293,7 @@ class ReplicatedBus:
             ),
             newest=lambda: max(self._topic_seq.get(topic, 0), self._floor),
             open_history=lambda start, size: self.history.open(self.shared, topic, start, size),
-            unwrap=_message_of,
+            unwrap=message_of,
         )
         try:
             await feed.open()
@@ -394,7 +391,7 @@ class ReplicatedBus:
         self.last_seq = delivery.seq
         if self.snapshotter is not None:
             self.snapshotter.note(delivery.seq)  # a snapshot is taken after this entry, if due
-        message = _message_of(envelope)
+        message = message_of(envelope)
         topic = envelope.get("topic") if isinstance(envelope, dict) else None
         if message is None or not isinstance(topic, str):
             self.ignored += 1
