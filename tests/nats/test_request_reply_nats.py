@@ -120,3 +120,22 @@ async def test_a_closed_broker_refuses_requests(nats_server: NatsServer) -> None
         pass
     else:
         raise AssertionError("a closed broker asked")
+
+
+async def test_closing_the_broker_ends_what_serves_requests(nats_server: NatsServer) -> None:
+    ended = trio.Event()
+
+    async def serve(broker: NatsBroker) -> None:
+        async with broker.serve_requests(SUBJECT) as inbox:
+            async for _ in inbox:
+                pass
+        ended.set()
+
+    async with trio.open_nursery() as nursery:
+        async with connect(nats_server, log=None) as broker:
+            nursery.start_soon(serve, broker)
+            with trio.fail_after(SOON):
+                while not broker._serving:
+                    await trio.sleep(0.01)
+        with trio.fail_after(SOON):
+            await ended.wait()

@@ -51,6 +51,14 @@ class Request:
 class NatsRequests(NatsLink):
     """Request/reply on top of the link (see module doc); :class:`NatsBroker` has it."""
 
+    _serving: set[EventBuffer[Request]] | None = None
+
+    async def _close(self) -> None:
+        """Closing ends every :meth:`serve_requests` buffer too (after what it holds)."""
+        await super()._close()
+        for buffer in tuple(self._serving or ()):
+            buffer.close()
+
     async def request(self, subject: str, message: Any, *, timeout: float) -> Any:
         """*message* to whoever serves *subject*; their answer (decoded).
 
@@ -124,10 +132,14 @@ class NatsRequests(NatsLink):
 
         with trio.CancelScope(shield=True):  # a subscription made but lost would leak
             sub = await self._aio(subscribe)()
+        if self._serving is None:
+            self._serving = set()
+        self._serving.add(buffer)
         try:
             await trio.lowlevel.checkpoint_if_cancelled()
             yield buffer
         finally:
+            self._serving.discard(buffer)
             buffer.detach()
             if not self._closing and not self._nc.is_closed:
                 with (
