@@ -84,14 +84,17 @@ async def test_a_stream_whose_worker_died_is_forgotten_by_its_tokens_worker(
             assert await post(supervisor, 0, token, "before") == (202, "")
             # Placed first: while worker 1 restarts, half of new connections wait for it.
             connection = await connection_on(supervisor, 0)
-            os.kill(supervisor.workers[1], signal.SIGKILL)
-            await dead(supervisor.workers[1])  # a request sent before that is lost with it
+            killed = supervisor.workers[1]
+            os.kill(killed, signal.SIGKILL)
+            await dead(killed)  # a request sent before that is lost with it
             started = trio.current_time()
             with trio.fail_after(CALL_TIMEOUT + GRACE + MARGIN):
                 status, _ = await post(supervisor, 0, token, "after", connection)
             took = trio.current_time() - started
             assert status == 404
             assert took < PROMPT, took
+        # (Worker 1 back first: until then, new connections on its socket wait.)
+        await supervisor.wait_for(lambda: supervisor.workers[1] != killed, "worker 1 restarted")
         # Forgotten, not merely unanswered: the token can no longer be found.
         again = await request(supervisor, 0, "PUT", token=token)
         assert again.status == 201 and again.body.decode() != token
