@@ -25,7 +25,9 @@ DESCRIPTION = """``meshsub-trio serve``: run an app on the native host until SIG
 With ``--broker nats://host:port`` (or ``MESHSUB_BROKER``) several processes
 behind a load balancer serve as one: each connects to the same NATS
 (JetStream enabled), replicates Meshery's model over it, and the broker stays
-open for as long as the process serves.
+open for as long as the process serves. Give them all the same
+``MESHSUB_STREAM_SECRET`` (16+ characters, environment only) and graphql-sse
+single connection mode needs no session affinity either.
 
 What is Meshery's comes from :mod:`meshsub_trio.meshery`: its port
 (``DEFAULT_PORT``) when it is the app served (no APP given, or one of that

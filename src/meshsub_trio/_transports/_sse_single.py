@@ -13,8 +13,9 @@ connection's, are each one task in its own cancel scope in that nursery.
 The stream ending (client gone, write deadline, shutdown) ends them all and
 drops the reservation.
 
-Under ``serve --workers N`` these requests land on any worker, so they are
-one server's: a token says which worker issued it and proves it
+Under ``serve --workers N``, or across ``serve --broker nats://`` processes
+sharing ``MESHSUB_STREAM_SECRET``, these requests land on any process, so they
+are one server's: a token says which process issued it and proves it
 (:mod:`._sse_tokens`); a request this worker cannot decide goes to the worker
 that can, over the broker (:mod:`._sse_relay`), and is decided there exactly
 as here (:mod:`._sse_desk`). Why this shape, and not a registry in JetStream
