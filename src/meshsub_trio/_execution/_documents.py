@@ -12,20 +12,24 @@ limits of :mod:`._limits` (depth, fields, cost) run, and graphql-core's
 specified rules run only on a document those let through. A refused document
 is cached as its errors alone, copied without the AST nodes they point to.
 
-Preparation goes in three pieces (parse; limits and every rule but field
-merging; field merging, the one rule quadratic in a document), and
-:meth:`DocumentCache.fetch` lets the event loop go round between them, so
-no single piece holds it for long (``_turns``).
+A new document is validated in slices of a few milliseconds with the event
+loop going round between them (:meth:`DocumentCache.fetch`, ``_lockstep``),
+and stops at a CPU-time limit (``_cpu_bound``): graphql-core's rules do work
+per node that no cap predicts.
 """
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Generator
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import cast
 
+import trio
 from graphql import (
     DocumentNode,
     GraphQLError,
@@ -38,7 +42,9 @@ from graphql import (
 )
 from graphql.validation import ASTValidationRule, OverlappingFieldsCanBeMergedRule
 
+from ._cpu_bound import TOO_COSTLY, Clock, DeadlineRule, OverlapWithinBudget
 from ._limits import Limits, check_limits
+from ._lockstep import Lockstep
 from ._plan import Plan
 from ._turns import Turns
 
@@ -53,28 +59,33 @@ BYTES_PER_TOKEN = 700
 #: Bytes a cached error keeps besides its message (measured: about 430).
 BYTES_PER_ERROR = 500
 
-#: Work graphql-core's field-merging rule may spend (its default is 500,000).
-#: A unit costs 0.6-1.8 us here, so 10,000 is at most about 18 ms: the
-#: documents of the suite and of Meshery's UI spend none, 60 fragments spread
-#: side by side that all select the same alias spend 8,970, and 500 different
-#: fields under one alias would spend 250,000 (each pair conflicts).
-OVERLAP_BUDGET = 10_000
-
-
-class _OverlappingFieldsWithinBudget(OverlappingFieldsCanBeMergedRule):
-    """graphql-core's rule with a smaller complexity budget, so documents
-    quadratic to compare abort validation ("Validation aborted.") within ~18 ms."""
-
-    def __init__(self, context: ValidationContext) -> None:
-        super().__init__(context)
-        self.rule_context.remaining_complexity_budget = OVERLAP_BUDGET
-
-
-#: graphql-core's specified rules but field merging, which runs on its own.
-RULES_BUT_OVERLAP: tuple[type[ASTValidationRule], ...] = tuple(
-    rule for rule in specified_rules if rule is not OverlappingFieldsCanBeMergedRule
+#: graphql-core's specified rules, field merging within a budget.
+SPECIFIED_RULES: tuple[type[ASTValidationRule], ...] = tuple(
+    OverlapWithinBudget if rule is OverlappingFieldsCanBeMergedRule else rule
+    for rule in specified_rules
 )
-OVERLAP_RULES: tuple[type[ASTValidationRule], ...] = (_OverlappingFieldsWithinBudget,)
+
+#: CPU seconds of validation after which its garbage is collected at once.
+COLLECT_AFTER = 0.01
+
+#: New documents being prepared in slices at once, each in a thread of its
+#: own; more wait their turn.
+PREPARING_AT_ONCE = 1
+
+
+def _timed(clock: Clock, made: list[OverlapWithinBudget]) -> list[type[ASTValidationRule]]:
+    """:data:`SPECIFIED_RULES` looking at *clock*, behind a :class:`DeadlineRule`;
+    the field-merging rule validate() makes is put in *made* (to release it)."""
+
+    def overlap(context: ValidationContext) -> OverlapWithinBudget:
+        made.append(OverlapWithinBudget(context, clock))
+        return made[-1]
+
+    bound: list[Callable[[ValidationContext], ASTValidationRule]] = [
+        partial(DeadlineRule, clock=clock)
+    ]
+    bound += [overlap if rule is OverlapWithinBudget else rule for rule in SPECIFIED_RULES]
+    return cast("list[type[ASTValidationRule]]", bound)  # validate() only calls rule(context)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +101,8 @@ class Document:
     plans: dict[tuple[str | None, bytes], Plan | None] = field(
         default_factory=dict, compare=False, repr=False
     )
+    #: False for a refusal that depends on the moment (the CPU clock): not cached.
+    lasting: bool = True
 
 
 class DocumentCache:
@@ -116,6 +129,7 @@ class DocumentCache:
         self.bytes = 0
         self._entries: OrderedDict[str, Document] = OrderedDict()
         self._turns = Turns()
+        self._preparing = trio.CapacityLimiter(PREPARING_AT_ONCE)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -136,10 +150,11 @@ class DocumentCache:
         return entry
 
     async def fetch(self, query: str) -> Document:
-        """:meth:`get`, but a new document is prepared in pieces metered by
-        passes of the event loop (see ``_turns``), so neither one costly
-        document nor a burst of them holds the loop for long. Cached documents,
-        and new ones within the pass's budget, come back without a checkpoint."""
+        """:meth:`get`, but a new document is prepared in slices of a few
+        milliseconds (``_lockstep``), each taken when the pass of the event
+        loop has budget left (``_turns``), so neither a costly document nor a
+        burst of them holds the loop for long. Cached documents come back
+        without a checkpoint."""
         entry = self._entries.get(query)
         if entry is not None:
             self.hits += 1
@@ -149,21 +164,31 @@ class DocumentCache:
         too_long = self._too_long(query)
         if too_long is not None:
             return too_long
-        pieces = self._pieces(query)
-        while True:
-            await self._turns.take()
+        async with self._preparing:
             prepared = self._entries.get(query)
-            if prepared is not None:  # by another task meanwhile
-                pieces.close()
+            if prepared is not None:  # by the task this one waited behind
                 return prepared
-            started = time.perf_counter()
             try:
-                next(pieces)
-            except StopIteration as done:
-                outcome: Document = done.value
-                break
+                run = Lockstep(partial(self._prepare_in_slices, query))
+            except RuntimeError:  # no thread to be had: in one go, as get() does
+                outcome = self._prepare(query)
+                self._store(query, outcome)
+                return outcome
+            try:
+                while True:
+                    await self._turns.take()
+                    prepared = self._entries.get(query)
+                    if prepared is not None:  # by another task meanwhile
+                        return prepared
+                    started = time.perf_counter()
+                    try:
+                        if run.step():
+                            break
+                    finally:
+                        self._turns.spent(time.perf_counter() - started)
             finally:
-                self._turns.spent(time.perf_counter() - started)
+                run.close()
+        outcome = run.result()
         self._store(query, outcome)
         return outcome
 
@@ -171,15 +196,17 @@ class DocumentCache:
         """Parse, check the limits, validate: the outcome, not cached."""
         return self._too_long(query) or self._prepare(query)
 
-    def _prepare(self, query: str) -> Document:
-        """All of :meth:`_pieces` in one go."""
-        pieces = self._pieces(query)
-        try:
-            while True:
-                next(pieces)
-        except StopIteration as done:
-            entry: Document = done.value
-            return entry
+    def _prepare_in_slices(self, query: str, pause: Callable[[], None]) -> Document:
+        clock = Clock(pause)
+        document = self._prepare(query, clock)
+        if clock.used() > COLLECT_AFTER:
+            # What graphql-core's visitors leave is cyclic (5,000-11,000 objects
+            # for a costly document). Collected now, while young, it costs a few
+            # milliseconds; left to the collector, a burst of such documents
+            # made passes of 150,000-900,000 that held the loop 0.25-0.66 s.
+            pause()
+            gc.collect(1)
+        return document
 
     def _too_long(self, query: str) -> Document | None:
         """The refusal of a document too long to lex (at 0.2 us a character)."""
@@ -191,26 +218,29 @@ class DocumentCache:
         )
         return Document(None, (GraphQLError(message),))
 
-    def _pieces(self, query: str) -> Generator[None, None, Document]:
-        """Prepare *query*, yielding between pieces of at most tens of
-        milliseconds each; the outcome is the generator's return value.
-
-        Field merging runs only on a document every other rule accepts, so a
-        document refused by both reports the other rules' errors alone."""
+    def _prepare(self, query: str, clock: Clock | None = None) -> Document:
+        """Parse, check the limits, validate, looking at *clock* (made here
+        when not given: it measures the CPU time of the thread it is made in)."""
+        clock = clock or Clock()
         try:
             node = parse(query, max_lexical_tokens=self.max_tokens, max_comments=self.max_tokens)
         except GraphQLError as error:
             return _refused(query, (self._parse_error(error),))
-        yield
+        clock.between()
         errors = check_limits(self.schema, node, self.limits)
         if not errors:
-            errors = validate(self.schema, node, RULES_BUT_OVERLAP)
-        if not errors:
-            yield
-            errors = validate(self.schema, node, OVERLAP_RULES)
+            made: list[OverlapWithinBudget] = []
+            try:
+                errors = validate(self.schema, node, _timed(clock, made))
+            finally:
+                for rule in made:
+                    rule.release()
+        tokens = _unlink_tokens(node)
+        if clock.expired:
+            return _refused(query, (GraphQLError(TOO_COSTLY),), lasting=False)
         if errors:
             return _refused(query, tuple(errors))
-        return Document(node, (), sys.getsizeof(query) + BYTES_PER_TOKEN * _tokens(node))
+        return Document(node, (), sys.getsizeof(query) + BYTES_PER_TOKEN * tokens)
 
     def _parse_error(self, error: GraphQLError) -> GraphQLError:
         """A token cap's syntax error, reworded to name the setting."""
@@ -226,7 +256,7 @@ class DocumentCache:
         return error
 
     def _store(self, query: str, entry: Document) -> None:
-        if entry.size > self.max_bytes // 8:
+        if not entry.lasting or entry.size > self.max_bytes // 8:
             return  # one entry would crowd out many: prepared again when asked
         self._entries[query] = entry
         self.bytes += entry.size
@@ -235,9 +265,9 @@ class DocumentCache:
             self.bytes -= evicted.size
 
 
-def _refused(query: str, errors: tuple[GraphQLError, ...]) -> Document:
+def _refused(query: str, errors: tuple[GraphQLError, ...], *, lasting: bool = True) -> Document:
     """The errors alone: copies without nodes, source or traceback, so caching
-    them keeps no AST (or parser frames) alive."""
+    them keeps no AST (or parser frames) alive (*lasting*: worth caching)."""
     slim = []
     size = sys.getsizeof(query)  # the cache key
     for error in errors:
@@ -245,14 +275,19 @@ def _refused(query: str, errors: tuple[GraphQLError, ...]) -> Document:
         copy.locations = error.locations
         slim.append(copy)
         size += BYTES_PER_ERROR + len(error.message)
-    return Document(None, tuple(slim), size)
+    return Document(None, tuple(slim), size, lasting=lasting)
 
 
-def _tokens(node: DocumentNode) -> int:
-    """How many tokens a parsed document holds, counted along their list."""
+def _unlink_tokens(node: DocumentNode) -> int:
+    """Count the document's tokens and unlink their list (each points to the
+    next and the previous), which nothing reads after parsing: the document
+    is then free of cycles, and freed by reference counting when it goes
+    instead of by the cyclic collector."""
     tokens = 0
     token: Token | None = node.loc.start_token if node.loc is not None else None
     while token is not None:
         tokens += 1
-        token = token.next
+        following = token.next
+        token.prev = token.next = None
+        token = following
     return tokens
