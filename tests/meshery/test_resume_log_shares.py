@@ -170,6 +170,44 @@ async def test_a_users_forgotten_topics_do_not_expire_another_users_cursors() ->
         await replay(broker, topics.events("bob"), bob_cursor - 1, 1)
 
 
+def result(user: str, profile: str, pad: int) -> dict[str, Any]:
+    fields = {"user_id": user, "performance_profile": profile, "meshery_id": "m", "pad": "x" * pad}
+    return {"type": "perf_result", "op": "append", "result": fields}
+
+
+async def test_a_users_forgotten_results_topic_does_not_expire_another_users() -> None:
+    """Results topics are named after their owner (``meshery.perf_results.<user>.
+    <profile>``), so their floors are the owner's too: alice's forgotten results
+    never raise the floor bob's forgotten results topic reopens with."""
+    broker = ResumeLogBroker(log_bytes=3000)
+    bobs = topics.perf_results("bob", "pb")
+    broker.publish(bobs, result("bob", "pb", 200))
+    bob_cursor = broker.last_seq
+    for _ in range(12):  # bob's own writes push his result out: his topic is forgotten
+        broker.publish(topics.events("bob"), event("bob", 200))
+    assert bobs not in broker._logs
+    async with broker.subscribe_log(bobs, after=bob_cursor):
+        pass  # he saw his result: resuming after it loses nothing
+    broker.publish(topics.perf_results("alice", "pa"), result("alice", "pa", 200))
+    for _ in range(12):
+        broker.publish(topics.events("alice"), event("alice", 200))
+    assert topics.perf_results("alice", "pa") not in broker._logs
+    assert broker.forgotten_upto > bob_cursor
+    async with broker.subscribe_log(bobs, after=bob_cursor) as resumed:
+        broker.publish(bobs, result("bob", "pb", 10))
+        with trio.fail_after(5):
+            assert (await resumed.get()).seq == broker.last_seq
+    with pytest.raises(CursorExpired):  # from before what bob lost, it still expires
+        await replay(broker, bobs, bob_cursor - 1, 1)
+
+
+def test_a_results_topics_name_tells_its_owner() -> None:
+    assert log_owner(topics.perf_results("bob", "p.1"), None) == "bob"
+    assert log_owner(topics.events("bob"), None) == "bob"
+    assert log_owner(topics.PERF_PROFILES, None) is None
+    assert log_owner("meshery.perf_results.legacy-profile", None) is None
+
+
 def test_a_restore_is_counted_per_holder() -> None:
     """Entries put into the log directly (a database restoring it) are counted
     by adopt(), each against its holder, and trimmed heaviest first."""

@@ -154,13 +154,15 @@ def log_owner(topic: str, message: Any) -> str | None:
     K8s context's, or a delete's ``user_id``/``owner``). None for cluster
     state (controllers, cluster objects, MeshModel), which is no user's: those
     entries share one holding, as if one more user's. With *message* None, what
-    the topic's name alone tells (None on a shared topic).
+    the topic's name alone tells (None on a shared topic): a results topic
+    names its owner (:func:`.._topics.perf_results`), so each user's forgotten
+    results topics get that user's floor in the resume log, not everyone's.
     """
     for prefix in _USER_TOPICS:
         if topic.startswith(prefix):
             return topic[len(prefix) :]
     if not isinstance(message, Mapping):
-        return None
+        return topics.results_owner(topic) if message is None else None
     if topic.startswith(topics.PERF_RESULTS_PREFIX):
         field, key = "result", "user_id"
     elif topic in _OWNED_RECORDS:

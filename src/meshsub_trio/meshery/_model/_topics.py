@@ -35,6 +35,20 @@ def perf_results(user_id: str, profile_id: str) -> str:
     return f"{PERF_RESULTS_PREFIX}{user_id}.{profile_id}"
 
 
+def results_owner(topic: str) -> str | None:
+    """The user a results topic names (None: not one, or an earlier version's).
+
+    The first token after the prefix: a profile id may hold dots, a user id
+    is taken to hold none (one that did would share its first token's floor
+    in the resume log, never lose one). Earlier versions' topics name only
+    the profile (one token): no owner.
+    """
+    if not topic.startswith(PERF_RESULTS_PREFIX):
+        return None
+    owner, dot, profile = topic[len(PERF_RESULTS_PREFIX) :].partition(".")
+    return owner if dot and owner and profile else None
+
+
 def resumed_topic(topic: str, message: Any) -> str:
     """The topic an entry logged under *topic* is resumed from now.
 
