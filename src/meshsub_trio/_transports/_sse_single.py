@@ -197,7 +197,9 @@ async def serve_sse_single(
         await respond(send, 405, "Use GET, POST, PUT or DELETE", _ALLOW)
         return
     if reservation is not None and reservation.home is not None and not _serving(reservation):
-        reservation = None  # its stream is still being opened here: the home decides
+        # Its stream is still opening here: its home decides (and holds what is
+        # posted meanwhile, or passes it back here once it has handed it over).
+        home, reservation = reservation.home, None
     place = Place(registry, reservation, home, token)
     if not place.known:
         await respond(send, 404, "Stream not found")
