@@ -67,8 +67,10 @@ EXPECTED: dict[str, set[str]] = {
         "MemoryBroker",
         "NatsBroker",
         "NatsOptions",
+        "NoResponders",
         "NotStored",
         "PublishQueueFull",
+        "Request",
     },
     "meshsub_trio.interceptors": {
         "AuditLog",

@@ -67,7 +67,7 @@ def _change(name: str) -> Callable[[Model], Any]:
 TOPICS = {
     "events": topics.events(LOCAL_USER_ID),
     "perf_profiles": topics.PERF_PROFILES,
-    "perf_results": topics.perf_results(PROFILE_ID),
+    "perf_results": topics.perf_results(LOCAL_USER_ID, PROFILE_ID),
     "configuration": topics.configuration(LOCAL_USER_ID),
     "cluster_resources": topics.CLUSTER_RESOURCES,
     "k8s_contexts": topics.K8S_CONTEXTS,

@@ -91,12 +91,12 @@ def test_topics_are_scoped_by_user_and_profile(broker: RecordingBroker, model: M
         topics.configuration(ALICE.id),
         topics.events(BOB.id),
         topics.PERF_PROFILES,
-        topics.perf_results(profile["id"]),
+        topics.perf_results(ALICE.id, profile["id"]),
         topics.PERF_PROFILES,  # the profile's run count and last run
     ]
     assert topics.configuration("u") == "meshery.configuration.u"
     assert topics.events("u") == "meshery.events.u"
-    assert topics.perf_results("p") == "meshery.perf_results.p"
+    assert topics.perf_results("u", "p") == "meshery.perf_results.u.p"
 
 
 def test_unchanged_writes_publish_nothing(broker: RecordingBroker, model: Model) -> None:

@@ -58,7 +58,7 @@ async def test_the_log_comes_back_with_its_sequences(tmp_path: Path) -> None:
         # ... resuming from before it would skip trimmed events: refused instead.
         with pytest.raises(CursorExpired):
             await replayed(again, events, seqs[3], 1)
-        got = await replayed(again, topics.perf_results(profile["id"]), results[0], 2)
+        got = await replayed(again, topics.perf_results(USER, profile["id"]), results[0], 2)
         assert [d.seq for d in got] == results[1:]
         assert [d.message["result"]["name"] for d in got] == ["r1", "r2"]
         # A new event continues above everything handed out before the restart.

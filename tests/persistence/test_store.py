@@ -67,7 +67,7 @@ async def test_state_rows_and_appends_survive_reopening(tmp_path: Path) -> None:
     delete = {"type": "pattern", "op": "delete", "user_id": "u", "id": "p2"}
     store.record(4, topics.configuration("u"), delete)
     store.record(5, topics.events("u"), event("u", 5))
-    store.record(6, topics.perf_results("prof"), result("prof", 6))
+    store.record(6, topics.perf_results("u", "prof"), result("prof", 6))
     await store.flush()
     store.close()
 
@@ -79,7 +79,7 @@ async def test_state_rows_and_appends_survive_reopening(tmp_path: Path) -> None:
         ]
         assert [(seq, topic) for seq, topic, _ in stored.appends] == [
             (5, topics.events("u")),
-            (6, topics.perf_results("prof")),
+            (6, topics.perf_results("u", "prof")),
         ]
         assert stored.meta["system_id"] == "instance-1" and again.starts == 1
         assert again.migrated_from == 2
@@ -111,7 +111,7 @@ async def test_appends_are_trimmed_to_the_retention_and_remember_the_horizon(
         store.record(seq, topics.events("u"), event("u", seq))
     store.record(8, topics.events("v"), event("v", 8))
     for seq in range(9, 12):
-        store.record(seq, topics.perf_results("prof"), result("prof", seq))
+        store.record(seq, topics.perf_results("u", "prof"), result("prof", seq))
     await store.flush()
     store.close()
 
@@ -121,7 +121,7 @@ async def test_appends_are_trimmed_to_the_retention_and_remember_the_horizon(
     assert rows(tmp_path, "SELECT seq FROM events WHERE user_id = 'v'") == [(8,)]
     assert rows(tmp_path, "SELECT seq FROM results ORDER BY seq") == [(10,), (11,)]
     horizons = dict(rows(tmp_path, "SELECT topic, evicted_upto FROM horizons"))
-    assert horizons == {topics.events("u"): 4, topics.perf_results("prof"): 9}
+    assert horizons == {topics.events("u"): 4, topics.perf_results("u", "prof"): 9}
 
 
 async def test_deleting_a_profile_drops_its_results(tmp_path: Path) -> None:
@@ -129,7 +129,7 @@ async def test_deleting_a_profile_drops_its_results(tmp_path: Path) -> None:
     profile = {"type": "perf_profile", "op": "upsert", "profile": {"id": "prof", "user_id": "u"}}
     store.record(1, topics.PERF_PROFILES, profile)
     for seq in (2, 3):
-        store.record(seq, topics.perf_results("prof"), result("prof", seq))
+        store.record(seq, topics.perf_results("u", "prof"), result("prof", seq))
     store.record(4, topics.PERF_PROFILES, {"type": "perf_profile", "op": "delete", "id": "prof"})
     await store.flush()
     store.close()

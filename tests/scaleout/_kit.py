@@ -18,7 +18,7 @@ import httpx
 import trio
 
 from meshsub_trio import Config, LogStream, NatsBroker, Server, serve
-from meshsub_trio.meshery import MesheryApp, create_app
+from meshsub_trio.meshery import MesheryApp, StorageLimits, create_app
 from meshsub_trio.testing import ClientClosed, NatsServer, open_graphql_ws
 
 #: Generous bound for "arrives"; every wait here is bounded by it.
@@ -57,11 +57,13 @@ class Replica:
 
 
 @asynccontextmanager
-async def open_replica(nats: NatsServer, **broker_options: Any) -> AsyncIterator[Replica]:
+async def open_replica(
+    nats: NatsServer, *, limits: StorageLimits | None = None, **broker_options: Any
+) -> AsyncIterator[Replica]:
     broker_options.setdefault("reconnect_wait", 0.1)
     broker_options.setdefault("log", LogStream(name="MESHERY", subjects=("meshery.>",), heartbeat=0.5))
     async with NatsBroker.connect(nats.url, **broker_options) as broker:
-        app = create_app(broker=broker, simulator=False)
+        app = create_app(broker=broker, simulator=False, limits=limits)
         async with trio.open_nursery() as nursery:
             config = Config(port=0, keepalive=0, close_timeout=1.0)
             with trio.fail_after(SOON):

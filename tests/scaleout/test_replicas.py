@@ -13,7 +13,7 @@ from typing import Any
 import trio
 
 from meshsub_trio import ConnectionState, LogStream
-from meshsub_trio.meshery import LOCAL_USER_ID
+from meshsub_trio.meshery import StorageLimits, LOCAL_USER_ID
 from meshsub_trio.testing import NatsServer
 
 from ._kit import (
@@ -160,8 +160,14 @@ async def test_perf_results_resume_with_pages_as_of_each_result(nats_server: Nat
 
 
 async def test_bad_and_expired_cursors_are_clear_errors(nats_server: NatsServer) -> None:
+    """The stream keeps 30 messages and the replica's own history 4 KiB (about
+    nine events): a cursor older than both is expired, clearly."""
     async with (
-        open_replica(nats_server, log=LogStream(name="MESHERY", subjects=("meshery.>",), max_msgs=30, heartbeat=0.5)) as a,
+        open_replica(
+            nats_server,
+            log=LogStream(name="MESHERY", subjects=("meshery.>",), max_msgs=30, heartbeat=0.5),
+            limits=StorageLimits(resume_log_bytes=4096),
+        ) as a,
         trio.open_nursery() as nursery,
     ):
         early = Reader(EVENTS, "early")

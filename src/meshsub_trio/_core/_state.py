@@ -45,6 +45,9 @@ class ServerState:
         )
         self.metrics = metrics or Metrics()
         self.metrics.compiled = self.engine.plans
+        app_metrics = getattr(app, "metric_families", None)
+        if callable(app_metrics):  # an app's own counters (Meshery: its resume log)
+            self.metrics.add_source(app_metrics)
         self.cohorts = Cohorts(self.engine, linger=config.cohort_linger, metrics=self.metrics)
         self.connections: set[Connection] = set()
         #: Operations and app event streams over HTTP (SSE): ended by shutdown.

@@ -20,7 +20,7 @@ Message shapes (every message has ``type`` and ``op``)::
                                   {type: pattern|filter, op: delete, user_id, id}
     meshery.perf_profiles         {type: perf_profile, op: upsert, profile: PerfProfile}
                                   {type: perf_profile, op: delete, user_id, id}
-    meshery.perf_results.<prof>   {type: perf_result, op: append, seq, result: MesheryResult}
+    meshery.perf_results.<user>.<prof>  {type: perf_result, op: append, seq, result: MesheryResult}
     meshery.meshmodel             {type: meshmodel, op: register,
                                    entry: {entity, model, version, name}}
     meshery.events.<user>         {type: event, op: append, event: Event}
