@@ -13,7 +13,7 @@ from typing import Any
 import trio
 
 from meshsub_trio import ConnectionState, LogStream
-from meshsub_trio.meshery import StorageLimits, LOCAL_USER_ID
+from meshsub_trio.meshery import LOCAL_USER_ID, StorageLimits
 from meshsub_trio.testing import NatsServer
 
 from ._kit import (
