@@ -1,22 +1,34 @@
 """One long-poll request as an operation's delivery sink: GraphQL for clients that can only poll.
 
 ``POST`` a GraphQL HTTP path with ``Accept: application/x-meshsub-poll+json``
-and ``?wait=S``: the operation (the same :class:`Operation` a WebSocket or
-an SSE stream runs) starts in its own cancel scope inside the request's
-nursery, beside a watcher for the client leaving. The answer goes out as soon
-as a payload is queued (with whatever else is queued by then), or after
-``wait`` seconds with none, or at once on shutdown; then the operation is
-cancelled, so its cleanup runs exactly once however the request ends.
+and ``?wait=S``. The document is prepared first (parsed and validated, waiting
+its turn as every new document does), beside a watcher for the client
+leaving; then the operation (the same :class:`Operation` a WebSocket or an
+SSE stream runs) starts in its own cancel scope inside the request's
+nursery. When the answer is taken the operation is cancelled, so its cleanup
+runs exactly once however the request ends. The client leaving ends the
+request at any point, with no answer.
 
-``wait=0`` answers with what is there now: everything the operation produces
-before it first has to wait. The scheduler runs until every task of the
-operation (its own, and those it started, such as a shared streamer's) is
-waiting on something not ready yet (I/O, a timer, a thread, another task)
+A query or mutation (or a refused document) has one result, and it is the
+answer whatever ``wait`` says: an empty answer would leave a client unable
+to tell whether its mutation was applied, and its retry would apply it
+twice. It is bounded as a plain GraphQL request is: by the client leaving
+and, on shutdown, by the server's grace for requests in flight.
+
+A subscription is answered as soon as a payload is queued (with whatever
+else is queued by then), or after ``wait`` seconds with none, counted from
+when its document was prepared, or at once on shutdown.
+
+``wait=0`` answers with what is there now: everything the subscription
+produces before it first has to wait. The scheduler runs until every task of
+the operation (its own, and those it started, such as a shared streamer's)
+is waiting on something not ready yet (I/O, a timer, a thread, another task)
 or has ended, for at most :data:`~._settle.MAX_PASSES` passes (an operation
-that never waits); see :mod:`._settle`. So a query, a state-shaped stream's
-current state and a cursor stream's replay from memory are in the answer; a
-value that needs a timer or a network round trip first is not (poll again,
-or with a wait).
+that never waits); see :mod:`._settle`. Preparing the document comes before
+that and does not count, however long its turn takes. So a state-shaped
+stream's current state and a cursor stream's replay from memory are in the
+answer; a value that needs a timer or a network round trip first is not
+(poll again, or with a wait).
 
 The answer is ``{"payloads": [...], "complete": bool, "seen": digest}``.
 Cursor streams carry ``extensions.cursor`` in each payload: the next poll
@@ -35,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import trio
+from graphql import OperationType, get_operation_ast
 
 from .._app import Context
 from .._core._delivery import Delivery
@@ -156,6 +169,10 @@ class PollSink:
         self.wait = wait
         self._receive = receive
         self._work = trio.Event()
+        #: Set when the operation's task has ended.
+        self._ended = trio.Event()
+        #: A query, mutation or refused document: answered with its result only.
+        self._single = False
         self.operation: Operation | None = None
         #: How the request ended: answered, timeout, disconnect, shutdown.
         self.end = "answered"
@@ -165,7 +182,10 @@ class PollSink:
         self.metrics.operation_finished(POLL)
 
     def shutdown(self) -> None:
-        """Server shutdown: answer now with what is queued."""
+        """Server shutdown: answer now with what is queued; a query or mutation
+        still answers its result (the server's grace for requests in flight bounds it)."""
+        if self._single:
+            return
         self.end = "shutdown"
         self._work.set()
 
@@ -176,36 +196,16 @@ class PollSink:
         """The answer's body, or None when the client left before it."""
         streams = self.state.http_streams
         streams.add(self)
+        frames: list[bytes] | None = None
         try:
             async with trio.open_nursery() as nursery:
-                operation = Operation(self, self.request)
-                self.operation = operation
-                self.metrics.operation_started(POLL)
-                if self.wait == 0:
-                    with watching() as watch:
-                        with adopting(watch):
-                            nursery.start_soon(self._run_operation, operation)
-                        # Nothing to wait for but the operation: no watcher for the
-                        # client (it is answered within a few scheduler passes).
-                        await settle(watch, lambda: self.state.shutting_down)
-                    left = False
-                else:
-                    nursery.start_soon(self._run_operation, operation)
-                    if self.state.shutting_down:
-                        self.shutdown()
-                    left = await self._wait_for_work(nursery)
-                if left:
-                    self.end = "disconnect"
-                    nursery.cancel_scope.cancel()
-                    return None
-                # Take and cancel in one step: nothing is produced in between.
-                frames = self.delivery.take()
-                self.delivery.close()
-                operation.cancel_scope.cancel()
-                nursery.cancel_scope.cancel()
+                nursery.start_soon(self._watch_client, nursery.cancel_scope)
+                frames = await self._answer(nursery)
         finally:
             streams.discard(self)
             self.delivery.release()
+        if frames is None:
+            return None  # the client left: no one to answer
         payloads = [frame for frame in frames if frame]
         self.delivery.sent(len(payloads))
         if not payloads and self.end == "answered":
@@ -217,30 +217,73 @@ class PollSink:
             + b',"seen":' + seen + b"}"
         )  # fmt: skip
 
-    async def _wait_for_work(self, nursery: trio.Nursery) -> bool:
+    async def _answer(self, nursery: trio.Nursery) -> list[bytes]:
+        """Prepare, run the operation until its answer is due, take it, end the operation."""
+        self._single = await self._one_result()
+        operation = Operation(self, self.request)
+        self.operation = operation
+        self.metrics.operation_started(POLL)
+        if self._single:
+            # Its result (or errors) is the answer, however long it takes: an
+            # empty answer would leave a client unable to tell whether a
+            # mutation was applied. The client leaving still ends it.
+            nursery.start_soon(self._run_operation, operation)
+            await self._ended.wait()
+        elif self.wait == 0:
+            with watching() as watch:
+                with adopting(watch):
+                    nursery.start_soon(self._run_operation, operation)
+                await settle(watch, lambda: self.state.shutting_down)
+        else:
+            nursery.start_soon(self._run_operation, operation)
+            if self.state.shutting_down:
+                self.shutdown()
+            await self._wait_for_work()
+        # Take and cancel in one step: nothing is produced in between.
+        frames = self.delivery.take()
+        self.delivery.close()
+        operation.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()
+        return frames
+
+    async def _one_result(self) -> bool:
+        """Prepare the document, waiting its turn as every new document does
+        (``DocumentCache.fetch``), so that none of this counts as the operation's
+        own waiting; then whether the operation has one result: a query, a
+        mutation, or errors. The operation finds the document cached."""
+        request = self.request
+        document = await self.engine.documents.fetch(request.query)
+        if document.node is None:
+            # Refused: its errors are the answer. A refusal of the moment (not
+            # cached: validation ran out of time) is prepared again by the
+            # operation and may then run, so it is answered as a subscription
+            # would be (a refused document applies nothing: a retry is safe).
+            return bool(getattr(document, "lasting", True))
+        ast = get_operation_ast(document.node, request.operation_name)
+        return ast is None or ast.operation is not OperationType.SUBSCRIPTION
+
+    async def _watch_client(self, request: trio.CancelScope) -> None:
+        """The client leaving ends the whole request, whatever it was waiting for."""
+        await until_disconnect(self._receive)
+        self.end = "disconnect"
+        request.cancel()
+
+    async def _wait_for_work(self) -> None:
         """Until something is queued (then one more pass, to gather what is ready),
-        the wait is over or shutdown; True if the client left first."""
-        gone = trio.Event()
-
-        async def watch() -> None:
-            await until_disconnect(self._receive)
-            gone.set()
-            self._work.set()
-
-        nursery.start_soon(watch)
+        the wait is over or shutdown."""
         with trio.move_on_after(self.wait):
-            while not (self.delivery.has_work or self.end == "shutdown" or gone.is_set()):
+            while not (self.delivery.has_work or self.end == "shutdown"):
                 self._work = trio.Event()
                 await self._work.wait()
-            if not gone.is_set() and self.end != "shutdown":
+            if self.end != "shutdown":
                 # Let producers already scheduled (a burst, a replay) add theirs.
                 await trio.lowlevel.checkpoint()
-        return gone.is_set()
 
     async def _run_operation(self, operation: Operation) -> None:
         try:
             await operation.run()
         finally:
+            self._ended.set()
             self._work.set()
 
 

@@ -1,8 +1,11 @@
 """Run the scheduler until one operation's tasks all wait: what a long-poll's ``wait=0`` means.
 
-An operation that has just started has not produced anything yet: it has
-to be prepared, subscribed, and its streamer (or its cohort's) has to run
-up to its first ``emit``. "Answer with what is there now" therefore means
+A subscription that has just started has not produced anything yet: it
+has to be subscribed, and its streamer (or its cohort's) has to run up to
+its first ``emit``. (Its document is prepared before the watch begins: a
+new document's turn for preparation is the server's queue, not the
+operation waiting; and a query or mutation never settles early, it is
+answered with its result: see ``_poll``.) "Answer with what is there now" therefore means
 "let it do everything it can do without waiting, then answer". This module
 tells when that point is reached, for one operation, while the rest of the
 server runs as usual.
