@@ -5,10 +5,11 @@ whole head (``head_timeout``, 408 if it had begun) and one size limit however
 TCP split it (``max_head_size``, 431). A plain WebSocket upgrade (``_upgrade``)
 is then answered at once and becomes a connection driven by the core, its
 frames read by ``_frames``; anything else goes to h11 (505 for a request
-line in any version but HTTP/1.0 and 1.1, which h11 would take) and from
-there to the ASGI app through a small bridge (``_native_http``), so HTTP
-behaves exactly as under hypercorn. Unlike the ASGI path, every send here is cancellable and
-writes to one socket are joined. A request's ``Host`` is checked before
+line in any version but HTTP/1.0 and 1.1, which h11 would take; 400 for an
+upgrade that carries a body) and from there to the ASGI app through a small
+bridge (``_native_http``), so HTTP behaves exactly as under hypercorn.
+Unlike the ASGI path, every send here is cancellable and writes to one
+socket are joined. A request's ``Host`` is checked before
 anything else is done with it (``_hosts``); an open WebSocket keeps only its
 context, not its head.
 """
@@ -214,6 +215,12 @@ class NativeHost:
                 await refuse(stream, http, 400, "A WebSocket upgrade needs HTTP/1.1")
                 await _linger(stream.socket, config.close_timeout)
                 return None
+            if _carries_body(http, headers):
+                # What follows the head would be read as frames here, and as a
+                # body by a proxy on the way: the two could disagree on both.
+                await refuse(stream, http, 400, "A WebSocket upgrade cannot carry a body")
+                await _linger(stream.socket, config.close_timeout)
+                return None
             leftover, _ = http.trailing_data
             target = event.target.decode("latin-1")
             tls = stream.layer if isinstance(stream, TlsStream) else None
@@ -304,6 +311,14 @@ class NativeHost:
             return
         machine = machine_for(protocol, max_operations=config.max_operations)
         await state.run_connection(socket, machine, context)
+
+
+def _carries_body(http: h11.Connection, headers: dict[str, str]) -> bool:
+    """Whether an upgrade request has a body: chunked, or a Content-Length but 0
+    (h11 frames it; with none its end is the next event, the frames stay unread)."""
+    if "transfer-encoding" in headers:
+        return True
+    return not isinstance(http.next_event(), h11.EndOfMessage)
 
 
 async def _linger(sock: trio.socket.SocketType, seconds: float) -> None:

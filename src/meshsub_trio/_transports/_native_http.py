@@ -10,6 +10,7 @@ import h11
 import trio
 
 from .._config import Config
+from .._wire._chunks import ChunkMeter, ChunkRefused
 from ._asgi import ASGIApp
 from ._native_tls import TlsStream
 from ._requests import request_tls_peer
@@ -37,7 +38,9 @@ async def serve_asgi(
     (a bad chunk size, a chunk without its CRLF) is answered here, 400 with
     a short reason, as soon as h11 finds it: the app is told the client left
     (so nothing runs with the part that came), what it sends after is
-    dropped, and the connection closes.
+    dropped, and the connection closes. A chunk-size line that takes the
+    body over ``max_message_size`` is answered the same way, 413, as soon as
+    it is read (``_chunks``), as a ``Content-Length`` that large is.
     """
     write_timeout = config.write_timeout
     target = request.target.decode("latin-1")
@@ -61,6 +64,11 @@ async def serve_asgi(
     started = False
     #: The host answered (a malformed body): the app's own response is dropped.
     refused = False
+    #: A chunked body's declared sizes, followed from the bytes h11 already holds.
+    meter: ChunkMeter | None = None
+    metered = False
+    if any(name == b"transfer-encoding" for name, _ in request.headers):
+        meter = ChunkMeter(config.max_message_size)
 
     async def write(data: bytes) -> None:
         with trio.move_on_after(write_timeout):
@@ -79,15 +87,21 @@ async def serve_asgi(
             await write(http.send(h11.InformationalResponse(status_code=100, headers=[])))
         try:
             return await read_body()
-        except h11.RemoteProtocolError:
+        except (h11.RemoteProtocolError, ChunkRefused) as problem:
             body_done = refused = True
             if not started:
-                await refuse(stream, http, 400, MALFORMED_BODY)
+                if isinstance(problem, ChunkRefused):
+                    await refuse(stream, http, problem.status, problem.message)
+                else:
+                    await refuse(stream, http, 400, MALFORMED_BODY)
             return {"type": "http.disconnect"}
 
     async def read_body() -> dict[str, Any]:
-        nonlocal body_done
-        event = await _next_event(http, stream)
+        nonlocal body_done, metered
+        if meter is not None and not metered:
+            metered = True
+            meter.feed(http.trailing_data[0])  # what came with the head
+        event = await _next_event(http, stream, meter)
         if isinstance(event, h11.Data):
             body, event = _more_chunks(http, bytearray(event.data))
             if event is None:
@@ -203,8 +217,9 @@ def _more_chunks(http: h11.Connection, body: bytearray) -> tuple[bytes, Any]:
     return bytes(body), None
 
 
-async def _next_event(http: h11.Connection, stream: Stream) -> Any:
-    """The next h11 event, reading from *stream* as needed."""
+async def _next_event(http: h11.Connection, stream: Stream, meter: ChunkMeter | None) -> Any:
+    """The next h11 event, reading from *stream* as needed (each read shown to
+    *meter* first, which may refuse it)."""
     while True:
         event = http.next_event()
         if event is not h11.NEED_DATA:
@@ -212,6 +227,8 @@ async def _next_event(http: h11.Connection, stream: Stream) -> Any:
                 return None
             return event
         data = await stream.receive_some(RECEIVE_SIZE)
+        if meter is not None:
+            meter.feed(data)
         http.receive_data(data)
         if not data:
             raise Closed()
