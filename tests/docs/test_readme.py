@@ -238,8 +238,17 @@ async def test_scale_out() -> None:
     text = block.text.replace("4222", str(nats_port))
     text = text.replace("9081", str(ports[0])).replace("9082", str(ports[1]))
     lines = [re.sub(r"\s+#.*$", "", line).rstrip(" &") for line in text.splitlines()]
-    nats_line, *serve_lines = [line for line in lines if line.strip()]
+    nats_line, secret_line, *serve_lines = [line for line in lines if line.strip()]
     assert nats_line.startswith("nats-server -js")
+    assert secret_line.startswith("export MESHSUB_STREAM_SECRET=")
+    # One shell in the README: both processes inherit the one secret it exports.
+    made = subprocess.run(
+        ["bash", "-c", f'{secret_line}; printf %s "$MESHSUB_STREAM_SECRET"'],
+        capture_output=True, check=True, timeout=10,
+    )  # fmt: skip
+    secret = made.stdout.decode()
+    assert len(secret) >= 16
+    serve_lines = [f"MESHSUB_STREAM_SECRET='{secret}' {line}" for line in serve_lines]
     async with running(["bash", "-c", f"{nats_line} -a 127.0.0.1 -p {nats_port}"]) as nats:
         await nats.until(lambda t: "Server is ready" in t)
         async with running(["bash", "-c", serve_lines[0]]) as first:
