@@ -25,10 +25,13 @@ that issued it (its *home*), which applies every bound above to it exactly as
 one process does, until its stream opens on another worker and it is handed
 over (``holder``: the home keeps only that name). The worker holding a
 stream for a token issued elsewhere keeps it as a *held* reservation
-(``home``: told when the stream ends). So the per-reservation bounds and the
-expiry hold cluster-wide unchanged; the per-server and per-user bounds are
-each worker's (a cluster of N workers holds at most N times as many
-unopened reservations and parked bytes, each worker no more than one process).
+(``home``: told when the stream ends). A notice can be lost (a broker outage,
+a worker killed), so the home asks the holder again every
+:data:`HANDED_OVER_TTL` seconds and frees the token if it is no longer held.
+So the per-reservation bounds and the expiry hold cluster-wide unchanged;
+the per-server and per-user bounds are each worker's (a cluster of N workers
+holds at most N times as many unopened reservations and parked bytes, each
+worker no more than one process).
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ if TYPE_CHECKING:
 
 #: Seconds a reservation waits for its stream (graphql-sse's own client opens it at once).
 RESERVATION_TTL = 10.0
+#: Seconds a home keeps a reservation handed over to another worker without
+#: asking that worker whether its stream still runs (its "closed" notice may
+#: have been lost: a broker outage, a worker killed before it could send it).
+HANDED_OVER_TTL = 60.0
 #: Unopened reservations one user may hold: graphql-sse's client holds one per
 #: tab, opened within a round trip, so this is far beyond honest use.
 MAX_WAITING_PER_OWNER = 64
@@ -149,6 +156,10 @@ class Reservations:
         #: Request bytes parked on reservations whose streams have not opened.
         self.parked_bytes = 0
         self.max_parked_bytes = MAX_PARKED_BYTES
+        self.handed_over_ttl = HANDED_OVER_TTL
+        # Handed-over reservations, by when their holder is to be asked again
+        # (in that order: the ttl is fixed); one entry per reservation.
+        self._recheck: deque[tuple[float, Reservation]] = deque()
 
     def __len__(self) -> int:
         return len(self._by_token)
@@ -211,13 +222,39 @@ class Reservations:
         self._by_token[token] = reservation
         return reservation
 
-    def hand_over(self, reservation: Reservation, holder: str) -> list[OperationRequested]:
+    def hand_over(
+        self, reservation: Reservation, holder: str, now: float
+    ) -> list[OperationRequested]:
         """Its stream has opened on worker *holder*: it stops waiting here, and what
-        was posted for it goes there."""
+        was posted for it goes there. Kept until the holder says its stream has
+        ended, or fails to say it still runs (:meth:`due`)."""
         reservation.holder = holder
         pending, reservation.pending = list(reservation.pending.values()), {}
         self._stop_waiting(reservation)
+        self.recheck_later(reservation, now)
         return pending
+
+    def recheck_later(self, reservation: Reservation, now: float) -> None:
+        """Its holder said its stream runs: ask again in :attr:`handed_over_ttl`."""
+        self._recheck.append((now + self.handed_over_ttl, reservation))
+
+    def due(self, now: float) -> list[Reservation]:
+        """The handed-over reservations whose holder is to be asked now (each is
+        then dropped, or put back with :meth:`recheck_later`)."""
+        due = []
+        recheck = self._recheck
+        while recheck and now >= recheck[0][0]:
+            reservation = recheck.popleft()[1]
+            if (
+                reservation.holder is not None
+                and self._by_token.get(reservation.token) is reservation
+            ):
+                due.append(reservation)
+        return due
+
+    def next_recheck(self) -> float | None:
+        """When :meth:`due` has something next (None: nothing is handed over)."""
+        return self._recheck[0][0] if self._recheck else None
 
     def drop(self, reservation: Reservation, *, tell: bool = True) -> None:
         """Its stream has closed (or it expired): the token is free again.

@@ -96,7 +96,7 @@ def hand_over(registry: Reservations, reservation: Reservation, holder: str) -> 
     operations, now the holder's (or 409: only one stream may serve a token)."""
     if reservation.opened:
         return {"s": 409, "m": "Stream already open"}
-    pending = registry.hand_over(reservation, holder)
+    pending = registry.hand_over(reservation, holder, trio.current_time())
     return {"s": 200, "ops": [encode(request) for request in pending]}
 
 
@@ -107,17 +107,21 @@ async def _forward(
     deadline: float | None,
 ) -> Outcome:
     """Ask the holder (we are the home), by *deadline* if another worker asked
-    us (less the time our answer needs to reach it). A holder that cannot be
-    reached while the broker is up is gone (its worker died: the broker says so
-    at once) or wedged: either way its stream is useless, so the reservation
-    goes (404) and the token is free."""
+    us (less the time our answer needs to reach it).
+
+    Only a holder that was asked and failed to answer loses the reservation
+    (404, the token free again): one that is gone (its worker died: the
+    broker says so at once) or wedged (no answer while the broker is up)
+    has a useless stream. A question never sent (no time left for it, the
+    broker's queue full or the broker down) says nothing of the holder: a
+    503, and the stream lives on."""
     relay = registry.relay
     holder = reservation.holder
     assert relay is not None and holder is not None
     try:
         answer = await relay.call(holder, message, deadline=deadline)
     except RelayError as error:
-        if error.gone or (error.status == 503 and relay.link_up()):
+        if _holder_failed(relay, error):
             registry.drop(reservation)
             return NOT_FOUND
         return error.status, str(error)
@@ -125,6 +129,11 @@ async def _forward(
     if status == 404:  # the holder's stream has ended: its notice may still be on its way
         registry.drop(reservation)
     return status, text
+
+
+def _holder_failed(relay: StreamRelay, error: RelayError) -> bool:
+    """Whether *error* says the holder asked is dead or wedged (see :func:`_forward`)."""
+    return error.gone or (error.unanswered and relay.link_up())
 
 
 def _outcome(answer: dict[str, Any]) -> Outcome:
@@ -231,6 +240,9 @@ class Desk:
             if reservation is not None and reservation.holder == asker:
                 self.registry.drop(reservation)
             return None
+        if kind == "held":  # the home asks whether the stream it handed us still runs
+            runs = reservation is not None and reservation.home == asker and reservation.opened
+            return {"s": 200} if runs else {"s": NOT_FOUND[0], "m": NOT_FOUND[1]}
         if reservation is None:
             return {"s": NOT_FOUND[0], "m": NOT_FOUND[1]}
         if kind == "find":
@@ -266,14 +278,69 @@ async def relay_running(state: ServerState) -> AsyncIterator[None]:
     if relay is None or relay.bus is None:
         yield
         return
-    relay.handler = Desk(state, reservations_of(state), relay).handle
+    registry = reservations_of(state)
+    relay.handler = Desk(state, registry, relay).handle
     async with trio.open_nursery() as nursery:
         await nursery.start(_keep_serving, relay)
+        nursery.start_soon(_keep_checking, registry, relay)
         try:
             yield
         finally:
             relay.handler = None
             nursery.cancel_scope.cancel()
+
+
+#: Holders asked at once by :func:`check_holders` (the rest wait their turn).
+CHECKS_AT_ONCE = 32
+
+
+async def check_holders(registry: Reservations, relay: StreamRelay) -> None:
+    """Ask the holder of each handed-over reservation that is due whether its
+    stream still runs; free the token of each that says no, is gone or is
+    wedged (its "closed" notice was lost). One that cannot be asked now (the
+    broker down, too busy) is asked again later."""
+    due = registry.due(trio.current_time())
+    if not due:
+        return
+    limiter = trio.CapacityLimiter(CHECKS_AT_ONCE)
+    async with trio.open_nursery() as nursery:
+        for reservation in due:
+            nursery.start_soon(_check_holder, registry, relay, reservation, limiter)
+
+
+async def _check_holder(
+    registry: Reservations,
+    relay: StreamRelay,
+    reservation: Reservation,
+    limiter: trio.CapacityLimiter,
+) -> None:
+    holder = reservation.holder
+    if holder is None:
+        return
+    async with limiter:
+        try:
+            answer = await relay.call(holder, {"k": "held", "t": reservation.token})
+        except RelayError as error:
+            answer = {"s": 404} if _holder_failed(relay, error) else {}
+    if reservation.holder != holder:  # dropped (or reserved anew) meanwhile
+        return
+    if answer.get("s") == 404:
+        registry.drop(reservation)
+    else:
+        registry.recheck_later(reservation, trio.current_time())
+
+
+async def _keep_checking(registry: Reservations, relay: StreamRelay) -> None:
+    """:func:`check_holders` whenever one is due, for as long as the server runs."""
+    while True:
+        due = registry.next_recheck()
+        await trio.sleep_until(
+            due if due is not None else trio.current_time() + registry.handed_over_ttl
+        )
+        try:
+            await check_holders(registry, relay)
+        except Exception:
+            log.exception("checking graphql-sse stream holders failed")
 
 
 async def _keep_serving(

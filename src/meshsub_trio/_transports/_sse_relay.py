@@ -57,12 +57,19 @@ class RelayError(Exception):
 
     ``gone``: nothing listens on that process's subject any more (the broker
     said so at once): the process has ended, and with it whatever it held.
+    ``unanswered``: the request went out and no answer came in time (the
+    process is wedged, or the broker lost it). Neither is set when the
+    request was never sent (no time left, the broker down or its queue full):
+    that says nothing of the other process.
     """
 
-    def __init__(self, status: int, message: str, *, gone: bool = False) -> None:
+    def __init__(
+        self, status: int, message: str, *, gone: bool = False, unanswered: bool = False
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.gone = gone
+        self.unanswered = unanswered
 
 
 class StreamRelay:
@@ -138,7 +145,8 @@ class StreamRelay:
             )
         except TimeoutError:
             self.timeouts += 1
-            raise RelayError(503, "The worker holding this stream did not answer") from None
+            silent = "The worker holding this stream did not answer"
+            raise RelayError(503, silent, unanswered=True) from None
         except (PublishQueueFull, BrokerClosed) as error:
             raise RelayError(503, "The broker between workers is unavailable") from error
         except TypeError as error:  # orjson's, for what JSON cannot hold
