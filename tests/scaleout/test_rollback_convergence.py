@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,7 +25,7 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meshsub_trio.brokers import ConnectionState, Delivery, NotStored
+from meshsub_trio.brokers import ConnectionState, Delivery
 from meshsub_trio.meshery import BrokerUnavailable, Model, ReplicatedBus
 
 from ..meshery.conftest import counting_ids, ticking_clock
@@ -40,7 +41,7 @@ class TicketedShared:
         self.outbox: deque[tuple[int, dict[str, Any]]] = deque()
         self.tickets = 0
         self.settled_through = 0
-        self.failures: dict[int, str] = {}
+        self.listeners: list[Callable[[int, str | None], None]] = []
 
     def publish(self, topic: str, envelope: Any, *, stored: bool = False) -> int:
         assert stored and envelope["topic"] == topic
@@ -51,21 +52,17 @@ class TicketedShared:
     def next_out(self, *, refuse: bool) -> dict[str, Any] | None:
         """The oldest unsent change, answered: stored (returned) or refused (None)."""
         ticket, envelope = self.outbox.popleft()
+        for listener in self.listeners:  # as NatsBroker: before settled_through moves
+            listener(ticket, "maximum messages exceeded" if refuse else None)
         self.settled_through = ticket
-        if refuse:
-            self.failures[ticket] = "maximum messages exceeded"
-            return None
-        return envelope
+        return None if refuse else envelope
 
-    def refused(self, after: int, upto: int) -> dict[int, str]:
-        return {t: why for t, why in self.failures.items() if after < t <= upto}
+    def on_settled(self, callback: Callable[[int, str | None], None]) -> None:
+        self.listeners.append(callback)
 
-    async def wait_stored(self, ticket: int, after: int = 0) -> None:
+    async def wait_settled(self, ticket: int) -> None:
         if self.settled_through < ticket:
             await trio.sleep_forever()  # no answer yet: the flush times out
-        refused = self.refused(after, ticket)
-        if refused:
-            raise NotStored(next(iter(refused.values())), tuple(refused))
 
 
 class Replica:
@@ -75,6 +72,10 @@ class Replica:
         self.model = Model(self.bus, now=ticking_clock(), new_id=counting_ids(name), system_id=name)
         self.bus.attach(self.model)
         self.delivered = 0
+
+    def sweep(self, cutoff: float) -> None:
+        assert self.bus._confirms is not None
+        self.bus._confirms.sweep_once(cutoff)
 
     def flush(self) -> str:
         """The bus's flush, its timeout passing at once when no answer is due."""
@@ -108,7 +109,7 @@ def run_story(story: list[tuple[Any, ...]]) -> tuple[list[Replica], list[Deliver
         elif step[0] == "flush":
             replica.flush()
         elif step[0] == "give_up":  # the sweep, once the flush timeout has passed
-            replica.bus._own.sweep_once(replica.shared, cutoff=math.inf)
+            replica.sweep(cutoff=math.inf)
         elif replica.delivered < len(log):
             replica.bus._on_entry(log[replica.delivered])
             replica.delivered += 1
@@ -119,7 +120,7 @@ def run_story(story: list[tuple[Any, ...]]) -> tuple[list[Replica], list[Deliver
         while replica.delivered < len(log):
             replica.bus._on_entry(log[replica.delivered])
             replica.delivered += 1
-        replica.bus._own.sweep_once(replica.shared, cutoff=-math.inf)  # the last refusals
+        replica.sweep(cutoff=-math.inf)  # the last refusals
     return replicas, log
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -45,7 +45,7 @@ from ._buffer import EventBuffer, Overflow
 from ._nats_link import _TopicInterest
 from ._nats_log import LogBuffer, LogFeed, LogStream, subject_matches
 from ._nats_options import NatsOptions, _check_subject, _check_topic
-from ._nats_outbox import BrokerClosed, NotStored, PublishQueueFull
+from ._nats_outbox import BrokerClosed, NotStored, PublishQueueFull, Settled
 from ._nats_requests import NatsRequests, Request
 
 __all__ = [
@@ -97,6 +97,22 @@ class NatsBroker(NatsRequests):
         """
         await self._outbox.wait_stored(ticket, after)
 
+    async def wait_settled(self, ticket: int) -> None:
+        """Wait until the log answered for every ticket up to *ticket*, stored
+        or refused (learn which from :meth:`on_settled`). Bound it."""
+        await self._outbox.wait_settled(ticket)
+
+    def on_settled(self, callback: Settled) -> Callable[[], None]:
+        """Call *callback(ticket, reason)* for every answer of the log, as it
+        arrives (reason None: stored); returns what stops the calls.
+
+        Why: :meth:`refused` keeps only the newest refusals; a caller that
+        must know of each (to take back a refused change) keeps its own.
+        *callback* runs on the event loop's thread, synchronously: keep it short.
+        """
+        self._outbox.on_settled.append(callback)
+        return lambda: self._outbox.on_settled.remove(callback)
+
     @property
     def settled_through(self) -> int:
         """The newest ticket answered: the log stored, or refused, each one up to it."""
@@ -104,7 +120,7 @@ class NatsBroker(NatsRequests):
 
     def refused(self, after: int, upto: int) -> dict[int, str]:
         """Tickets in ``(after, upto]`` the log refused, with its reasons (the
-        newest 1,024 refusals are remembered)."""
+        newest 1,024 refusals are remembered: for each one, see :meth:`on_settled`)."""
         return self._outbox.refused(after, upto)
 
     async def flush(self) -> None:

@@ -17,6 +17,11 @@ subject under :attr:`Outbox.ack_prefix`; JetStream answers there once it has
 stored the message (or why it could not). A flush only says nats-server has
 the bytes; a ticket says the log kept them, which is what a caller that
 promises durability must wait for (:meth:`Outbox.wait_stored`).
+
+Every answer also goes, as it arrives, to the callbacks in
+:attr:`Outbox.on_settled`: the outbox itself keeps only the newest 1,024
+refusals (for ``wait_stored``'s window), so a caller that must never miss
+one (a replica taking back a refused change) keeps what it still needs.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -68,6 +74,9 @@ class NotStored(Exception):
 #: Failed tickets remembered for waiters (failures are rare; the oldest go first).
 _MAX_FAILURES = 1024
 
+#: Told of every answer as it arrives: the ticket, and why the log refused it (None: stored).
+Settled = Callable[[int, "str | None"], None]
+
 
 class Outbox:
     """A bounded queue of ``(subject, payload)``; ``put`` never blocks (see module doc)."""
@@ -90,6 +99,8 @@ class Outbox:
         #: Every ticket up to this one was answered (stored, refused or given up).
         self.settled_through = 0
         self._failures: dict[int, str] = {}
+        #: Called (synchronously, before waiters wake) for every answer.
+        self.on_settled: list[Settled] = []
         #: Counters: accepted, refused because full, handed to nats-py and
         #: flushed, refused by nats-py while connected (logged), and still
         #: queued when the broker closed.
@@ -135,12 +146,17 @@ class Outbox:
         was refused. The caller bounds the wait: an answer lost with the
         connection never comes.
         """
-        while self.settled_through < ticket:
-            await self._progress.wait()
+        await self.wait_settled(ticket)
         refused = self.refused(after, ticket)
         if refused:
             raise NotStored(next(iter(refused.values())), tuple(refused))
         await trio.lowlevel.checkpoint()
+
+    async def wait_settled(self, ticket: int) -> None:
+        """(Trio) Wait until JetStream answered for every ticket up to *ticket*,
+        whatever it answered (see :attr:`on_settled`). Bound the wait."""
+        while self.settled_through < ticket:
+            await self._progress.wait()
 
     def refused(self, after: int, upto: int) -> dict[int, str]:
         """The tickets in ``(after, upto]`` the log refused, oldest first, with why.
@@ -178,6 +194,11 @@ class Outbox:
             self._failures[ticket] = reason
             while len(self._failures) > _MAX_FAILURES:
                 del self._failures[next(iter(self._failures))]
+        for callback in self.on_settled:
+            try:
+                callback(ticket, reason)
+            except Exception:  # a listener's bug must not stop the answers
+                logger.exception("a listener of the log's answers failed")
         if ticket > self.settled_through:
             self.settled_through = ticket
         self._notify()

@@ -27,11 +27,8 @@ stream), pays for the undo.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
-
-import trio
 
 from .._model._model import Model
 from ._pending import Pending, PendingChanges
@@ -63,13 +60,23 @@ class OwnChanges:
     def __len__(self) -> int:
         return len(self.pending)
 
-    def apply_own(self, number: int, ticket: int, message: Message) -> None:
+    def apply_own(self, number: int, ticket: int, message: Message, flight: object = None) -> None:
         """Apply a change just published as *number* (broker *ticket*), keeping its undo."""
         model = self.model
         assert model is not None, "attach() the model first"
         undo = before_image(model, message)
-        self.pending.add(Pending(number, ticket, message, undo))
+        self.pending.add(Pending(number, ticket, message, undo, flight=flight))
         model.apply(message)
+
+    def refuse(self, ticket: int, reason: str) -> None:
+        """The log refused *ticket*: mark its change, for the next flush or sweep.
+
+        Marked, not taken back here: this runs in the broker's callback, in
+        the middle of whatever else the loop was doing.
+        """
+        change = self.pending.by_ticket(ticket)
+        if change is not None:
+            change.refused = reason
 
     def on_entry(self, message: Message, own: int | None) -> None:
         """A log entry: our change number *own* coming back, or (None) another's."""
@@ -136,29 +143,15 @@ class OwnChanges:
             change.undo = before_image(model, change.message)
             self._apply(change.message)
 
-    async def sweep(self, shared: Any, period: float) -> None:
-        """Every *period*, take back what *shared* (a NatsBroker) refused, and
-        what it left unanswered for longer than *period*.
-
-        For the changes no flush looked at: some writers never flush (the
-        simulator, a cluster feed), and without this their refused changes
-        would stay here until a later change of theirs came back from the
-        log, the pending list growing meanwhile.
-        """
-        while True:
-            await trio.sleep(period)
-            self.sweep_once(shared, time.monotonic() - period)
-
     def sweep_once(self, shared: Any, cutoff: float) -> int:
-        """Take back the pending changes *shared* refused, or has not answered
-        for, if committed before *cutoff* (``time.monotonic``); how many."""
+        """Take back the pending changes the log refused (:meth:`refuse`), and
+        those *shared* has not answered for if committed before *cutoff*
+        (``time.monotonic``); how many."""
         if not self.pending:
             return 0
-        tickets = [change.ticket for change in self.pending]
-        refused = shared.refused(min(tickets) - 1, max(tickets))
         settled = shared.settled_through
 
         def doomed(change: Pending) -> bool:
-            return change.ticket in refused or (change.ticket > settled and change.at < cutoff)
+            return change.refused is not None or (change.ticket > settled and change.at < cutoff)
 
         return self.take_back(doomed, "refused by the log, or unconfirmed for too long")

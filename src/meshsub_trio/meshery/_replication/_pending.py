@@ -96,6 +96,10 @@ class Pending:
     keys: tuple[Key, ...] = ()
     #: When it was committed (``time.monotonic``), for the bus's sweep.
     at: float = field(default_factory=time.monotonic)
+    #: What the mutation that made it waits on (a :class:`._flights.Flight`).
+    flight: object = None
+    #: Why the log refused it, once it did: it is then taken back.
+    refused: str | None = None
 
 
 class PendingChanges:
@@ -104,6 +108,8 @@ class PendingChanges:
     def __init__(self) -> None:
         self._items: deque[Pending] = deque()
         self._numbers: set[int] = set()
+        #: By broker ticket, so that the log's answer for one finds it.
+        self._tickets: dict[int, Pending] = {}
         self._keys: Counter[Key] = Counter()
         #: Every proper prefix of every pending key (``()`` included).
         self._prefixes: Counter[Key] = Counter()
@@ -121,7 +127,13 @@ class PendingChanges:
         change.keys = write_keys(change.message)
         self._items.append(change)
         self._numbers.add(change.number)
+        if change.ticket:
+            self._tickets[change.ticket] = change
         self._count(change.keys, 1)
+
+    def by_ticket(self, ticket: int) -> Pending | None:
+        """The pending change published with broker *ticket*, if any."""
+        return self._tickets.get(ticket)
 
     @property
     def oldest(self) -> int | None:
@@ -158,6 +170,7 @@ class PendingChanges:
 
     def _forget(self, change: Pending) -> None:
         self._numbers.discard(change.number)
+        self._tickets.pop(change.ticket, None)
         self._count(change.keys, -1)
 
     def _count(self, keys: tuple[Key, ...], step: int) -> None:

@@ -12,8 +12,9 @@ stream over ``meshery.>``, whose sequence numbers are the same everywhere).
   applied only from the log (see :mod:`._pending`).
 * A pending change the log refuses, or does not confirm within
   ``flush_timeout``, is taken back (rolled back to its before-image): by
-  the flush that learns of it (whose caller gets BROKER_UNAVAILABLE), by a
-  sweep every ``flush_timeout`` for changes no one flushed, and when a later
+  the flush of the mutation that made it (whose caller alone gets
+  BROKER_UNAVAILABLE: :mod:`._confirmations`), by a sweep every
+  ``flush_timeout`` for changes no one flushed, and when a later
   own change comes back from the log without it. So no replica keeps a
   change the others never get, nor one its caller was told failed. An
   unconfirmed change may still reach the log later; every replica, this one
@@ -50,10 +51,11 @@ import trio
 
 from ...brokers._broker import ConnectionState, CursorExpired, Delivery, LogBroker, MemoryBroker
 from ...brokers._buffer import BufferOverflow, EventBuffer, Overflow
-from ...brokers._nats_outbox import BrokerClosed, NotStored, PublishQueueFull
+from ...brokers._nats_outbox import BrokerClosed, PublishQueueFull
 from .._api._resume import ResumeFeed
 from .._model import _topics as topics
 from .._model._model import Model
+from ._confirmations import BrokerUnavailable, ChangeUnconfirmed, Confirmations
 from ._history import ReplicaHistory, message_of
 from ._link import mirror_link
 from ._own_changes import OwnChanges
@@ -62,31 +64,11 @@ from ._snapshots import SnapshotStore, Snapshotter
 
 log = logging.getLogger("meshsub_trio.meshery.replication")
 
+__all__ = ["SYNC_TOPIC", "BrokerUnavailable", "ChangeUnconfirmed", "ReplicatedBus"]
+
 #: Barrier markers: a replica that reads its own marker back has applied
 #: everything logged before it (see :meth:`ReplicatedBus.barrier`).
 SYNC_TOPIC = "meshery.replica.sync"
-
-
-class BrokerUnavailable(Exception):
-    """The shared broker refused a change: nothing was applied anywhere."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"broker unavailable, change not accepted: {reason}")
-        self.reason = reason
-
-
-class ChangeUnconfirmed(BrokerUnavailable):
-    """A change was sent but the log did not confirm it in time: it may still land.
-
-    Answered as an error all the same: an answer that says "saved" must mean
-    the log has it (a process that stopped meanwhile would have lost it).
-    This replica takes the change back; should it still reach the log, every
-    replica applies it from there.
-    """
-
-    def __init__(self, reason: str) -> None:
-        Exception.__init__(self, f"change not confirmed by the log: {reason}")
-        self.reason = reason
 
 
 class ReplicatedBus:
@@ -126,11 +108,9 @@ class ReplicatedBus:
         self._deliveries = MemoryBroker(log_capacity=0)
         self._own = OwnChanges(self.origin, self._apply)
         self._sent = 0
-        #: Whether the shared broker confirms what its log stored (NATS does):
-        #: the newest ticket sent, and the newest one a flush saw stored.
-        self._confirms = hasattr(shared, "wait_stored")
-        self._ticket = 0
-        self._checked = 0
+        #: What the log answered for our changes, when the shared broker says
+        #: (NATS does: tickets, :mod:`._confirmations`).
+        self._confirms = Confirmations(shared, self._own) if hasattr(shared, "on_settled") else None
         #: The newest log sequence handed to local subscribers, overall and per topic.
         self.last_seq = 0
         self._topic_seq: dict[str, int] = {}
@@ -153,25 +133,30 @@ class ReplicatedBus:
 
     def commit(self, topic: str, message: dict[str, Any]) -> None:
         """Publish a model change; apply blind writes at once (see module doc)."""
-        number = self._send(topic, message)
+        number, ticket = self._send(topic, message)
+        flight = self._confirms.sent(ticket) if self._confirms is not None else None
         if applies_at_once(message):
-            self._own.apply_own(number, self._ticket, message)
+            self._own.apply_own(number, ticket, message, flight)
 
     def publish(self, topic: str, message: Any) -> None:
         """Publish a model message that every replica applies from the log."""
-        self._send(topic, message)
+        _number, ticket = self._send(topic, message)
+        if self._confirms is not None:
+            self._confirms.sent(ticket)
 
-    def _send(self, topic: str, message: Any) -> int:
+    def _send(self, topic: str, message: Any) -> tuple[int, int]:
+        """Publish an envelope; its number and broker ticket (0: none)."""
         # While the link is down a change is refused, not queued: it would be
         # answered before the log had it, and lost if this process stopped.
         if self.shared.state is not ConnectionState.CONNECTED:
             raise BrokerUnavailable(f"the shared broker is {self.shared.state.name.lower()}")
         number = self._sent + 1
         envelope = {"origin": self.origin, "n": number, "topic": topic, "message": message}
+        ticket = 0
         try:
-            if self._confirms:
+            if self._confirms is not None:
                 publish: Any = self.shared.publish  # NatsBroker's, with tickets
-                self._ticket = publish(topic, envelope, stored=True)
+                ticket = publish(topic, envelope, stored=True)
             else:
                 self.shared.publish(topic, envelope)
         except PublishQueueFull as error:
@@ -179,49 +164,25 @@ class ReplicatedBus:
         except BrokerClosed as error:
             raise BrokerUnavailable("the broker is closed") from error
         self._sent = number
-        return number
+        return number, ticket
 
     async def flush(self) -> None:
-        """Wait until the log stored what was committed (within ``flush_timeout``).
+        """Wait until the log stored what the calling mutation (task) committed,
+        within ``flush_timeout``.
 
-        Raises :class:`BrokerUnavailable` when the log refused a change, and
-        :class:`ChangeUnconfirmed` when it did not answer in time. A shared
+        Raises :class:`BrokerUnavailable` when the log refused one of its
+        changes, and :class:`ChangeUnconfirmed` when it did not answer in time. A shared
         broker without store confirmations (a test's) is flushed instead.
         """
-        if not self._confirms:
-            flush = getattr(self.shared, "flush", None)
-            if flush is None or self.shared.state is not ConnectionState.CONNECTED:
-                await trio.lowlevel.checkpoint()
-                return
-            with trio.move_on_after(self.flush_timeout):
-                await flush()
+        if self._confirms is not None:
+            await self._confirms.flush(self.flush_timeout)
             return
-        ticket, after = self._ticket, self._checked
-        if ticket <= after:
+        flush = getattr(self.shared, "flush", None)
+        if flush is None or self.shared.state is not ConnectionState.CONNECTED:
             await trio.lowlevel.checkpoint()
             return
-        shared: Any = self.shared  # NatsBroker's ticket API
-        try:
-            with trio.fail_after(self.flush_timeout):
-                await shared.wait_stored(ticket, after)
-        except trio.TooSlowError:
-            refused = shared.refused(after, ticket)
-            settled = shared.settled_through
-            self._own.take_back(
-                lambda change: (
-                    after < change.ticket <= ticket
-                    and (change.ticket in refused or change.ticket > settled)
-                ),
-                "not confirmed by the log in time",
-            )
-            raise ChangeUnconfirmed(f"no answer within {self.flush_timeout:g} s") from None
-        except NotStored as error:
-            # Reported once: later flushes look only past this ticket.
-            self._checked = max(self._checked, ticket)
-            doomed = set(error.tickets)
-            self._own.take_back(lambda change: change.ticket in doomed, "refused by the log")
-            raise BrokerUnavailable(f"the log did not store it ({error})") from None
-        self._checked = max(self._checked, ticket)
+        with trio.move_on_after(self.flush_timeout):
+            await flush()
 
     async def barrier(self) -> None:
         """Wait until this replica applied everything logged before the call.
@@ -230,7 +191,7 @@ class ReplicatedBus:
         replicator reads it back, every change logged earlier (by any process)
         is applied here. Needs :meth:`running`; waits out an outage.
         """
-        number = self._send(SYNC_TOPIC, {"type": "replica", "op": "sync"})
+        number, _ticket = self._send(SYNC_TOPIC, {"type": "replica", "op": "sync"})
         passed = self._barriers[number] = trio.Event()
         try:
             await passed.wait()
@@ -324,8 +285,8 @@ class ReplicatedBus:
                     self.history.start_at(self._floor)
                     nursery.start_soon(self.snapshotter.run, self._capture)
                 nursery.start_soon(self._replicate)
-                if self._confirms:
-                    nursery.start_soon(self._own.sweep, self.shared, self.flush_timeout)
+                if self._confirms is not None:
+                    nursery.start_soon(self._confirms.sweep, self.flush_timeout)
                 if self.model is not None:
                     nursery.start_soon(mirror_link, self.shared, self.model, self._wake_controllers)
                 log.info("replica %s: replaying the shared log", self.origin)
