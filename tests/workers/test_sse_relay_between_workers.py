@@ -82,7 +82,8 @@ def test_short_secrets_and_bad_worker_ids_are_refused() -> None:
 
 
 def test_owners_written_alike_in_every_process_or_never_matched_elsewhere() -> None:
-    assert owner_fingerprint(User("alice")) == "r:User(id='alice')"
+    assert owner_fingerprint(User("alice")) == f"d:{__name__}.User(id='alice')"
+    assert owner_fingerprint("alice") == "r:'alice'"
     assert owner_fingerprint(None) != owner_fingerprint("None")
 
     class Opaque:
@@ -176,6 +177,7 @@ async def test_nonsense_from_another_worker_is_refused_and_the_relay_lives_on(
         registry = Reservations(relay=home)
         home.handler = Desk(state, registry, home).handle
         token = registry.reserve("alice", trio.current_time()).token
+        alice = owner_fingerprint("alice")
         operation = OperationRequested("1", "{ hello }", None, None, None)
         # Junk on the home's subject, answered by nobody and breaking nothing; and
         # an operation past its deadline (held up by the broker, say): not run.
@@ -184,16 +186,19 @@ async def test_nonsense_from_another_worker_is_refused_and_the_relay_lives_on(
         for junk in ([1, 2], "text", None, {"k": "reply", "c": "x"}, {"k": "op"}, *stale):
             broker.publish(home.subject, junk)
         asks = [
-            ({"k": "op", "t": token, "op": ["1"], "n": 10}, 400),
-            ({"k": "op", "t": token, "op": encode(operation), "n": "10"}, 400),
-            ({"k": "stop", "t": token, "id": 7}, 400),
-            ({"k": "dance", "t": token}, 400),
+            ({"k": "op", "t": token, "o": alice, "op": ["1"], "n": 10}, 400),
+            ({"k": "op", "t": token, "o": alice, "op": encode(operation), "n": "10"}, 400),
+            ({"k": "stop", "t": token, "o": alice, "id": 7}, 400),
+            ({"k": "dance", "t": token, "o": alice}, 400),
             ({"k": "find"}, 400),
-            ({"k": "find", "t": "unknown"}, 404),
-            ({"k": "open", "t": "unknown"}, 404),
-            ({"k": "find", "t": token}, 200),
-            ({"k": "op", "t": token, "op": encode(operation), "n": 10}, 202),  # not 409: new
-            ({"k": "op", "t": token, "op": encode(operation), "n": 10}, 409),
+            ({"k": "find", "t": "unknown", "o": alice}, 404),
+            ({"k": "open", "t": "unknown", "o": alice}, 404),
+            ({"k": "find", "t": token, "o": alice}, 200),
+            (
+                {"k": "op", "t": token, "o": alice, "op": encode(operation), "n": 10},
+                202,
+            ),  # not 409: new
+            ({"k": "op", "t": token, "o": alice, "op": encode(operation), "n": 10}, 409),
         ]
         with trio.fail_after(10):
             for message, status in asks:
@@ -201,9 +206,9 @@ async def test_nonsense_from_another_worker_is_refused_and_the_relay_lives_on(
                 assert answer["s"] == status, (message, answer)
         # Handed over once: a second stream is refused; its holder's notice frees it.
         with trio.fail_after(5):
-            opened = await asker.call(home.worker, {"k": "open", "t": token})
+            opened = await asker.call(home.worker, {"k": "open", "t": token, "o": alice})
             assert opened["s"] == 200 and opened["ops"] == [encode(operation)]
-            again = await asker.call(home.worker, {"k": "open", "t": token})
+            again = await asker.call(home.worker, {"k": "open", "t": token, "o": alice})
             assert again["s"] == 409
             asker.tell(home.worker, {"k": "closed", "t": token})
             while registry.get(token, trio.current_time()) is not None:

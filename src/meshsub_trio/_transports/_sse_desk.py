@@ -31,6 +31,7 @@ from .._wire import OperationRequested
 from ..brokers import BrokerClosed
 from ._reservations import MAX_PENDING, Reservation, Reservations, reservations_of
 from ._sse_relay import GRACE, RelayError
+from ._sse_tokens import owner_fingerprint
 
 if TYPE_CHECKING:
     from .._core._state import ServerState
@@ -118,6 +119,7 @@ async def _forward(
     relay = registry.relay
     holder = reservation.holder
     assert relay is not None and holder is not None
+    message["o"] = owner_fingerprint(reservation.owner)
     try:
         answer = await relay.call(holder, message, deadline=deadline)
     except RelayError as error:
@@ -175,7 +177,8 @@ def decode(item: Any) -> OperationRequested | None:
 
 class Place:
     """Where a request's reservation is decided: this worker's registry (it has
-    *reservation*), or the worker that issued *token* (*home*), asked over the relay."""
+    *reservation*), or the worker that issued *token* (*home*), asked over the
+    relay on behalf of *owner* (which the home checks again)."""
 
     def __init__(
         self,
@@ -183,11 +186,13 @@ class Place:
         reservation: Reservation | None,
         home: str | None,
         token: str | None,
+        owner: Any,
     ) -> None:
         self.registry = registry
         self.reservation = reservation
         self.home = home
         self.token = token
+        self.owner = owner_fingerprint(owner)
 
     @property
     def known(self) -> bool:
@@ -200,12 +205,13 @@ class Place:
     async def admit(self, state: ServerState, request: OperationRequested, size: int) -> Outcome:
         if self.reservation is not None:
             return await admit(state, self.registry, self.reservation, request, size)
-        return await self._ask({"k": "op", "t": self.token, "op": encode(request), "n": size})
+        message = {"k": "op", "t": self.token, "op": encode(request), "n": size, "o": self.owner}
+        return await self._ask(message)
 
     async def stop(self, op_id: str) -> Outcome:
         if self.reservation is not None:
             return await stop(self.registry, self.reservation, op_id)
-        return await self._ask({"k": "stop", "t": self.token, "id": op_id})
+        return await self._ask({"k": "stop", "t": self.token, "id": op_id, "o": self.owner})
 
     async def _ask(self, message: dict[str, Any]) -> Outcome:
         relay = self.registry.relay
@@ -217,6 +223,10 @@ class Place:
                 return NOT_FOUND
             return error.status, str(error)
         return _outcome(answer)
+
+
+#: What one worker may ask or tell another (see :meth:`Desk.handle`).
+_KINDS = frozenset({"closed", "held", "find", "open", "op", "stop"})
 
 
 class Desk:
@@ -232,6 +242,8 @@ class Desk:
         token, asker = message.get("t"), message.get("r")
         if not isinstance(token, str) or not isinstance(asker, str):
             return {"s": 400, "m": "Malformed request between workers"}
+        if kind not in _KINDS:
+            return {"s": 400, "m": f"Unknown request {kind[:32]!r} between workers"}
         reservation = self.registry.get(token, trio.current_time())
         deadline = message.get("d")
         # Our own question to a holder must be answered before the asker gives up.
@@ -243,7 +255,8 @@ class Desk:
         if kind == "held":  # the home asks whether the stream it handed us still runs
             runs = reservation is not None and reservation.home == asker and reservation.opened
             return {"s": 200} if runs else {"s": NOT_FOUND[0], "m": NOT_FOUND[1]}
-        if reservation is None:
+        if reservation is None or message.get("o") != owner_fingerprint(reservation.owner):
+            # Unknown, or someone else's: alike, as on one process (``Reservations.find``).
             return {"s": NOT_FOUND[0], "m": NOT_FOUND[1]}
         if kind == "find":
             return {"s": 200}
@@ -254,13 +267,11 @@ class Desk:
             if request is None or not isinstance(size, int):
                 return {"s": 400, "m": "Malformed request between workers"}
             status, text = await admit(self.state, self.registry, reservation, request, size, ours)
-        elif kind == "stop":
+        else:  # "stop"
             op_id = message.get("id")
             if not isinstance(op_id, str):
                 return {"s": 400, "m": "Malformed request between workers"}
             status, text = await stop(self.registry, reservation, op_id, ours)
-        else:
-            return {"s": 400, "m": f"Unknown request {kind[:32]!r} between workers"}
         return {"s": status, "m": text}
 
 

@@ -44,6 +44,7 @@ from ._http_stream import SSE, HttpStream, Receive, Send, is_mutation, respond, 
 from ._reservations import Reservation, ReservationRefused, Reservations, reservations_of
 from ._sse_desk import Outcome, Place, decode
 from ._sse_relay import RelayError
+from ._sse_tokens import owner_fingerprint
 
 if TYPE_CHECKING:
     from .._core._state import ServerState
@@ -200,7 +201,7 @@ async def serve_sse_single(
         # Its stream is still opening here: its home decides (and holds what is
         # posted meanwhile, or passes it back here once it has handed it over).
         home, reservation = reservation.home, None
-    place = Place(registry, reservation, home, token)
+    place = Place(registry, reservation, home, token, context.auth)
     if not place.known:
         await respond(send, 404, "Stream not found")
     elif method == "DELETE":
@@ -255,7 +256,9 @@ async def _open_here(
     stream = SingleStream(state, context, reservation, receive, send)
     registry.open(reservation, stream)
     try:
-        answer = await relay.call(home, {"k": "open", "t": token})
+        answer = await relay.call(
+            home, {"k": "open", "t": token, "o": owner_fingerprint(context.auth)}
+        )
     except BaseException as error:
         if isinstance(error, RelayError) and error.gone:
             answer = {"s": 404}  # its home has ended, and the reservation with it
@@ -309,7 +312,7 @@ async def _reserve(
     relay = registry.relay
     if taken is None and home is not None and relay is not None:
         try:
-            found = await relay.call(home, {"k": "find", "t": token})
+            found = await relay.call(home, {"k": "find", "t": token, "o": owner_fingerprint(owner)})
         except RelayError:
             found = {}  # its home is unreachable, and so is the reservation: a new one
         if found.get("s") == 200:

@@ -19,6 +19,7 @@ issue, not of life.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import re
@@ -45,18 +46,37 @@ def new_worker_id() -> str:
 
 
 def owner_fingerprint(owner: Any) -> str:
-    """The owner as every worker writes it: its ``repr`` (a ``User`` dataclass,
-    a string, a tuple read the same in every process).
+    """The owner as every worker writes it, so that owners a worker tells apart
+    (``==``, as one process does) are written apart.
 
+    A dataclass is written field by field, every field its ``==`` compares,
+    shown in its ``repr`` or not (a ``User`` whose ``id`` is ``repr=False``
+    must not pass for another user of the same name). Anything else is its
+    ``repr`` (a string, a tuple), which must then show all of its identity.
     An object with the default ``repr`` (its address) cannot be written the
     same elsewhere: it gets a per-process fingerprint, so its tokens work on
     the worker that issued them only (refused elsewhere, never misattributed).
     """
     if owner is None:
         return "-"
+    if dataclasses.is_dataclass(owner) and not isinstance(owner, type):
+        return f"d:{_fields(owner)}"
     if type(owner).__repr__ is _DEFAULT_REPR:
         return f"local:{_PROCESS}:{id(owner)}"
     return f"r:{owner!r}"
+
+
+def _fields(value: Any) -> str:
+    """A dataclass's type and compared fields, nested ones alike; anything else's repr."""
+    if not dataclasses.is_dataclass(value) or isinstance(value, type):
+        return repr(value)
+    kind = type(value)
+    shown = ", ".join(
+        f"{field.name}={_fields(getattr(value, field.name))}"
+        for field in dataclasses.fields(value)
+        if field.compare
+    )
+    return f"{kind.__module__}.{kind.__qualname__}({shown})"
 
 
 class StreamTokens:
