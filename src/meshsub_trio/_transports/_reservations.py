@@ -234,6 +234,27 @@ class Reservations:
         self.recheck_later(reservation, now)
         return pending
 
+    def give_back(self, reservation: Reservation, parked: int, now: float) -> bool:
+        """Its stream ended before serving anything (its response ended with its
+        head: a ``HEAD``): it waits for a stream again as before, with what is
+        in ``pending`` (*parked* bytes), unless it has expired meanwhile
+        (dropped: False)."""
+        if self._by_token.get(reservation.token) is not reservation or reservation.waiting:
+            return False
+        if now >= reservation.expires or reservation.home is not None:
+            self.drop(reservation, tell=False)
+            return False
+        reservation.stream = None
+        reservation.holder = None
+        reservation.waiting = True
+        self.waiting += 1
+        key = reservation.key
+        if key is not None:
+            self._waiting_by_owner[key] = self._waiting_by_owner.get(key, 0) + 1
+        reservation.pending_bytes = parked
+        self.parked_bytes += parked
+        return True
+
     def recheck_later(self, reservation: Reservation, now: float) -> None:
         """Its holder said its stream runs: ask again in :attr:`handed_over_ttl`."""
         self._recheck.append((now + self.handed_over_ttl, reservation))

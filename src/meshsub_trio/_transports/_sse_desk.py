@@ -27,9 +27,16 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .._encoding import dumps
 from .._wire import OperationRequested
 from ..brokers import BrokerClosed
-from ._reservations import MAX_PENDING, Reservation, Reservations, reservations_of
+from ._reservations import (
+    MAX_PENDING,
+    MAX_PENDING_BYTES,
+    Reservation,
+    Reservations,
+    reservations_of,
+)
 from ._sse_relay import GRACE, RelayError
 from ._sse_tokens import owner_fingerprint
 
@@ -99,6 +106,19 @@ def hand_over(registry: Reservations, reservation: Reservation, holder: str) -> 
         return {"s": 409, "m": "Stream already open"}
     pending = registry.hand_over(reservation, holder, trio.current_time())
     return {"s": 200, "ops": [encode(request) for request in pending]}
+
+
+def give_back_home(registry: Reservations, reservation: Reservation) -> None:
+    """A held stream ended before serving (a HEAD): its reservation, with what
+    was posted for it, goes back to its home, to wait there for a stream."""
+    home = reservation.home
+    registry.drop(reservation, tell=False)
+    reservation.stream = None
+    relay = registry.relay
+    if relay is not None and home is not None:
+        ops = [encode(request) for request in reservation.pending.values()]
+        owner = owner_fingerprint(reservation.owner)
+        relay.tell(home, {"k": "back", "t": reservation.token, "o": owner, "ops": ops})
 
 
 async def _forward(
@@ -226,11 +246,27 @@ class Place:
 
 
 #: What one worker may ask or tell another (see :meth:`Desk.handle`).
-_KINDS = frozenset({"closed", "held", "find", "open", "op", "stop"})
+_KINDS = frozenset({"closed", "held", "back", "find", "open", "op", "stop"})
 
 
 class Desk:
     """Answers the other workers' requests about the reservations kept here."""
+
+    def _take_back(self, reservation: Reservation, ops: Any) -> None:
+        """What a holder gives back (the operations posted for a stream that never
+        served) waits here for the next stream, within the usual bounds."""
+        pending: dict[str, OperationRequested] = {}
+        parked = 0
+        for item in ops[:MAX_PENDING] if isinstance(ops, list) else ():
+            request = decode(item)
+            if request is not None:
+                pending[request.id] = request
+                parked += len(dumps(item))
+        if parked > MAX_PENDING_BYTES:
+            self.registry.drop(reservation)
+            return
+        reservation.pending = pending
+        self.registry.give_back(reservation, parked, trio.current_time())
 
     def __init__(self, state: ServerState, registry: Reservations, relay: StreamRelay) -> None:
         self.state = state
@@ -258,6 +294,10 @@ class Desk:
         if reservation is None or message.get("o") != owner_fingerprint(reservation.owner):
             # Unknown, or someone else's: alike, as on one process (``Reservations.find``).
             return {"s": NOT_FOUND[0], "m": NOT_FOUND[1]}
+        if kind == "back":  # its stream ended there before serving (a HEAD): it waits here again
+            if reservation.holder == asker:
+                self._take_back(reservation, message.get("ops"))
+            return None
         if kind == "find":
             return {"s": 200}
         if kind == "open":

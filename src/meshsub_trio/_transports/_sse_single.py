@@ -27,6 +27,8 @@ token that proves itself lets every worker refuse a forged one for free
 
 from __future__ import annotations
 
+import math
+from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -42,7 +44,7 @@ from .._wire._sse import SseSingleMachine, wants_event_stream
 from ._graphql_http import BadRequest, check_params, choose_media_type, read_params
 from ._http_stream import SSE, HttpStream, Receive, Send, is_mutation, respond, serve_graphql_sse
 from ._reservations import Reservation, ReservationRefused, Reservations, reservations_of
-from ._sse_desk import Outcome, Place, decode
+from ._sse_desk import Outcome, Place, decode, encode, give_back_home
 from ._sse_relay import RelayError
 from ._sse_tokens import owner_fingerprint
 
@@ -89,7 +91,15 @@ class SingleStream(HttpStream):
         send: Send,
     ) -> None:
         self.single = SseSingleMachine()
-        super().__init__(state, context, None, receive, send, machine=self.single, protocol=SSE)
+        #: Whether the response head is out (with ``started`` False at the end: a HEAD).
+        self.head_out = False
+
+        async def sending(message: MutableMapping[str, Any]) -> None:
+            await send(message)
+            if message["type"] == "http.response.start":
+                self.head_out = True
+
+        super().__init__(state, context, None, receive, sending, machine=self.single, protocol=SSE)
         self.reservation = reservation
         self.operations: dict[str, Operation] = {}
         #: Whether it serves yet (before, what is posted waits in the reservation).
@@ -99,7 +109,13 @@ class SingleStream(HttpStream):
         return self.single.is_active(op_id)
 
     def _serve(self, nursery: trio.Nursery) -> None:
-        """Start what was posted before the stream opened (SSE-28); then wait for more."""
+        """Start what was posted before the stream opened (SSE-28); then wait for more.
+
+        Nothing, if the response has already ended with its head (a ``HEAD``,
+        answered as a ``GET`` whose route is cancelled once its head is out):
+        the reservation is then left as it was (:meth:`_let_go`)."""
+        if trio.current_effective_deadline() == -math.inf:
+            return
         self.started = True
         pending, self.reservation.pending = self.reservation.pending, {}
         for request in pending.values():
@@ -141,7 +157,7 @@ class SingleStream(HttpStream):
         """Server shutdown: end every operation, then the body after what is queued."""
         if self.end == "complete":
             self.end = "shutdown"
-        reservations_of(self.state).drop(self.reservation)
+        self._let_go()
         self.single.close()
         for operation in tuple(self.operations.values()):
             operation.cancel_scope.cancel()
@@ -150,12 +166,30 @@ class SingleStream(HttpStream):
     def _abort(self, end: str) -> None:
         """Client gone or stalled: the token is free before the operations' cleanups
         run (so whoever waits for those sees it dropped), then everything stops."""
-        reservations_of(self.state).drop(self.reservation)
+        self._let_go()
         super()._abort(end)
 
     def _closed(self) -> None:
         self.single.close()
-        reservations_of(self.state).drop(self.reservation)
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """The stream has ended: its token is free again. Unless its response
+        ended with its head, before serving (a HEAD: nothing posted for it has
+        run): then its reservation waits for a stream again, here or, handed
+        over by another worker, back there."""
+        registry = reservations_of(self.state)
+        reservation = self.reservation
+        if reservation.stream is not self:  # given back already
+            return
+        if self.started or not self.head_out:
+            registry.drop(reservation)
+            return
+        if reservation.home is not None:
+            give_back_home(registry, reservation)
+            return
+        parked = sum(len(dumps(encode(request))) for request in reservation.pending.values())
+        registry.give_back(reservation, parked, trio.current_time())
 
 
 async def serve_sse_single(
