@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from nats.js.api import DiscardPolicy
 
 from meshsub_trio.meshery import LOCAL_USER_ID, BrokerUnavailable
@@ -130,3 +131,40 @@ def test_what_the_bus_keeps_of_the_logs_answers_stays_bounded() -> None:
     confirms.sweep_once(-math.inf)
     assert confirms._unanswered == {}
     assert all(change.refused is None for change in replica.bus._own.pending)
+
+
+def test_a_task_started_after_a_commit_hears_only_of_its_own_changes() -> None:
+    """Tasks inherit their parent's context, flight included: a child (a
+    connection handler started after a commit at start-up) must not add to,
+    nor be told of, its parent's changes."""
+    from .test_rollback_convergence import Replica as FakeReplica
+
+    replica = FakeReplica("r0")
+    outcomes: list[str] = []
+
+    async def flush() -> None:
+        try:
+            await replica.bus.flush()
+            outcomes.append("saved")
+        except BrokerUnavailable as error:
+            outcomes.append(type(error).__name__)
+
+    async def child() -> None:
+        replica.model.save_pattern(LOCAL_USER_ID, {"id": "c", "name": "n", "pattern_file": "x"})
+        assert replica.shared.next_out(refuse=True) is None  # the parent's
+        assert replica.shared.next_out(refuse=False) is not None  # the child's
+        await flush()
+        replica.model.save_pattern(LOCAL_USER_ID, {"id": "d", "name": "n", "pattern_file": "x"})
+        await flush()  # its own change, never answered: not "saved"
+
+    async def parent() -> None:
+        replica.model.save_pattern(LOCAL_USER_ID, {"id": "p", "name": "n", "pattern_file": "x"})
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(flush)  # commits nothing (a batch whose first message is bad)
+            nursery.start_soon(child)
+
+    trio.run(parent, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert outcomes == ["saved", "saved", "ChangeUnconfirmed"]
+    # Left: the child's stored change, until its echo. The parent's refused one
+    # went with the child's last flush (a refused change goes, whoever flushes).
+    assert [change.ticket for change in replica.bus._own.pending] == [2]

@@ -7,11 +7,12 @@ newest ticket and judges only its own: judging every ticket since the last
 flush told one caller of another's refusal (who then retried a change the
 log had stored, making a duplicate).
 
-A mutation is a context (:mod:`contextvars`): a Trio task, since a resolver
-or an HTTP handler commits and flushes in one task; outside Trio, the
-thread. A flush closes its flight and the next commit opens another. (A
-task that commits, then starts tasks that flush before it does, shares its
-flight with them.)
+A mutation is a Trio task, since a resolver or an HTTP handler commits and
+flushes in one task (outside Trio, the thread's context). The flight is kept
+in a context variable, and tasks inherit their parent's context, so a flight
+also names the task that opened it: a child (a connection handler started
+after a commit at start-up) opens its own rather than adding to its
+parent's. A flush closes its flight and the next commit opens another.
 
 Why the bus hears each answer as it arrives (the broker's ``on_settled``)
 rather than asking later: the broker keeps only its newest refusals, and a
@@ -69,6 +70,15 @@ class Flight:
     reason: str = ""
     #: Flushed: its mutation's next commit opens a new flight.
     closed: bool = False
+    #: The task that opened it (None: outside Trio; any task may flush it).
+    task: object = None
+
+
+def _current_task() -> object:
+    try:
+        return trio.lowlevel.current_task()
+    except RuntimeError:  # not in Trio: the thread's context is the mutation
+        return None
 
 
 class Confirmations:
@@ -93,9 +103,9 @@ class Confirmations:
 
     def sent(self, ticket: int) -> Flight:
         """Count *ticket* in the calling mutation's flight (opened if need be)."""
-        flight = self._current.get()
-        if flight is None or flight.closed:
-            flight = Flight()
+        flight, task = self._current.get(), _current_task()
+        if flight is None or flight.closed or flight.task is not task:
+            flight = Flight(task=task)
             self._current.set(flight)
         flight.newest = ticket
         self._unanswered[ticket] = flight
@@ -119,8 +129,8 @@ class Confirmations:
         either way the changes it did not store are taken back.
         """
         flight = self._current.get()
-        if flight is None or flight.closed:
-            await trio.lowlevel.checkpoint()
+        if flight is None or flight.closed or flight.task not in (None, _current_task()):
+            await trio.lowlevel.checkpoint()  # nothing of this task's is in flight
             return
         flight.closed = True
         self._current.set(None)
