@@ -5,7 +5,8 @@ module parses exactly that case (RFC 9112 request line and fields, RFC 6455
 §4.2.1) and declines anything else: other methods, bodies, absolute targets,
 obsolete line folding, bare LF line ends, a repeated ``Host``. Declined heads
 go to h11 unchanged, which answers them as it answers every HTTP request, so
-this fast path never has to be a complete HTTP parser to be a correct one.
+this fast path never has to be a complete HTTP parser to be a correct one
+(an upgrade h11 finds a body in is refused there, 400: see ``_native``).
 """
 
 from __future__ import annotations
