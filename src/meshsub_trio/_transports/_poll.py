@@ -258,7 +258,7 @@ class PollSink:
             # cached: validation ran out of time) is prepared again by the
             # operation and may then run, so it is answered as a subscription
             # would be (a refused document applies nothing: a retry is safe).
-            return bool(getattr(document, "lasting", True))
+            return document.lasting
         ast = get_operation_ast(document.node, request.operation_name)
         return ast is None or ast.operation is not OperationType.SUBSCRIPTION
 
