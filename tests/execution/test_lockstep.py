@@ -63,3 +63,20 @@ def test_closing_early_ends_the_thread_at_its_next_pause(steps_before: int) -> N
     assert reached == (["finally"] if steps_before else [])
     with pytest.raises(Abandoned):
         run.result()
+
+
+def test_the_collectors_time_is_not_the_documents() -> None:
+    """A full collection over a large heap, started by whatever allocated last,
+    ran in a validation's thread and used up its whole limit."""
+    import gc
+    import time
+
+    from meshsub_trio._execution._cpu_bound import Clock
+
+    heap = [[index] for index in range(1_000_000)]
+    clock = Clock(limit=0.02)
+    started = time.thread_time()
+    gc.collect()
+    assert time.thread_time() - started > 0.02  # the collection alone passed the limit
+    assert not clock.spent() and not clock.expired
+    del heap

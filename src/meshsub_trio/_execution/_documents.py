@@ -164,16 +164,29 @@ class DocumentCache:
         too_long = self._too_long(query)
         if too_long is not None:
             return too_long
-        async with self._preparing:
-            prepared = self._entries.get(query)
-            if prepared is not None:  # by the task this one waited behind
-                return prepared
-            try:
-                run = Lockstep(partial(self._prepare_in_slices, query))
-            except RuntimeError:  # no thread to be had: in one go, as get() does
-                outcome = self._prepare(query)
-                self._store(query, outcome)
-                return outcome
+        # No checkpoint when the slot is free: an operation whose new document
+        # is cheap starts in the same pass, as a plain call would.
+        try:
+            self._preparing.acquire_nowait()
+        except trio.WouldBlock:
+            await self._preparing.acquire()
+        try:
+            return await self._prepare_in_turns(query)
+        finally:
+            self._preparing.release()
+
+    async def _prepare_in_turns(self, query: str) -> Document:
+        """Prepare *query* in slices, each when the loop's pass has budget."""
+        prepared = self._entries.get(query)
+        if prepared is not None:  # by the task this one waited behind
+            return prepared
+        try:
+            run = Lockstep(partial(self._prepare_in_slices, query))
+        except RuntimeError:  # no thread to be had: in one go, as get() does
+            run = None
+        if run is None:
+            outcome = self._prepare(query)
+        else:
             try:
                 while True:
                     await self._turns.take()
@@ -188,7 +201,7 @@ class DocumentCache:
                         self._turns.spent(time.perf_counter() - started)
             finally:
                 run.close()
-        outcome = run.result()
+            outcome = run.result()
         self._store(query, outcome)
         return outcome
 
