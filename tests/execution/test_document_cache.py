@@ -102,8 +102,8 @@ def test_the_token_cap_names_the_setting() -> None:
     cache = DocumentCache(SCHEMA, max_tokens=50)
     (error,) = cache.get(aliases(20)).errors
     assert error.message == "Document has more than 50 tokens; the limit is 50 (max_tokens)."
-    (error,) = cache.get("#\n" * 60 + "{ hello }").errors
-    assert error.message == "Document has more than 50 comments; the limit is 50 (max_tokens)."
+    (error,) = cache.get("#\n" * 60 + "{ hello }").errors  # a comment is a line
+    assert error.message == "Document has 61 lines; the limit is 50 (max_tokens)."
     assert cache.get(aliases(10)).node is not None
 
 
@@ -388,10 +388,27 @@ async def test_concurrent_fetches_of_one_new_document_prepare_it_once(
     got: list[Document] = []
 
     async def fetch() -> None:
-        got.append(await cache.fetch(aliases(300)))
+        got.append(await cache.fetch(aliases(30)))
 
     async with trio.open_nursery() as nursery:
         for _ in range(30):
             nursery.start_soon(fetch)
     assert len(calls) == 1
     assert len(got) == 30 and all(document is got[0] for document in got)
+
+
+def test_a_document_of_more_lines_than_max_tokens_is_refused_at_a_glance() -> None:
+    """A tester's 27,000 blank lines before 450 unused variables: graphql-core
+    found each of its 100 errors' line by counting the lines before it, 0.46 s
+    inside one rule's call, which neither the slices nor the clock can pause."""
+    variables = " ".join(f"$a{i}: Int" for i in range(450))
+    query = "\n" * 27_000 + f"query q({variables}) {{ __typename }}"
+    cache = DocumentCache(SCHEMA)
+    started = time.thread_time()
+    errors = cache.get(query).errors
+    assert time.thread_time() - started < 0.01
+    assert [e.message for e in errors] == [
+        "Document has 27001 lines; the limit is 2000 (max_tokens)."
+    ]
+    crlf = "{ hello }" + "\r\n" * 1999
+    assert not DocumentCache(SCHEMA).get(crlf).errors  # CRLF is one line break

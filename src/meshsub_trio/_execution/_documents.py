@@ -68,9 +68,12 @@ SPECIFIED_RULES: tuple[type[ASTValidationRule], ...] = tuple(
 #: CPU seconds of validation after which its garbage is collected at once.
 COLLECT_AFTER = 0.01
 
-#: New documents being prepared in slices at once, each in a thread of its
-#: own; more wait their turn.
-PREPARING_AT_ONCE = 1
+#: Slices a new document may take before it counts as costly: parsing is
+#: one, and a cheap document validates in the next.
+FREE_STEPS = 3
+
+#: New documents tried at once before they count as costly.
+TRYING_AT_ONCE = 2
 
 
 def _timed(clock: Clock, made: list[OverlapWithinBudget]) -> list[type[ASTValidationRule]]:
@@ -129,7 +132,10 @@ class DocumentCache:
         self.bytes = 0
         self._entries: OrderedDict[str, Document] = OrderedDict()
         self._turns = Turns()
-        self._preparing = trio.CapacityLimiter(PREPARING_AT_ONCE)
+        self._preparing = trio.Lock()
+        self._trying = trio.CapacityLimiter(TRYING_AT_ONCE)
+        #: New texts being prepared, and when they are done.
+        self._in_flight: dict[str, trio.Event] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -164,46 +170,60 @@ class DocumentCache:
         too_long = self._too_long(query)
         if too_long is not None:
             return too_long
-        # No checkpoint when the slot is free: an operation whose new document
-        # is cheap starts in the same pass, as a plain call would.
+        first = self._in_flight.get(query)
+        if first is not None:  # the same new text, being prepared for another task
+            await first.wait()
+            entry = self._entries.get(query)
+            if entry is not None:
+                return entry
+        done = self._in_flight[query] = trio.Event()
         try:
-            self._preparing.acquire_nowait()
-        except trio.WouldBlock:
-            await self._preparing.acquire()
-        try:
-            return await self._prepare_in_turns(query)
+            # Cheap documents (nearly all) go at once, with no checkpoint, as a
+            # plain call would; one that needs more than FREE_STEPS slices is
+            # dropped and prepared again holding the one lock costly documents
+            # take in turn, so they delay cheap ones by a few slices at most,
+            # and few documents' validation state is alive at a time (it
+            # would be promoted by the collector, then die in an old
+            # generation: passes of 0.5 s).
+            try:
+                self._trying.acquire_nowait()
+            except trio.WouldBlock:
+                await self._trying.acquire()
+            try:
+                outcome = await self._prepare_in_turns(query, FREE_STEPS)
+            finally:
+                self._trying.release()
+            if outcome is None:
+                async with self._preparing:
+                    outcome = await self._prepare_in_turns(query, None)
+            assert outcome is not None
+            self._store(query, outcome)
+            return outcome
         finally:
-            self._preparing.release()
+            del self._in_flight[query]
+            done.set()
 
-    async def _prepare_in_turns(self, query: str) -> Document:
-        """Prepare *query* in slices, each when the loop's pass has budget."""
-        prepared = self._entries.get(query)
-        if prepared is not None:  # by the task this one waited behind
-            return prepared
+    async def _prepare_in_turns(self, query: str, steps: int | None) -> Document | None:
+        """Prepare *query* in slices, each when the loop's pass has budget; None
+        if it needs more than *steps* of them."""
         try:
             run = Lockstep(partial(self._prepare_in_slices, query))
         except RuntimeError:  # no thread to be had: in one go, as get() does
-            run = None
-        if run is None:
-            outcome = self._prepare(query)
-        else:
-            try:
-                while True:
-                    await self._turns.take()
-                    prepared = self._entries.get(query)
-                    if prepared is not None:  # by another task meanwhile
-                        return prepared
-                    started = time.perf_counter()
-                    try:
-                        if run.step():
-                            break
-                    finally:
-                        self._turns.spent(time.perf_counter() - started)
-            finally:
-                run.close()
-            outcome = run.result()
-        self._store(query, outcome)
-        return outcome
+            return self._prepare(query)
+        try:
+            while steps is None or steps > 0:
+                await self._turns.take()
+                started = time.perf_counter()
+                try:
+                    if run.step():
+                        return run.result()
+                finally:
+                    self._turns.spent(time.perf_counter() - started)
+                if steps is not None:
+                    steps -= 1
+            return None
+        finally:
+            run.close()
 
     def prepare(self, query: str) -> Document:
         """Parse, check the limits, validate: the outcome, not cached."""
@@ -222,14 +242,23 @@ class DocumentCache:
         return document
 
     def _too_long(self, query: str) -> Document | None:
-        """The refusal of a document too long to lex (at 0.2 us a character)."""
-        if self.max_tokens is None or len(query) <= self.max_tokens * CHARS_PER_TOKEN:
+        """The refusal of a document too long to lex (at 0.2 us a character),
+        or of more lines than ``max_tokens``: every error's location is found
+        by counting the lines before it, so 100 errors at the end of 27,000
+        blank lines took 0.46 s in one call no clock can pause."""
+        if self.max_tokens is None:
             return None
-        message = (
-            f"Document has {len(query)} characters; the limit is"
-            f" {self.max_tokens * CHARS_PER_TOKEN} ({CHARS_PER_TOKEN} per token of max_tokens)."
-        )
-        return Document(None, (GraphQLError(message),))
+        if len(query) > self.max_tokens * CHARS_PER_TOKEN:
+            message = (
+                f"Document has {len(query)} characters; the limit is"
+                f" {self.max_tokens * CHARS_PER_TOKEN} ({CHARS_PER_TOKEN} per token of max_tokens)."
+            )
+            return Document(None, (GraphQLError(message),))
+        lines = query.count("\n") + query.count("\r") - query.count("\r\n") + 1
+        if lines > self.max_tokens:
+            message = f"Document has {lines} lines; the limit is {self.max_tokens} (max_tokens)."
+            return Document(None, (GraphQLError(message),))
+        return None
 
     def _prepare(self, query: str, clock: Clock | None = None) -> Document:
         """Parse, check the limits, validate, looking at *clock* (made here
