@@ -103,7 +103,10 @@ def nats_connections(pid: int, nats_port: int) -> int:
     """TCP connections process *pid* holds to the nats-server on *nats_port*."""
     inodes = set()
     for fd in os.listdir(f"/proc/{pid}/fd"):
-        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:  # closed since the listing: not a connection held
+            continue
         if target.startswith("socket:["):
             inodes.add(target[8:-1])
     count = 0
