@@ -36,7 +36,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import orjson
 import trio
 from trio_asyncio import trio_as_aio
 
@@ -81,12 +80,7 @@ class NatsBroker(NatsRequests):
         _check_topic(topic)
         if stored and (self.options.log is None or not self.options.log.covers(topic)):
             raise ValueError(f"topic {topic!r} is not captured by the log: nothing would store it")
-        payload = orjson.dumps(message)
-        if len(payload) > self._nc.max_payload:
-            raise ValueError(
-                f"message of {len(payload)} bytes exceeds the NATS max payload "
-                f"({self._nc.max_payload})"
-            )
+        payload = self._encode(message)
         return self._outbox.put(topic, payload, ack=stored)
 
     async def wait_stored(self, ticket: int, after: int = 0) -> None:

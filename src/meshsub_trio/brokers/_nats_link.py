@@ -165,6 +165,17 @@ class NatsLink:
         if opts.stale_timeout > 0:
             self._spawn(self._pinger.watch(opts.stale_timeout, self._on_silent))
 
+    def _encode(self, message: Any, what: str = "message") -> bytes:
+        """*message* as JSON bytes NATS will carry: ``ValueError`` past the
+        server's max payload, ``TypeError`` for what JSON cannot hold."""
+        payload = orjson.dumps(message)
+        if len(payload) > self._nc.max_payload:
+            raise ValueError(
+                f"{what} of {len(payload)} bytes exceeds the NATS max payload "
+                f"({self._nc.max_payload})"
+            )
+        return payload
+
     def _aio(self, fn: Any) -> Any:
         """``aio_as_trio`` on this broker's loop: callers may run outside its context."""
         return aio_as_trio(fn, loop=self._loop)

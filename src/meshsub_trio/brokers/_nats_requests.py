@@ -74,12 +74,7 @@ class NatsRequests(NatsLink):
             raise BrokerClosed("the NATS broker is closed")
         if not (math.isfinite(timeout) and timeout > 0):
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
-        payload = orjson.dumps(message)
-        if len(payload) > self._nc.max_payload:
-            raise ValueError(
-                f"message of {len(payload)} bytes exceeds the NATS max payload "
-                f"({self._nc.max_payload})"
-            )
+        payload = self._encode(message)
         # nats-py's own timeout, and ours a little later: a cancelled asyncio
         # wait must not be the only thing that ends this.
         with trio.move_on_after(timeout + 1.0):
@@ -159,11 +154,6 @@ class NatsRequests(NatsLink):
         """
         if request.reply is None:
             return False
-        payload = orjson.dumps(message)
-        if len(payload) > self._nc.max_payload:
-            raise ValueError(
-                f"answer of {len(payload)} bytes exceeds the NATS max payload "
-                f"({self._nc.max_payload})"
-            )
+        payload = self._encode(message, "answer")
         self._outbox.put(request.reply, payload)
         return True
