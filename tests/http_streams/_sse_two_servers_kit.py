@@ -21,7 +21,6 @@ from meshsub_trio import App, Server, serve
 from meshsub_trio._transports._reservations import Reservations, reservations_of
 from meshsub_trio._transports._sse_relay import StreamRelay
 from meshsub_trio._transports._sse_tokens import StreamTokens, new_worker_id
-from meshsub_trio._wire._sse import SseEvent, SseParser
 from meshsub_trio.brokers import NatsBroker, NatsOptions
 from meshsub_trio.testing import NatsServer
 
@@ -83,22 +82,6 @@ async def post(
     return await client.post(
         url(server), content=operation(op_id), headers={**POSTING, TOKEN: token, **headers}
     )
-
-
-class Events:
-    """An open stream's events, read as they come."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self._chunks = response.aiter_raw()
-        self._parser = SseParser()
-        self._ready: list[SseEvent] = []
-
-    async def next(self) -> tuple[str, Any]:
-        with trio.fail_after(5):
-            while not self._ready:
-                self._ready += self._parser.receive_data(await self._chunks.__anext__())
-        event = self._ready.pop(0)
-        return event.event, json.loads(event.data)
 
 
 class HeldBack:

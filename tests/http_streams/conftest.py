@@ -3,13 +3,16 @@ subscriptions, each recording its own cleanup so tests can count them."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
 import pytest
 import trio
 
 from meshsub_trio import App, Context, Server
+from meshsub_trio._wire._sse import SseEvent, SseParser
 
 SCHEMA = """
 type Query { hello: String! }
@@ -97,3 +100,19 @@ async def all_cleaned_up(server: Server, timeout: float = 5.0) -> None:
         await server.metrics.wait_for(
             lambda m: m.live_operations == 0 and m.cleanups_run == m.operations_started
         )
+
+
+class Events:
+    """An open event stream's events, read as they come (each within 5 s)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._chunks = response.aiter_raw()
+        self._parser = SseParser()
+        self._ready: list[SseEvent] = []
+
+    async def next(self) -> tuple[str, Any]:
+        with trio.fail_after(5):
+            while not self._ready:
+                self._ready += self._parser.receive_data(await self._chunks.__anext__())
+        event = self._ready.pop(0)
+        return event.event, json.loads(event.data)

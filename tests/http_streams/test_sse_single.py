@@ -6,7 +6,6 @@ server's sans-IO SSE parser, operations POSTed with their ids, DELETE.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,9 +16,8 @@ import trio
 
 from meshsub_trio import Server
 from meshsub_trio._transports._reservations import RESERVATION_TTL, reservations_of
-from meshsub_trio._wire._sse import SseEvent, SseParser
 
-from .conftest import Tracker, all_cleaned_up
+from .conftest import Events, Tracker, all_cleaned_up
 from .streams_app import make_stream_app
 
 TOKEN = "x-graphql-event-stream-token"
@@ -34,22 +32,6 @@ async def server(start_server: Any, tracker: Tracker) -> Server:
 
 def op(op_id: str, query: str) -> dict[str, Any]:
     return {"query": query, "extensions": {"operationId": op_id}}
-
-
-class Events:
-    """The stream's events, read as they come."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self._chunks = response.aiter_raw()
-        self._parser = SseParser()
-        self._ready: list[SseEvent] = []
-
-    async def next(self) -> tuple[str, Any]:
-        with trio.fail_after(5):
-            while not self._ready:
-                self._ready += self._parser.receive_data(await self._chunks.__anext__())
-        event = self._ready.pop(0)
-        return event.event, json.loads(event.data)
 
 
 @asynccontextmanager

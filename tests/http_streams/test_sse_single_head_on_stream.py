@@ -18,13 +18,12 @@ from meshsub_trio.testing.pytest_plugin import nats_server  # noqa: F401 (a fixt
 from ._sse_two_servers_kit import (
     EVENT_STREAM,
     TOKEN,
-    Events,
     registry_of,
     reserve,
     two_servers,
     url,
 )
-from .conftest import Tracker
+from .conftest import Events, Tracker
 from .streams_app import make_stream_app
 
 COUNTDOWN = "subscription { countdown(to: 1) }"

@@ -17,14 +17,13 @@ from meshsub_trio.testing.pytest_plugin import nats_server  # noqa: F401 (a fixt
 from ._sse_two_servers_kit import (
     EVENT_STREAM,
     TOKEN,
-    Events,
     HeldBack,
     post,
     reserve,
     two_servers,
     url,
 )
-from .conftest import Tracker
+from .conftest import Events, Tracker
 from .streams_app import make_stream_app
 
 

@@ -22,7 +22,6 @@ from ._sse_two_servers_kit import (
     EVENT_STREAM,
     SECRET,
     TOKEN,
-    Events,
     post,
     registry_of,
     relay_of,
@@ -30,6 +29,7 @@ from ._sse_two_servers_kit import (
     two_servers,
     url,
 )
+from .conftest import Events
 
 
 @dataclass(frozen=True)
