@@ -10,13 +10,17 @@ starves other clients fails the test even if it is refused in the end.
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
+import httpx
 import pytest
 import trio
 
 from ..wsclient import TRANSPORT, open_raw_client
+
+T = TypeVar("T")
 
 
 @pytest.fixture(autouse=True, scope="package")
@@ -36,6 +40,7 @@ def frozen_heap() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
+
 
 TICKS = "subscription { ticks(everyMs: 10) }"
 
@@ -92,3 +97,27 @@ async def bystander(
     assert watch.longest_gap <= max_gap, (
         f"bystander starved for {watch.longest_gap:.2f} s (bound {max_gap} s)"
     )
+
+
+@asynccontextmanager
+async def meshery_starter(
+    start_server: Any, tokens: dict[str, str], wrap: Callable[[Any, Any, httpx.AsyncClient], T]
+) -> AsyncIterator[Callable[..., Awaitable[T]]]:
+    """``await make(**limits)``: a token-mode Meshery server (*tokens*) with those
+    storage limits, handed to *wrap* with its app, server and an HTTP client."""
+    from meshsub_trio.meshery import StorageLimits, create_app
+
+    clients: list[httpx.AsyncClient] = []
+
+    async def make(**limits: Any) -> T:
+        app = create_app(simulator=False, tokens=tokens, limits=StorageLimits(**limits))
+        server = await start_server(app=app)
+        http = httpx.AsyncClient(base_url=server.url, timeout=10, verify=False)
+        clients.append(http)
+        return wrap(app, server, http)
+
+    try:
+        yield make
+    finally:
+        for http in clients:
+            await http.aclose()

@@ -26,12 +26,13 @@ import pytest
 import trio
 
 from meshsub_trio import Config, LogStream, NatsBroker, Server, serve
-from meshsub_trio.meshery import MesheryApp, StorageLimits, create_app, topics
+from meshsub_trio.meshery import MesheryApp, create_app, topics
 from meshsub_trio.meshery._replication._resume_log import ResumeLogBroker
 from meshsub_trio.testing import NatsServer
 from meshsub_trio.testing.pytest_plugin import nats_server
 
 from ..wsclient import TRANSPORT, open_raw_client
+from .conftest import meshery_starter
 
 __all__ = ["nats_server"]  # the fixture, for the scale-out test
 
@@ -117,18 +118,8 @@ Start = Callable[..., Awaitable[Meshery]]
 @pytest.fixture
 async def start(start_server: Any) -> AsyncIterator[Start]:
     """``await start(resume_log_bytes=...)``: a token-mode Meshery server with those limits."""
-    clients: list[httpx.AsyncClient] = []
-
-    async def make(**limits: Any) -> Meshery:
-        app = create_app(simulator=False, tokens=TOKENS, limits=StorageLimits(**limits))
-        server = await start_server(app=app)
-        http = httpx.AsyncClient(base_url=server.url, timeout=10, verify=False)
-        clients.append(http)
-        return Meshery(app, server, http)
-
-    yield make
-    for http in clients:
-        await http.aclose()
+    async with meshery_starter(start_server, TOKENS, Meshery) as make:
+        yield make
 
 
 async def flood_events(m: Meshery, user: str) -> None:

@@ -20,11 +20,12 @@ import httpx
 import pytest
 
 from meshsub_trio import Server
-from meshsub_trio.meshery import MesheryApp, StorageLimits, create_app
+from meshsub_trio.meshery import MesheryApp, StorageLimits
 from meshsub_trio.meshery._model._quota import size_of
 from meshsub_trio.meshery._replication._resume_log import ResumeLogBroker
 
 from ..wsclient import TRANSPORT, open_raw_client
+from .conftest import meshery_starter
 
 GRAPHQL = "/api/system/graphql/query"
 PUBLISH = "/api/meshsub/publish"
@@ -70,18 +71,8 @@ Start = Callable[..., Awaitable[Meshery]]
 @pytest.fixture
 async def start(start_server: Any) -> AsyncIterator[Start]:
     """``await start(object_bytes=..., ...)``: a token-mode Meshery server with those limits."""
-    clients: list[httpx.AsyncClient] = []
-
-    async def make(**limits: Any) -> Meshery:
-        app = create_app(simulator=False, tokens=TOKENS, limits=StorageLimits(**limits))
-        server = await start_server(app=app)
-        http = httpx.AsyncClient(base_url=server.url, timeout=10, verify=False)
-        clients.append(http)
-        return Meshery(app, server, http)
-
-    yield make
-    for http in clients:
-        await http.aclose()
+    async with meshery_starter(start_server, TOKENS, Meshery) as make:
+        yield make
 
 
 def design(name: str, size: int) -> dict[str, Any]:
