@@ -140,17 +140,22 @@ class DocumentCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, query: str) -> Document:
-        """The outcome for *query*, prepared now if it is not cached."""
+    def _known(self, query: str) -> Document | None:
+        """The cached outcome (a hit), or the refusal of a text refused at a
+        glance (not worth keeping a long key for); None: to be prepared (a miss)."""
         entry = self._entries.get(query)
         if entry is not None:
             self.hits += 1
             self._entries.move_to_end(query)
             return entry
         self.misses += 1
-        too_long = self._too_long(query)
-        if too_long is not None:
-            return too_long  # refused at a glance: not worth keeping a long key for
+        return self._too_long(query)
+
+    def get(self, query: str) -> Document:
+        """The outcome for *query*, prepared now if it is not cached."""
+        known = self._known(query)
+        if known is not None:
+            return known
         entry = self._prepare(query)
         self._store(query, entry)
         return entry
@@ -161,15 +166,9 @@ class DocumentCache:
         loop has budget left (``_turns``), so neither a costly document nor a
         burst of them holds the loop for long. Cached documents come back
         without a checkpoint."""
-        entry = self._entries.get(query)
-        if entry is not None:
-            self.hits += 1
-            self._entries.move_to_end(query)
-            return entry
-        self.misses += 1
-        too_long = self._too_long(query)
-        if too_long is not None:
-            return too_long
+        known = self._known(query)
+        if known is not None:
+            return known
         first = self._in_flight.get(query)
         if first is not None:  # the same new text, being prepared for another task
             await first.wait()
@@ -286,15 +285,15 @@ class DocumentCache:
 
     def _parse_error(self, error: GraphQLError) -> GraphQLError:
         """A token cap's syntax error, reworded to name the setting."""
-        for what in ("tokens", "comments"):
-            if error.message == (
-                f"Syntax Error: Document contains more than {self.max_tokens} {what}."
-                " Parsing aborted."
-            ):
-                return GraphQLError(
-                    f"Document has more than {self.max_tokens} {what};"
-                    f" the limit is {self.max_tokens} (max_tokens)."
-                )
+        # (Comments cannot pass the cap: each ends a line, and a document of
+        # more lines than max_tokens is refused before it is parsed.)
+        if error.message == (
+            f"Syntax Error: Document contains more than {self.max_tokens} tokens. Parsing aborted."
+        ):
+            return GraphQLError(
+                f"Document has more than {self.max_tokens} tokens;"
+                f" the limit is {self.max_tokens} (max_tokens)."
+            )
         return error
 
     def _store(self, query: str, entry: Document) -> None:
