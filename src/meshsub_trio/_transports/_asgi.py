@@ -42,6 +42,7 @@ from ._http_stream import serve_graphql_sse
 from ._multipart_stream import serve_multipart
 from ._poll import serve_graphql_poll, wants_poll
 from ._requests import bearer_matches, header_map, make_context, origin_allowed
+from ._responses import JSON, error_body, send_whole
 from ._sse_single import is_single_connection, serve_sse_single
 from ._static import static_response
 
@@ -49,7 +50,6 @@ log = logging.getLogger("meshsub_trio.asgi")
 #: One line per plain HTTP request, at INFO (both hosts answer HTTP here).
 access_log = logging.getLogger("meshsub_trio.access")
 
-JSON = "application/json; charset=utf-8"
 #: A refusal after which the connection closes (the request's body may be unread).
 _CLOSE = [("connection", "close")]
 #: The ``http_version`` values served: HTTP/1.x, and HTTP/2 and 3 where the server
@@ -138,17 +138,17 @@ class ASGIApp:
         config = self.state.config
         if scope.get("http_version", "1.1") not in HTTP_VERSIONS:
             message = "HTTP version not supported: use HTTP/1.1"
-            await _respond(send, 505, _error(message), JSON, _CLOSE)
+            await send_whole(send, 505, error_body(message), JSON, _CLOSE)
             return
         path = scope["path"]
         headers = header_map(scope.get("headers", ()))
         if not self.hosts.allows(headers.get("host")):
-            await _respond(send, 421, _error(MISDIRECTED), JSON, _CLOSE)
+            await send_whole(send, 421, error_body(MISDIRECTED), JSON, _CLOSE)
             return
         cors = decide_cors(scope["method"], headers, config.allowed_origins)
         if cors.preflight and self._serves(path):
             # Before auth: browsers send no credentials on a preflight.
-            await _respond(send, cors.status, b"", None, cors.headers)
+            await send_whole(send, cors.status, b"", None, cors.headers)
             return
         send = allowing_head(_with_headers(send, cors.headers))
         if scope["method"] == "HEAD":
@@ -171,9 +171,9 @@ class ASGIApp:
         config = self.state.config
         path = scope["path"]
         if path in _OPERATOR_PATHS and scope["method"] != "GET":
-            await _respond(send, 405, _error("Use GET or HEAD"), JSON, _READ_ONLY)
+            await send_whole(send, 405, error_body("Use GET or HEAD"), JSON, _READ_ONLY)
         elif path == "/healthz":
-            await _respond(send, 200, b'{"status":"ok"}', JSON)
+            await send_whole(send, 200, b'{"status":"ok"}', JSON)
         elif path == "/readyz":
             await self._readiness(send)
         elif path == "/metrics":
@@ -182,11 +182,11 @@ class ASGIApp:
             await self._authenticated(scope, receive, send, headers)
         elif path in config.ws_paths:
             message = f"{path} speaks GraphQL over WebSocket: send an Upgrade request"
-            await _respond(send, 426, _error(message), JSON, [("upgrade", "websocket")])
+            await send_whole(send, 426, error_body(message), JSON, [("upgrade", "websocket")])
         elif (page := await static_response(scope["method"], path, headers, config)) is not None:
-            await _respond(send, page.status, page.body, page.content_type, page.headers)
+            await send_whole(send, page.status, page.body, page.content_type, page.headers)
         else:
-            await _respond(send, 404, b'{"errors":[{"message":"Not found"}]}', JSON)
+            await send_whole(send, 404, b'{"errors":[{"message":"Not found"}]}', JSON)
 
     async def _readiness(self, send: Send) -> None:
         """200 while the server should get traffic; 503 with the reason while it
@@ -195,10 +195,10 @@ class ASGIApp:
         state = self.state
         reason = "shutting down" if state.shutting_down else state.app.readiness()
         if reason is None:
-            await _respond(send, 200, b'{"status":"ready"}', JSON)
+            await send_whole(send, 200, b'{"status":"ready"}', JSON)
         else:
             body = dumps({"status": "not ready", "reason": reason})
-            await _respond(send, 503, body, JSON, [("retry-after", "1")])
+            await send_whole(send, 503, body, JSON, [("retry-after", "1")])
 
     async def _metrics(self, send: Send, headers: dict[str, str], peer: str | None) -> None:
         """Prometheus metrics; behind a bearer token when ``metrics_token`` is set."""
@@ -206,9 +206,9 @@ class ASGIApp:
         if token is not None and not bearer_matches(headers.get("authorization"), token):
             _auth_refused(self.state.metrics, "metrics", "no valid bearer token", peer)
             challenge = ("www-authenticate", 'Bearer realm="metrics"')
-            await _respond(send, 401, _error("Unauthorized"), JSON, [challenge])
+            await send_whole(send, 401, error_body("Unauthorized"), JSON, [challenge])
             return
-        await _respond(send, 200, self.state.metrics.render(), CONTENT_TYPE_LATEST)
+        await send_whole(send, 200, self.state.metrics.render(), CONTENT_TYPE_LATEST)
 
     async def _authenticated(
         self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
@@ -220,12 +220,12 @@ class ASGIApp:
             refused = await authenticate(state, context)
         except Exception:
             log.exception("authenticate hook failed")
-            await _respond(send, 500, _error("Internal server error"), JSON, _CLOSE)
+            await send_whole(send, 500, error_body("Internal server error"), JSON, _CLOSE)
             return
         if refused is not None:
             _auth_refused(state.metrics, "http", refused, _peer(scope))
             challenge = ("www-authenticate", "Bearer")
-            await _respond(send, 401, _error(refused), JSON, [challenge, *_CLOSE])
+            await send_whole(send, 401, error_body(refused), JSON, [challenge, *_CLOSE])
             return
         try:
             _check_declared_length(headers, state.config.max_message_size)
@@ -233,7 +233,7 @@ class ASGIApp:
                 receive, state.config.max_message_size, state.config.body_timeout
             )
         except _BodyRefused as problem:
-            await _respond(send, problem.status, _error(problem.message), JSON, _CLOSE)
+            await send_whole(send, problem.status, error_body(problem.message), JSON, _CLOSE)
             return
         except _ClientGone:
             return  # nothing runs with part of a body, and no one is left to answer
@@ -270,9 +270,9 @@ class ASGIApp:
         except Exception:
             # A bug in a hook or resolver costs this request, never the server.
             log.exception("GraphQL over HTTP request failed")
-            await _respond(send, 500, b'{"errors":[{"message":"Internal server error"}]}', JSON)
+            await send_whole(send, 500, b'{"errors":[{"message":"Internal server error"}]}', JSON)
             return
-        await _respond(send, response.status, response.body, None, response.headers)
+        await send_whole(send, response.status, response.body, None, response.headers)
 
     async def _graphql_sse(
         self,
@@ -302,12 +302,12 @@ class ASGIApp:
             response = await app.http_routes[scope["path"]](request)
         except Exception:
             log.exception("route %s failed", scope["path"])
-            await _respond(send, 500, b'{"errors":[{"message":"Internal server error"}]}', JSON)
+            await send_whole(send, 500, b'{"errors":[{"message":"Internal server error"}]}', JSON)
             return
         if isinstance(response, EventStream):
             await serve_event_stream(self.state, response, receive, send)
             return
-        await _respond(
+        await send_whole(
             send, response.status, response.body, response.content_type, response.headers
         )
 
@@ -346,7 +346,7 @@ async def _refuse_upgrade(scope: Scope, send: Send, status: int, message: str) -
     if "websocket.http.response" not in scope.get("extensions", {}):
         await send({"type": "websocket.close", "code": 1008})
         return
-    body = _error(message)
+    body = error_body(message)
     headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
     await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
     await send({"type": "websocket.http.response.body", "body": body})
@@ -428,22 +428,3 @@ async def _read_body(receive: Receive, limit: int, timeout: float) -> bytes:
                 break
         return b"".join(chunks)
     raise _BodyRefused(408, "Request body not received in time")
-
-
-def _error(message: str) -> bytes:
-    return dumps({"errors": [{"message": message}]})
-
-
-async def _respond(
-    send: Send,
-    status: int,
-    body: bytes,
-    content_type: str | None,
-    extra_headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
-) -> None:
-    headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in extra_headers]
-    if content_type is not None:
-        headers.append((b"content-type", content_type.encode("latin-1")))
-    headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

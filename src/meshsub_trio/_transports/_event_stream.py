@@ -32,6 +32,7 @@ import trio
 from .._app import EventStream, ServerSentEvent, StreamRefused
 from .._wire._sse import STREAM_HEADERS, comment, encode_event
 from ._client_watch import ClientWatch
+from ._responses import send_whole
 
 if TYPE_CHECKING:
     from .._core._state import ServerState
@@ -73,7 +74,7 @@ class EventStreamDriver:
                 events = await stack.enter_async_context(self.stream.open())
             except StreamRefused as refused:
                 answer = refused.response
-                await _respond(
+                await send_whole(
                     self._send, answer.status, answer.body, answer.content_type, answer.headers
                 )
                 return
@@ -201,19 +202,3 @@ async def serve_event_stream(
 ) -> None:
     """Drive *stream* over this response until it ends."""
     await EventStreamDriver(state, stream, receive, send).run()
-
-
-async def _respond(
-    send: Send,
-    status: int,
-    body: bytes,
-    content_type: str,
-    extra: list[tuple[str, str]],
-) -> None:
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra]
-    headers += [
-        (b"content-type", content_type.encode("latin-1")),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

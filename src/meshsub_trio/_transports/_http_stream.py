@@ -47,12 +47,12 @@ from graphql import OperationType
 from .._app import Context
 from .._core._delivery import Delivery, Framer
 from .._core._operation import Operation
-from .._encoding import dumps
 from .._execution import Prepared
 from .._wire import OperationRequested
 from .._wire._sse import STREAM_HEADERS, SseMachine
 from ._client_watch import ClientWatch
 from ._graphql_http import BadRequest, check_params, read_params
+from ._responses import JSON, error_body, send_whole
 
 if TYPE_CHECKING:
     from .._core._state import ServerState
@@ -370,11 +370,4 @@ async def is_mutation(
 async def respond(
     send: Send, status: int, message: str, extra: list[tuple[str, str]] | None = None
 ) -> None:
-    body = dumps({"errors": [{"message": message}]})
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra or []]
-    headers += [
-        (b"content-type", b"application/json; charset=utf-8"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_whole(send, status, error_body(message), JSON, extra or ())

@@ -56,6 +56,7 @@ from .._encoding import dumps
 from .._wire import OperationRequested
 from ._client_watch import until_disconnect
 from ._graphql_http import BadRequest, check_params, read_params
+from ._responses import JSON, error_body, send_whole
 from ._settle import adopting, settle, watching
 
 if TYPE_CHECKING:
@@ -303,40 +304,24 @@ async def serve_graphql_poll(
     are an answer: one payload with ``errors`` and no ``data``, ``complete``.
     """
     if method != "POST":
-        await _respond(send, 405, _error("Long-poll needs POST"), [("allow", "POST")])
+        await send_whole(send, 405, error_body("Long-poll needs POST"), JSON, [("allow", "POST")])
         return
     try:
         wait = parse_wait(query_string)
         params = read_params(method, headers, query_string, body)
         query, variables, operation_name = check_params(params)
     except BadRequest as problem:
-        await _respond(send, problem.status, _error(str(problem)))
+        await send_whole(send, problem.status, error_body(str(problem)), JSON)
         return
     except ValueError as problem:
-        await _respond(send, 400, _error(str(problem)))
+        await send_whole(send, 400, error_body(str(problem)), JSON)
         return
     extensions = params.get("extensions")
     if extensions is not None and not isinstance(extensions, dict):
-        await _respond(send, 400, _error("extensions must be an object"))
+        await send_whole(send, 400, error_body("extensions must be an object"), JSON)
         return
     request = OperationRequested(POLL, query, variables, operation_name, extensions)
     sink = PollSink(state, context, request, wait, receive)
     answer = await sink.run()
     if answer is not None:
-        await _respond(send, 200, answer, [("cache-control", "no-store")])
-
-
-def _error(message: str) -> bytes:
-    return dumps({"errors": [{"message": message}]})
-
-
-async def _respond(
-    send: Send, status: int, body: bytes, extra: list[tuple[str, str]] | None = None
-) -> None:
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra or []]
-    headers += [
-        (b"content-type", b"application/json; charset=utf-8"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+        await send_whole(send, 200, answer, JSON, [("cache-control", "no-store")])

@@ -44,9 +44,13 @@ from .._wire._sse import SseSingleMachine, wants_event_stream
 from ._graphql_http import BadRequest, check_params, choose_media_type, read_params
 from ._http_stream import SSE, HttpStream, Receive, Send, is_mutation, respond, serve_graphql_sse
 from ._reservations import Reservation, ReservationRefused, Reservations, reservations_of
+from ._responses import JSON, send_whole
 from ._sse_desk import Outcome, Place, decode, encode, give_back_home
 from ._sse_relay import RelayError
 from ._sse_tokens import owner_fingerprint
+
+#: The content type of a token and of an empty acknowledgement.
+TEXT = "text/plain; charset=utf-8"
 
 if TYPE_CHECKING:
     from .._core._state import ServerState
@@ -365,7 +369,7 @@ async def _reserve(
     except RelayError as error:
         await respond(send, error.status, str(error), _RETRY)
         return
-    await _text(send, 201, reservation.token.encode())
+    await send_whole(send, 201, reservation.token.encode(), TEXT)
 
 
 async def _execute(
@@ -409,7 +413,7 @@ async def _execute(
     )
     if not isinstance(prepared, Prepared):
         errors = format_errors(prepared, f"operation {op_id[:64]}")
-        await _json(send, 400, dumps({"errors": errors}))
+        await send_whole(send, 400, dumps({"errors": errors}), JSON)
         return
     prepared.release()
     request = OperationRequested(op_id, query, variables, operation_name, extensions)
@@ -420,7 +424,7 @@ async def _answer(send: Send, outcome: Outcome) -> None:
     """A decision as the HTTP answer: an empty 202 or 200, else the error's JSON."""
     status, text = outcome
     if status in (200, 202):
-        await _text(send, status, b"")
+        await send_whole(send, status, b"", TEXT)
     else:
         await respond(send, status, text, _RETRY if status == 503 else None)
 
@@ -438,18 +442,3 @@ def _query_param(query_string: bytes, name: str) -> str | None:
         if key == name and value:
             return value
     return None
-
-
-async def _text(send: Send, status: int, body: bytes) -> None:
-    headers = [(b"content-type", b"text/plain; charset=utf-8")]
-    await _body(send, status, body, headers)
-
-
-async def _json(send: Send, status: int, body: bytes) -> None:
-    await _body(send, status, body, [(b"content-type", b"application/json; charset=utf-8")])
-
-
-async def _body(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    headers = [*headers, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
