@@ -46,6 +46,7 @@ from ._cpu_bound import TOO_COSTLY, Clock, DeadlineRule, OverlapWithinBudget
 from ._limits import Limits, check_limits
 from ._lockstep import Lockstep
 from ._plan import Plan
+from ._round_robin import RoundRobinLock, preparing_for
 from ._turns import Turns
 
 #: Characters allowed per token of ``max_tokens``: real documents use about
@@ -132,7 +133,7 @@ class DocumentCache:
         self.bytes = 0
         self._entries: OrderedDict[str, Document] = OrderedDict()
         self._turns = Turns()
-        self._preparing = trio.Lock()
+        self._preparing = RoundRobinLock()
         self._trying = trio.CapacityLimiter(TRYING_AT_ONCE)
         #: New texts being prepared, and when they are done.
         self._in_flight: dict[str, trio.Event] = {}
@@ -183,7 +184,9 @@ class DocumentCache:
             # take in turn, so they delay cheap ones by a few slices at most,
             # and few documents' validation state is alive at a time (it
             # would be promoted by the collector, then die in an old
-            # generation: passes of 0.5 s).
+            # generation: passes of 0.5 s). The lock goes round the
+            # connections waiting for it, so one that floods it delays
+            # another's costly document by one of its own at most.
             try:
                 self._trying.acquire_nowait()
             except trio.WouldBlock:
@@ -193,7 +196,7 @@ class DocumentCache:
             finally:
                 self._trying.release()
             if outcome is None:
-                async with self._preparing:
+                async with self._preparing.hold(preparing_for.get()):
                     outcome = await self._prepare_in_turns(query, None)
             assert outcome is not None
             self._store(query, outcome)

@@ -28,6 +28,7 @@ from .._app import App, Context, EventStream, HttpRequest
 from .._config import Config
 from .._core._state import ServerState
 from .._encoding import dumps
+from .._execution._round_robin import preparing_for
 from .._metrics import CONTENT_TYPE_LATEST, Metrics
 from .._wire import CloseCode, choose_subprotocol, machine_for
 from .._wire._multipart import wants_multipart
@@ -82,6 +83,9 @@ class ASGIApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
+        client = scope.get("client")
+        # New costly documents are prepared in turn per connection (``_round_robin``).
+        preparing_for.set(tuple(client) if client else None)
         if kind == "http":
             if access_log.isEnabledFor(logging.INFO):
                 await self._http_logged(scope, receive, send)

@@ -29,6 +29,7 @@ import trio
 
 from .._app import Context
 from .._core._state import ServerState
+from .._execution._round_robin import preparing_for
 from .._wire import CloseCode, choose_subprotocol, machine_for, parse_offer
 from .._wire._head import Head, HeadError, HeadReader
 from .._wire._upgrade import HEAD_END, parse_upgrade, refusal, switching_protocols, valid_key
@@ -84,6 +85,8 @@ class NativeHost:
         Nothing raised here may reach the server: a broken peer or a bug costs
         this connection only.
         """
+        with contextlib.suppress(OSError):  # new costly documents go in turn per connection
+            preparing_for.set(sock.getpeername())
         try:
             if self.tls is None:
                 upgraded = await self._serve(sock)
