@@ -79,10 +79,13 @@ class Supervisor:
 
 
 @asynccontextmanager
-async def open_supervisor(tmp: Path, *args: str, workers: int = 2) -> AsyncIterator[Supervisor]:
-    """``python -m meshsub_trio serve --workers N`` on a free port, every worker serving."""
+async def open_supervisor(
+    tmp: Path, *args: str, workers: int = 2, env: dict[str, str] | None = None
+) -> AsyncIterator[Supervisor]:
+    """``python -m meshsub_trio serve --workers N`` on a free port, every worker serving
+    (*env* on top of this process's environment)."""
     log = tmp / f"supervisor-{len(list(tmp.glob('supervisor-*')))}.log"
-    env = dict(os.environ, MESHSUB_DATA_DIR=str(tmp / "data"))
+    env = dict(os.environ, MESHSUB_DATA_DIR=str(tmp / "data"), **(env or {}))
     command = [sys.executable, "-m", "meshsub_trio", "serve", "--workers", str(workers)]
     command += ["--port", "0", "--keepalive", "0", "--no-simulator", *args]
     with open(log, "wb") as stderr:

@@ -2,7 +2,8 @@
 
 The supervisor (:mod:`._run`) binds the shared ``SO_REUSEPORT`` sockets
 (:mod:`._sockets`), starts the embedded nats-server when no broker is given
-(:mod:`._embedded_nats`) and keeps one worker per slot alive (:mod:`._worker`);
+(:mod:`._embedded_nats`; :mod:`._nats_watch` kills it if it hangs, so that it
+restarts) and keeps one worker per slot alive (:mod:`._worker`);
 a worker is the ordinary server, told its role by :mod:`._child`.
 """
 

@@ -9,8 +9,9 @@ each run: the store holds every user's data, so another local process must
 not read or write it. The token lives in a config file only this user can
 read (never on a command line, which any local user can see) and reaches the
 workers in their environment. The server is restarted on the same port and
-directory if it dies; the workers ride the outage out as they ride out any
-NATS restart. Readiness is read from its log, never waited for by sleeping.
+directory if it dies, or if it hangs (:mod:`._nats_watch` kills it); the
+workers ride the outage out as they ride out any NATS restart. Readiness is
+read from its log, never waited for by sleeping.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from collections.abc import Iterator
 
 import trio
 
+from ._nats_watch import DEFAULT_WATCHDOG, Watchdog, watch
 from ._process import Backoff, Spawned, stop_process
 
 log = logging.getLogger("meshsub_trio.workers")
@@ -88,9 +90,13 @@ def store_directory(data_dir: str) -> Iterator[str]:
 class EmbeddedNats:
     """One supervised nats-server; :meth:`run` keeps it up until :meth:`stop`."""
 
-    def __init__(self, binary: str, store_dir: str) -> None:
+    def __init__(
+        self, binary: str, store_dir: str, watchdog: Watchdog | None = DEFAULT_WATCHDOG
+    ) -> None:
         self.binary = binary
         self.store_dir = store_dir
+        #: How a hung server is told from a live one (None: never killed for hanging).
+        self.watchdog = watchdog
         #: What every client must present (URL-safe: it goes in a URL and a config string).
         self.token = secrets.token_urlsafe(32)
         self.config_file = os.path.join(store_dir, "nats-server.conf")
@@ -98,6 +104,8 @@ class EmbeddedNats:
         self.port: int | None = None
         self.process: Spawned | None = None
         self._stopping = False
+        #: The current process's watchdog task (cancelled when it exits or stops).
+        self._watching = trio.CancelScope()
         #: Whether the current process said it is ready (its port alone is not enough:
         #: after the first start the port is known before the process serves, or dies).
         self._serving = False
@@ -143,8 +151,13 @@ class EmbeddedNats:
                         task_status.started(self)
                     elif first:
                         raise EmbeddedNatsError(f"nats-server did not start:\n{self.log_tail()}")
-                    assert self.process is not None
-                    code = await self.process.wait()
+                    process = self.process
+                    assert process is not None
+                    self._watching = trio.CancelScope()
+                    if ready and not self._stopping:
+                        nursery.start_soon(self._watch, process, self._watching)
+                    code = await process.wait()
+                    self._watching.cancel()
                 if self._stopping:
                     return
                 log.error("embedded nats-server exited (%s): restarting", code)
@@ -167,6 +180,26 @@ class EmbeddedNats:
             return False
         log.info("embedded nats-server ready", extra={"url": self.url, "pid": process.pid})
         return True
+
+    async def _watch(self, process: Spawned, scope: trio.CancelScope) -> None:
+        """Probe *process* while it serves; SIGKILL it if it hangs, so that it restarts."""
+
+        def hung() -> None:
+            if self._stopping or process.returncode is not None:
+                return
+            assert self.watchdog is not None
+            log.error(
+                "embedded nats-server sent no greeting to %d probes in a row: hung, "
+                "killing it (SIGKILL) to restart it",
+                self.watchdog.failures,
+                extra={"url": self.url, "pid": process.pid},
+            )
+            process.kill()
+
+        if self.watchdog is None or self.port is None:
+            return
+        with scope:
+            await watch(self.port, self.watchdog, hung)
 
     async def _read_log(self, process: Spawned, ready: trio.Event) -> None:
         """Drain its log (a full pipe would stall it); note the port, readiness, problems."""
@@ -196,5 +229,6 @@ class EmbeddedNats:
     async def stop(self, timeout: float) -> None:
         """SIGTERM (it flushes JetStream), SIGKILL after *timeout*; wait for the exit."""
         self._stopping = True
+        self._watching.cancel()  # a server stopping stops greeting: no kill for that
         if self.process is not None:
             await stop_process(self.process, timeout=timeout, sig=signal.SIGTERM)

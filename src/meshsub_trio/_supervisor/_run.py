@@ -22,6 +22,7 @@ import trio
 
 from .._serve_options import redacted
 from ._embedded_nats import EmbeddedNats, EmbeddedNatsError, find_nats_server, store_directory
+from ._nats_watch import DEFAULT_WATCHDOG, Watchdog, watchdog_from
 from ._plan import Plan, stream_secret, worker_command, worker_environment
 from ._sockets import SharedSockets, bind_shared
 from ._worker import WorkerFailed, WorkerSlot, announce
@@ -55,6 +56,11 @@ def run_supervisor(plan: Plan) -> int:
     if problem is not None:
         print(f"meshsub-trio: {problem}", file=sys.stderr)
         return 1
+    try:  # read only for the embedded server, the one it watches
+        watchdog = watchdog_from(os.environ) if plan.broker is None else None
+    except ValueError as error:
+        print(f"meshsub-trio: {error}", file=sys.stderr)
+        return 1
     try:
         shared = bind_shared(plan.host, plan.port, plan.workers, plan.backlog)
     except OSError as error:
@@ -63,7 +69,7 @@ def run_supervisor(plan: Plan) -> int:
         return 1
     try:
         with _store(plan) as store:
-            return trio.run(supervise, plan, shared, store)
+            return trio.run(supervise, plan, shared, store, watchdog)
     except (EmbeddedNatsError, WorkerFailed) as error:
         print(f"meshsub-trio: {error}", file=sys.stderr)
         return 1
@@ -80,11 +86,16 @@ def _store(plan: Plan) -> Iterator[str | None]:
         yield store
 
 
-async def supervise(plan: Plan, shared: SharedSockets, store: str | None) -> int:
+async def supervise(
+    plan: Plan,
+    shared: SharedSockets,
+    store: str | None,
+    watchdog: Watchdog | None = DEFAULT_WATCHDOG,
+) -> int:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         try:
             async with trio.open_nursery() as nursery:
-                await _serve(plan, shared, store, nursery, signals)
+                await _serve(plan, shared, store, watchdog, nursery, signals)
         except BaseExceptionGroup as group:
             leaf = _single(group)
             if leaf is None:
@@ -97,12 +108,13 @@ async def _serve(
     plan: Plan,
     shared: SharedSockets,
     store: str | None,
+    watchdog: Watchdog | None,
     nursery: trio.Nursery,
     signals: AsyncIterator[int],
 ) -> None:
     nats: EmbeddedNats | None = None
     if store is not None:
-        nats = await nursery.start(EmbeddedNats(find_nats_server(), store).run)
+        nats = await nursery.start(EmbeddedNats(find_nats_server(), store, watchdog).run)
     broker = nats.client_url if nats is not None else str(plan.broker)
     environment = worker_environment(broker, stream_secret(os.environ))
     slots = [
