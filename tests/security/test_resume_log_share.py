@@ -39,8 +39,10 @@ __all__ = ["nats_server"]  # the fixture, for the scale-out test
 GRAPHQL = "/api/system/graphql/query"
 PUBLISH = "/api/meshsub/publish"
 EVENTS = "/api/system/events"
-TOKENS = {"token-a": "alice", "token-b": "bob"}
-BEARER = {"alice": "Bearer token-a", "bob": "Bearer token-b"}
+#: With two ids that collided in results topic names when a name was just
+#: ``<user>.<profile>``: "a.b"'s profile "c" and "a"'s profile "b.c".
+TOKENS = {"token-a": "alice", "token-b": "bob", "token-ab": "a.b", "token-dot": "a"}
+BEARER = {user: f"Bearer {token}" for token, user in TOKENS.items()}
 EVENTS_QUERY = "subscription { subscribeEvents { description } }"
 KIB = 1024
 #: The log's cap in these tests: the flood below is ten times as much.
@@ -178,10 +180,13 @@ SAVE_PROFILE = "mutation($i: PerformanceProfileInput!) { savePerformanceProfile(
 RECORD_RESULT = "mutation($i: PerfResultInput!) { recordPerfResult(input: $i) { name } }"
 
 
-async def test_results_on_a_profile_id_another_user_also_chose_do_not_expire_mine(
-    start: Start,
+async def results_cursor_survives_a_flood(
+    m: Meshery, owner: str, profile: str, flooder: str, flooders_profile: str
 ) -> None:
-    m = await start()
+    """*owner* sees a result of *profile*, misses one, then *flooder* fills the
+    results topic's count bound on *flooders_profile*: *owner*'s cursor still
+    resumes with both results."""
+    query = PERF_RESULTS.replace("load-test", profile)
 
     async def gql(user: str, query: str, **variables: Any) -> None:
         response = await m.http.post(
@@ -191,32 +196,46 @@ async def test_results_on_a_profile_id_another_user_also_chose_do_not_expire_min
         )
         assert "errors" not in response.json(), response.text
 
-    await gql("bob", SAVE_PROFILE, i={"id": "load-test", "name": "bob's"})
-    headers = [(b"authorization", BEARER["bob"].encode())]
+    await gql(owner, SAVE_PROFILE, i={"id": profile, "name": f"{owner}'s"})
+    headers = [(b"authorization", BEARER[owner].encode())]
     async with open_raw_client(
         m.server.port, path=GRAPHQL, subprotocols=[TRANSPORT], extra_headers=headers
     ) as client:
         assert (await client.init())["type"] == "connection_ack"
-        await client.send({"id": "1", "type": "subscribe", "payload": {"query": PERF_RESULTS}})
+        await client.send({"id": "1", "type": "subscribe", "payload": {"query": query}})
         await client.send({"type": "ping"})
         await client.receive_until("pong")
-        await gql("bob", RECORD_RESULT, i={"profileID": "load-test", "name": "bob-1"})
+        await gql(owner, RECORD_RESULT, i={"profileID": profile, "name": "mine-1"})
         first = await client.receive()
-        bob_seen = first["payload"]["extensions"]["cursor"]
-    await gql("bob", RECORD_RESULT, i={"profileID": "load-test", "name": "bob-2"})
-    await gql("alice", SAVE_PROFILE, i={"id": "load-test", "name": "alice's, same id"})
+        seen = first["payload"]["extensions"]["cursor"]
+    await gql(owner, RECORD_RESULT, i={"profileID": profile, "name": "mine-2"})
+    await gql(flooder, SAVE_PROFILE, i={"id": flooders_profile, "name": f"{flooder}'s"})
     for n in range(1000):  # the topic's count bound (what the mutation does, minus HTTP)
-        m.app.model.record_result("alice", "load-test", {"name": f"alice-{n}"})
+        m.app.model.record_result(flooder, flooders_profile, {"name": f"flood-{n}"})
 
     async with open_raw_client(
         m.server.port, path=GRAPHQL, subprotocols=[TRANSPORT], extra_headers=headers
     ) as client:
         assert (await client.init())["type"] == "connection_ack"
-        payload = {"query": PERF_RESULTS, "extensions": {"cursor": bob_seen}}
+        payload = {"query": query, "extensions": {"cursor": seen}}
         await client.send({"id": "1", "type": "subscribe", "payload": payload})
         resumed = await client.receive()
     assert resumed["type"] == "next", resumed
     assert resumed["payload"]["data"]["subscribePerfResults"]["total_count"] == 2
+
+
+async def test_results_on_a_profile_id_another_user_also_chose_do_not_expire_mine(
+    start: Start,
+) -> None:
+    await results_cursor_survives_a_flood(await start(), "bob", "load-test", "alice", "load-test")
+
+
+async def test_ids_with_dots_do_not_share_a_results_topic(start: Start) -> None:
+    """User "a.b"'s profile "c" and user "a"'s profile "b.c": ids are the
+    client's (a profile's) or the deployment's (a user's) to choose, dots
+    included, and the two must still get topics of their own."""
+    assert topics.perf_results("a.b", "c") != topics.perf_results("a", "b.c")
+    await results_cursor_survives_a_flood(await start(), "a.b", "c", "a", "b.c")
 
 
 # ---- scale-out: the JetStream-backed log -----------------------------------------------------

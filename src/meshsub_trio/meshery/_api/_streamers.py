@@ -149,7 +149,7 @@ def make_streamers(
                 if result["user_id"] != user.id or str(result["performance_profile"]) != str(
                     profile_id
                 ):
-                    continue  # not this profile's (a topic name two ids with dots can share)
+                    continue  # not this profile's: a check, the topic's name is the boundary
                 page = views.perf_results_page(
                     model, user.id, request, profile_id, result["meshery_id"]
                 )

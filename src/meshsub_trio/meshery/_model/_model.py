@@ -6,7 +6,8 @@ same message applied to an empty model elsewhere (a replica fed by a NATS
 backplane, say) reproduces the change, so messages always carry the full new
 record rather than a hint to go and look.
 
-Message shapes (every message has ``type`` and ``op``)::
+Message shapes (every message has ``type`` and ``op``; ``<user>`` and ``<prof>``
+in topic names are ids escaped into one token each, :mod:`._tokens`)::
 
     meshery.k8s_contexts          {type: k8s_context, op: upsert, context: K8sContext}
                                   {type: k8s_context, op: delete, owner, id}

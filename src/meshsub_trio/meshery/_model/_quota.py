@@ -137,7 +137,7 @@ def size_of(record: Any) -> int:
     return len(orjson.dumps(record))
 
 
-#: Per-user topics: the user id is the rest of the name.
+#: Per-user topics: the user id (escaped) is the rest of the name.
 _USER_TOPICS = (topics.EVENTS_PREFIX, topics.CONFIGURATION_PREFIX)
 #: Shared topics whose records name their owner: (record field, owner field).
 _OWNED_RECORDS = {
@@ -160,7 +160,8 @@ def log_owner(topic: str, message: Any) -> str | None:
     """
     for prefix in _USER_TOPICS:
         if topic.startswith(prefix):
-            return topic[len(prefix) :]
+            user = topics.topic_user(topic)
+            return user if user is not None else topic[len(prefix) :]  # an earlier name
     if not isinstance(message, Mapping):
         return topics.results_owner(topic) if message is None else None
     if topic.startswith(topics.PERF_RESULTS_PREFIX):

@@ -19,11 +19,14 @@ read them). A cursor at or after it is served from the history; an older one,
 or one the history already evicted (a topic's count bound, a user over their
 share), from the stream, which gives the same entries or expires the cursor.
 
-Perf results are the exception: earlier versions logged them under the
-profile id alone, so the stream may hold a user's results under a subject no
-longer read. The history files them under their owner's topic
-(:func:`.._model._topics.resumed_topic`), but the stream cannot: a results
-cursor the history cannot serve expires rather than miss those.
+Topics that had other names are the exception: earlier versions logged perf
+results under the profile id alone, then under unescaped ids, and per-user
+entries under the raw user id, so the stream may hold a user's entries under
+a subject no longer read (or one that names another user now). The history
+files them under their owner's topic (:func:`.._model._topics.resumed_topic`),
+but the stream cannot: a cursor on such a topic
+(:func:`.._model._topics.has_older_names`) the history cannot serve expires
+rather than miss those or see another's.
 
 Entries are recorded as the stream's envelopes, so both sources hand the
 resume feed the same items; sizes count the envelope (what is held), and the
@@ -106,7 +109,7 @@ class ReplicaHistory:
                 except CursorError as error:  # expired here (or ahead of what it recorded)
                     refused = error
             if buffer is None:
-                if topic.startswith(topics.PERF_RESULTS_PREFIX):
+                if topics.has_older_names(topic):
                     raise refused  # the stream may hold them elsewhere: see module doc
                 self.fallbacks += 1
                 buffer = await stack.enter_async_context(

@@ -365,6 +365,9 @@ class ReplicatedBus:
             return
         number = envelope.get("n") if own else None
         self._own.on_entry(message, number if isinstance(number, int) else None)
+        # A replica of an earlier version may still write an older name: its
+        # subscribers are under the name the owner's ids make now.
+        topic = topics.resumed_topic(topic, message)
         self._topic_seq[topic] = delivery.seq
         self.history.record(delivery.seq, topic, envelope)
         if self._plain.subscriber_count(topic):

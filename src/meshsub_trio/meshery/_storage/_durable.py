@@ -9,10 +9,11 @@ acknowledged change survives a SIGKILL.
 :func:`load` is the other half: at start, the stored state is applied to
 the empty model and the stored events and results go back into the
 broker's log with their sequences, so state subscriptions show it at once
-and event cursors from before the restart resume exactly. A perf result a
-previous version stored under its profile id's topic goes back under its
-owner's (:func:`.._model._topics.resumed_topic`), with that old topic's
-horizon: cursors on it resume with the owner's results only, or expire.
+and event cursors from before the restart resume exactly. An entry a
+previous version stored under an older name (a perf result under its profile
+id's topic, or any under ids not yet escaped) goes back under its owner's
+topic (:func:`.._model._topics.resumed_topic`), with that old topic's
+horizon: cursors on it resume with the owner's entries only, or expire.
 """
 
 from __future__ import annotations

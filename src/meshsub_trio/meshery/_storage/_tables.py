@@ -122,8 +122,10 @@ def write(conn: sqlite3.Connection, entries: Iterable[Entry], retention: Retenti
                 still = conn.execute(
                     "SELECT 1 FROM results WHERE profile_id = ? LIMIT 1", (change.key,)
                 ).fetchone()
-                if still is None:  # a previous version's topic, per profile id, whoever owns it
-                    topic = topics.PERF_RESULTS_PREFIX + change.key
+                topic = topics.PERF_RESULTS_PREFIX + change.key
+                # A previous version's topic, per profile id, whoever owns it; unless
+                # that name is an owner's topic now (id "x.y": user x's profile y).
+                if still is None and topics.results_owner(topic) is None:
                     conn.execute("DELETE FROM horizons WHERE topic = ?", (topic,))
     for user, topic in users.items():
         _trim(conn, "events", "user_id = ?", (user,), topic, retention.events_per_user)
