@@ -45,7 +45,9 @@ MeshModel) has no owner. Storage bounds are checked before committing
 
 One module per record family (:mod:`._clusters`, :mod:`._designs`,
 :mod:`._performance`, :mod:`._events`) over a shared core (:mod:`._core`);
-:class:`Model` composes them, so callers still see one object.
+:class:`Model` composes them, so callers still see one object. Taking a
+replica's own change back reads and puts back records through
+:mod:`._restore`, never the stores themselves.
 """
 
 from __future__ import annotations
@@ -58,11 +60,12 @@ from ._core import Committer, Key, Message
 from ._designs import DesignRecords
 from ._events import EventRecords
 from ._performance import PerformanceRecords
+from ._restore import RestorableRecords
 
 __all__ = ["Committer", "Key", "Message", "Model"]
 
 
-class Model(ClusterRecords, DesignRecords, PerformanceRecords, EventRecords):
+class Model(ClusterRecords, DesignRecords, PerformanceRecords, EventRecords, RestorableRecords):
     """Meshery's state: clusters, controllers, designs, perf data, MeshModel, events.
 
     All methods are synchronous and never block; subscribers learn about

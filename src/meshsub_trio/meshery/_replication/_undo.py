@@ -10,17 +10,17 @@ records the model never mutates in place).
 
 Exact when undone in the right state: right after the change was applied,
 or after every own change applied since was undone first, newest first (how
-:class:`.ReplicatedBus` uses them). The records are put back directly into
-the model's stores, keeping its storage accounting (``Model.usage``) in
-step, because some changes have no inverse message (a MeshModel entry or one
-controller cannot be removed by a message). This mirrors the model's
-``_apply_*`` handlers: a change to what a message writes there belongs here
-too (``tests/scaleout/test_rollback_undo.py`` checks every kind).
+:class:`.ReplicatedBus` uses them). The records are put back directly, through
+the model's ``held`` and ``put_back`` (:mod:`.._model._restore`, which keeps
+its storage accounting in step), because some changes have no inverse message
+(a MeshModel entry or one controller cannot be removed by a message). This
+mirrors the model's ``_apply_*`` handlers: a change to what a message writes
+there belongs here too (``tests/scaleout/test_rollback_undo.py`` checks every
+kind).
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -30,13 +30,13 @@ Message = Mapping[str, Any]
 #: Puts the records back; call with the model the image was taken from.
 Restore = Callable[[Model], None]
 
-#: Owned record stores: message type -> (store attribute, the message's record
-#: field, the owner's field in records and deletes, the usage kind charged).
+#: Owned records: message type -> (the model's place for them, the message's
+#: record field, the owner's field in records and deletes).
 _OWNED = {
-    "k8s_context": ("_contexts", "context", "owner", "context"),
-    "pattern": ("_patterns", "pattern", "user_id", "design"),
-    "filter": ("_filters", "filter", "user_id", "filter"),
-    "perf_profile": ("_profiles", "profile", "user_id", "profile"),
+    "k8s_context": ("context", "context", "owner"),
+    "pattern": ("design", "pattern", "user_id"),
+    "filter": ("filter", "filter", "user_id"),
+    "perf_profile": ("profile", "profile", "user_id"),
 }
 
 
@@ -65,75 +65,62 @@ def _nothing(_model: Model) -> None:
     return None
 
 
-def _owned(
-    model: Model, message: Message, store_name: str, field: str, owner: str, usage: str
-) -> Restore:
+def _owned(model: Model, message: Message, place: str, field: str, owner: str) -> Restore:
     """Records keyed ``(owner, id)``; a profile's delete also takes its results."""
-    store: dict[tuple[str, str], dict[str, Any]] = getattr(model, store_name)
     if message["op"] == "upsert":
         record = message[field]
         keys = [(str(record[owner]), str(record["id"]))]
     else:  # the model deletes what is not an upsert: the owner's record, or every owner's
         who, item_id = message.get(owner), str(message["id"])
-        keys = [(str(who), item_id)] if who is not None else [k for k in store if k[1] == item_id]
-    records = {key: store.get(key) for key in keys}
-    runs: dict[tuple[str, str], list[tuple[int, dict[str, Any]]] | None] = {}
-    if store_name == "_profiles" and message["op"] != "upsert":
-        runs = {k: list(model._results[k]) if k in model._results else None for k in keys}
+        keys = (
+            [(str(who), item_id)]
+            if who is not None
+            else [k for k in model.held_keys(place) if k[1] == item_id]
+        )
+    records = {key: model.held(place, key) for key in keys}
+    runs: dict[tuple[str, str], Any] = {}
+    if place == "profile" and message["op"] != "upsert":
+        runs = {key: model.held("results", key) for key in keys}
 
     def restore(model: Model) -> None:
-        store = getattr(model, store_name)
         for key, record in records.items():
-            old = store.get(key)
-            if old is not record:
-                model.usage.replace(key[0], usage, old, record)
-                _put(store, key, record)
+            model.put_back(place, key, record)
         for key, kept in runs.items():
-            for _, result in model._results.pop(key, ()):
-                model.usage.replace(key[0], "result", result, None)
-            if kept is not None:
-                model._results[key] = deque(kept)
-                for _, result in kept:
-                    model.usage.replace(key[0], "result", None, result)
+            model.put_back("results", key, kept)
 
     return restore
 
 
 def _controllers(model: Model, message: Message) -> Restore:
-    store = model._controllers
     if message["op"] == "upsert":
         item = message["item"]
         keys = [(item["connectionID"], item["controller"])]
     else:
-        keys = [key for key in store if key[0] == message["connectionID"]]
-    records = {key: store.get(key) for key in keys}
+        keys = [key for key in model.held_keys("controller") if key[0] == message["connectionID"]]
+    records = {key: model.held("controller", key) for key in keys}
 
     def restore(model: Model) -> None:
         for key, record in records.items():
-            _put(model._controllers, key, record)
+            model.put_back("controller", key, record)
 
     return restore
 
 
 def _cluster_objects(model: Model, message: Message) -> Restore:
-    objects = model._objects
     if message["op"] == "clear":
         cluster_id = message["cluster_id"]
-        whole = objects.get(cluster_id)  # clearing drops this dict, never changes it
+        whole = model.held("cluster", cluster_id)  # clearing drops this dict, never changes it
 
         def restore_cluster(model: Model) -> None:
-            _put(model._objects, cluster_id, whole)
+            model.put_back("cluster", cluster_id, whole)
 
         return restore_cluster
     obj = message["object"]
-    cluster_id, key = obj["cluster_id"], (obj["kind"], obj["namespace"], obj["name"])
-    record = objects.get(cluster_id, {}).get(key)
+    key = (obj["cluster_id"], obj["kind"], obj["namespace"], obj["name"])
+    record = model.held("cluster_object", key)
 
     def restore(model: Model) -> None:
-        cluster = model._objects.setdefault(cluster_id, {})
-        _put(cluster, key, record)
-        if not cluster:  # the model keeps no empty cluster
-            del model._objects[cluster_id]
+        model.put_back("cluster_object", key, record)
 
     return restore
 
@@ -141,18 +128,10 @@ def _cluster_objects(model: Model, message: Message) -> Restore:
 def _meshmodel(model: Model, message: Message) -> Restore:
     entry = message["entry"]
     member = (entry["entity"], entry["model"], entry["version"], entry["name"])
-    if member in model._meshmodel:
+    if model.held("meshmodel", member) is not None:
         return _nothing  # registering again changes nothing
 
     def restore(model: Model) -> None:
-        model._meshmodel.discard(member)
+        model.put_back("meshmodel", member, None)
 
     return restore
-
-
-def _put(store: dict[Any, Any], key: Any, record: Any) -> None:
-    """``store[key] = record``, or no *key* at all when *record* is None."""
-    if record is None:
-        store.pop(key, None)
-    else:
-        store[key] = record
