@@ -215,7 +215,7 @@ async def test_wait_0_new_queries_are_answered_under_others_costly_documents(
     wrong: list[dict[str, Any]] = []
 
     async def polls() -> None:
-        for n in range(25):
+        for n in range(10):  # before the fix most were answered empty
             answer = await poll(client, port, f"{{ q{n}: hello }}")
             if answer["payloads"] != [{"data": {f"q{n}": "hi"}}]:
                 wrong.append(answer)
@@ -232,7 +232,7 @@ async def test_wait_0_new_subscriptions_settle_after_their_document_is_prepared(
     wrong: list[dict[str, Any]] = []
 
     async def polls() -> None:
-        for n in range(25):
+        for n in range(10):  # before the fix most were answered empty
             answer = await poll(client, port, f"subscription {{ v{n}: firstThenSilent }}")
             if answer["payloads"] != [{"data": {f"v{n}": 1}}] or answer["complete"]:
                 wrong.append(answer)
