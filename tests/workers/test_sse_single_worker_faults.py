@@ -16,6 +16,7 @@ from pathlib import Path
 
 import trio
 
+from meshsub_trio._supervisor._nats_watch import WATCHDOG_ENV
 from meshsub_trio._transports._sse_relay import CALL_TIMEOUT, GRACE
 
 from ._kit import SOON, Supervisor, open_supervisor
@@ -101,7 +102,9 @@ async def test_a_stream_whose_worker_died_is_forgotten_by_its_tokens_worker(
 
 
 async def test_a_frozen_broker_is_a_503_only_for_what_must_cross_it(tmp_path: Path) -> None:
-    async with open_supervisor(tmp_path) as supervisor:
+    # The supervisor's watchdog would kill the frozen nats-server after 6-7 s,
+    # about when this test continues it: off, so that the freeze is the test's.
+    async with open_supervisor(tmp_path, env={WATCHDOG_ENV: "off"}) as supervisor:
         token = await reserve(supervisor, 0)
         async with event_stream(supervisor, 0, token) as stream:
             assert await post(supervisor, 1, token, "crossed") == (202, "")

@@ -39,8 +39,9 @@ PROBE_INTERVAL = 1.0
 PROBE_TIMEOUT = 2.0
 #: Failed probes in a row before the kill: one slow answer (swapping, a long
 #: pause) must not cost every worker a reconnect and JetStream a recovery;
-#: three (over 6 s without a greeting) is a hang. With the two above, a hang is
-#: killed within 7 s, before the workers' own 10 s ``stale_timeout`` runs out.
+#: three (6 s without a greeting at the least) is a hang. With the two above a
+#: hang is killed after 6 to 7 s, before the workers' own 10 s ``stale_timeout``
+#: runs out: they see a closed connection and reconnect to the new server.
 PROBE_FAILURES = 3
 WATCHDOG_ENV = "MESHSUB_NATS_WATCHDOG"
 _GREETING = b"INFO "
