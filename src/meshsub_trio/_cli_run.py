@@ -23,6 +23,7 @@ from ._transports._sse_relay import relay_for, relay_secret
 
 if TYPE_CHECKING:
     from .brokers._nats_log import LogStream
+    from .brokers._nats_options import NatsOptions
 
 log = logging.getLogger("meshsub_trio")
 
@@ -69,6 +70,16 @@ def log_stream() -> LogStream:
     return meshery_stream()
 
 
+def nats_options(args: argparse.Namespace) -> NatsOptions:
+    """The NATS broker's options from ``serve``'s: Meshery's stream, the stale bound.
+
+    Needs nats-py (:class:`NatsOptions` imports it), like the broker itself.
+    """
+    from .brokers._nats_options import NatsOptions
+
+    return NatsOptions(log=log_stream(), stale_timeout=args.nats_stale_timeout)
+
+
 async def run_on_nats(args: argparse.Namespace, config: Config, url: str) -> None:
     """Connect to NATS, build the app on it, and serve with the broker open throughout.
 
@@ -79,6 +90,8 @@ async def run_on_nats(args: argparse.Namespace, config: Config, url: str) -> Non
     secret = relay_secret()  # a bad one refuses to start before anything connects
     try:
         from .brokers._nats import NatsBroker
+
+        options = nats_options(args)
     except ImportError as error:
         raise SystemExit(
             f"--broker {redacted(url)} needs nats-py and trio-asyncio: "
@@ -89,10 +102,14 @@ async def run_on_nats(args: argparse.Namespace, config: Config, url: str) -> Non
     connected = False
     try:
         async with NatsBroker.connect(
-            servers, name=f"meshsub-trio[{os.getpid()}]", log=log_stream()
+            servers, options=options, name=f"meshsub-trio[{os.getpid()}]"
         ) as broker:
             connected = True
-            log.info("connected to NATS at %s", redacted(url))
+            log.info(
+                "connected to NATS at %s",
+                redacted(url),
+                extra={"stale_timeout": options.stale_timeout},
+            )
             config = dataclasses.replace(config, sse_relay=relay_for(broker, secret))
             await run(app_from_args(args, broker), config)
     except (ConnectionError, RuntimeError, OSError) as error:

@@ -30,6 +30,9 @@ BROKER_ENV = "MESHSUB_BROKER"
 DATA_DIR_ENV = "MESHSUB_DATA_DIR"
 DURABILITY_ENV = "MESHSUB_DURABILITY"
 METRICS_TOKEN_ENV = "MESHSUB_METRICS_TOKEN"
+#: ``NatsOptions.stale_timeout``'s default, repeated rather than imported:
+#: importing it imports nats-py, which a server on the memory broker never needs.
+NATS_STALE_TIMEOUT = 10.0
 
 
 def redacted(urls: str) -> str:
@@ -201,6 +204,18 @@ def add_serve_options(serve_cmd: argparse.ArgumentParser) -> None:
             f"'{MEMORY}' (one process; the default) or nats://HOST:PORT[,nats://...]: every "
             "process on that NATS (JetStream on) serves the same state and events, and "
             f"clients resume on any of them (default: ${BROKER_ENV}, else {MEMORY})"
+        ),
+    )
+    meshery.add_argument(
+        "--nats-stale-timeout",
+        type=seconds,
+        default=NATS_STALE_TIMEOUT,
+        metavar="SECONDS",
+        help=(
+            "with a NATS broker (--broker nats://, --workers): a server connected but silent "
+            "this long (hung, stopped, cut off without a reset) counts as down: changes are "
+            "refused (503) and the connection is dropped and retried (0: no such probe, only "
+            "nats-py's own pings; default %(default)s)"
         ),
     )
     meshery.add_argument(

@@ -13,9 +13,11 @@ import trio
 
 from meshsub_trio import Config
 from meshsub_trio._cli_args import parse_serve_args, print_config
+from meshsub_trio._cli_run import log_stream, nats_options
 from meshsub_trio._supervisor import _run, plan_for
 from meshsub_trio._supervisor._embedded_nats import EmbeddedNats, EmbeddedNatsError
 from meshsub_trio._supervisor._plan import worker_command, worker_environment
+from meshsub_trio.brokers._nats_options import NatsOptions
 
 from ._kit import open_supervisor
 
@@ -135,3 +137,52 @@ def test_a_worker_takes_its_broker_from_the_environment_only(given: list[str]) -
     assert not any(part.startswith("--broker") for part in command), command
     assert command[command.index("--port") + 1] == "0"  # the user's other options stay
     assert worker_environment("nats://t@127.0.0.1:1") == {"MESHSUB_BROKER": "nats://t@127.0.0.1:1"}
+
+
+def test_nats_stale_timeout_reaches_the_broker_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MESHSUB_NATS_STALE_TIMEOUT", raising=False)
+    args, resolved = parse_serve_args(["serve", "--nats-stale-timeout", "2.5"])
+    options = nats_options(args)
+    assert options.stale_timeout == 2.5 and options.log == log_stream()
+    assert ("nats-stale-timeout", 2.5, "flag") in list(resolved)
+    # The CLI's default is the broker's own (repeated there to keep nats-py unimported).
+    args, _ = parse_serve_args(["serve"])
+    assert nats_options(args).stale_timeout == NatsOptions().stale_timeout
+    monkeypatch.setenv("MESHSUB_NATS_STALE_TIMEOUT", "0")  # 0: the probe is off
+    args, _ = parse_serve_args(["serve"])
+    assert nats_options(args).stale_timeout == 0.0
+
+
+@pytest.mark.parametrize(
+    ("given", "why"),
+    [
+        ("-1", "'-1' is a negative duration"),
+        ("soon", "'soon' is not a number"),
+        ("inf", "'inf' is not a finite number"),
+        ("nan", "'nan' is not a finite number"),
+    ],
+)
+def test_a_bad_nats_stale_timeout_is_a_usage_error(
+    given: str, why: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(SystemExit) as refused:
+        parse_serve_args(["serve", "--nats-stale-timeout", given])
+    assert refused.value.code == 2
+    assert capsys.readouterr().err == (
+        f"meshsub-trio serve: error: argument --nats-stale-timeout: {why} (see --help)\n"
+    )
+    monkeypatch.setenv("MESHSUB_NATS_STALE_TIMEOUT", given)
+    with pytest.raises(SystemExit) as refused:
+        parse_serve_args(["serve"])
+    assert str(refused.value) == f"meshsub-trio: MESHSUB_NATS_STALE_TIMEOUT: {why}"
+
+
+def test_a_worker_gets_the_nats_stale_timeout_on_its_command_line() -> None:
+    # Not a secret, so it travels as the user gave it (a worker's own
+    # environment and --config file reach it as well, unchanged).
+    for given in (["--nats-stale-timeout", "3"], ["--nats-stale-timeout=3"]):
+        argv = ["serve", "--workers", "2", *given, "--port", "0"]
+        args = argparse.Namespace(workers=2, broker=None, simulator=None)
+        command = worker_command(plan_for(argv, args, Config(port=0), ":memory:"), 1)
+        start = command.index(given[0])
+        assert command[start : start + len(given)] == given, command
