@@ -124,12 +124,18 @@ async def test_appends_are_trimmed_to_the_retention_and_remember_the_horizon(
     assert horizons == {topics.events("u"): 4, topics.perf_results("u", "prof"): 9}
 
 
-async def test_deleting_a_profile_drops_its_results(tmp_path: Path) -> None:
+@pytest.mark.parametrize("apart", [False, True], ids=["one-write", "trimmed-before"])
+async def test_deleting_a_profile_drops_its_results(tmp_path: Path, apart: bool) -> None:
+    """A delete naming no owner (every owner's) drops each owner's horizon too,
+    whether its results were trimmed in the same write or an earlier one."""
     store = opened(tmp_path, retention=Retention(results_per_profile=1))
     profile = {"type": "perf_profile", "op": "upsert", "profile": {"id": "prof", "user_id": "u"}}
     store.record(1, topics.PERF_PROFILES, profile)
     for seq in (2, 3):
         store.record(seq, topics.perf_results("u", "prof"), result("prof", seq))
+    if apart:
+        await store.flush()
+        assert rows(tmp_path, "SELECT count(*) FROM horizons") == [(1,)]
     store.record(4, topics.PERF_PROFILES, {"type": "perf_profile", "op": "delete", "id": "prof"})
     await store.flush()
     store.close()

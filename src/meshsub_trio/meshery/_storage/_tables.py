@@ -113,11 +113,14 @@ def write(conn: sqlite3.Connection, entries: Iterable[Entry], retention: Retenti
                 )
                 profiles[(owner, change.key)] = entry.topic
             elif action == "drop_results":
+                # Every owner's topic goes when the delete names none (an earlier
+                # write may have trimmed them already: their horizons are rows now).
+                owners = [owner] if owner is not None else _owners(conn, change.key)
                 _delete(conn, "results", "profile_id = ?", (change.key,), owner)
                 for key in [k for k in profiles if k[1] == change.key and owner in (None, k[0])]:
                     del profiles[key]
-                if owner is not None:
-                    topic = topics.perf_results(owner, change.key)
+                for who in owners:
+                    topic = topics.perf_results(who, change.key)
                     conn.execute("DELETE FROM horizons WHERE topic = ?", (topic,))
                 still = conn.execute(
                     "SELECT 1 FROM results WHERE profile_id = ? LIMIT 1", (change.key,)
@@ -132,6 +135,12 @@ def write(conn: sqlite3.Connection, entries: Iterable[Entry], retention: Retenti
     for (owner, profile), topic in profiles.items():
         where = "owner = ? AND profile_id = ?"
         _trim(conn, "results", where, (owner, profile), topic, retention.results_per_profile)
+
+
+def _owners(conn: sqlite3.Connection, profile_id: str) -> list[str]:
+    """Who holds results of *profile_id* (each owner's own profile of that id)."""
+    query = "SELECT DISTINCT owner FROM results WHERE profile_id = ?"
+    return [owner for (owner,) in conn.execute(query, (profile_id,))]
 
 
 def _delete(
