@@ -75,7 +75,9 @@ async def test_a_sigstopped_embedded_nats_server_is_noticed_by_every_worker(
     tmp_path: Path,
 ) -> None:
     async with (
-        open_supervisor(tmp_path) as supervisor,
+        # How the workers ride out a hang: the supervisor's watchdog, which
+        # would restart the server within 7 s, is off (its own tests).
+        open_supervisor(tmp_path, env={"MESHSUB_NATS_WATCHDOG": "off"}) as supervisor,
         trio.open_nursery() as nursery,
         AsyncExitStack() as stack,
     ):
