@@ -110,6 +110,37 @@ async def test_a_healthy_server_is_never_reported_down(nats_server: NatsServer) 
             nursery.cancel_scope.cancel()
 
 
+async def test_a_probe_lost_in_an_outage_does_not_condemn_the_next_link(
+    nats_server: NatsServer,
+) -> None:
+    """A probe whose PING went out just before the server died can never be
+    answered; the reconnect cancels it, and that is not silence of the new
+    connection. (It used to be: nats-py reuses its transport object across
+    reconnects, so the probe took the fresh link for the one it had probed,
+    reported it silent and aborted it, with whatever requests were in flight.)
+    """
+    # A probe goes out every 2 s and waits 2 s for its PONG: the window in
+    # which the restart below must land for the old bug to show.
+    async with connect(nats_server, stale_timeout=4.0) as a, a.subscribe(TOPIC) as live:
+        assert nats_server.pid is not None
+        os.kill(nats_server.pid, signal.SIGSTOP)  # the pending or next probe goes unanswered
+        with trio.fail_after(SOON):
+            while not a.stats()["pings_waiting"]:
+                await trio.sleep(0.01)  # polled: a PING going out signals nothing to Trio
+        await nats_server.stop(kill=True)  # SIGKILL ends a stopped process too
+        await wait_for_state(a, RECONNECTING)
+        await nats_server.start()
+        await wait_for_state(a, CONNECTED)
+        with trio.fail_after(SOON):
+            while a.stats()["pings_waiting"]:  # the lost probe, cancelled by the reconnect
+                await trio.sleep(0.01)
+        # A round trip through the server: time for the probe's verdict to land.
+        a.publish(TOPIC, {"n": 0})
+        assert await take(live, 1) == [{"n": 0}]
+        assert a.stats()["stale_detections"] == 0
+        assert a.state is CONNECTED
+
+
 @pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
 def test_the_bound_must_be_a_finite_non_negative_number(bad: float) -> None:
     with pytest.raises(ValueError, match="stale_timeout"):

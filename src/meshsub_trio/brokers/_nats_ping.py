@@ -95,15 +95,25 @@ class Pinger:
         for its PONG, so a server silent from time t fails the probe sent at
         the latest at t + bound/2, by t + bound. *on_silent* runs only while
         nats-py still thinks the link it probed is up.
+
+        A probe whose PING went out on a connection that has since been
+        replaced says nothing about the new one: its PONG can never come
+        (:meth:`forget_lost` cancels it at the reconnect), so it is not
+        silence. The connection is told apart by nats-py's reconnect count,
+        not by ``nc._transport``, which nats-py reuses (and reconnects) as
+        the same object: comparing that let a probe lost to an outage
+        report the fresh connection silent and abort it just after the
+        reconnect, taking with it whatever requests were in flight.
         """
         half = bound / 2
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
             nc = self._nc
-            probed = nc._transport  # a reconnect meanwhile makes a late PONG meaningless
+            # Bumped in the same step that marks a reconnect CONNECTED.
+            probed = nc.stats["reconnects"]
             answered = not nc.is_connected or await self.round_trip(half)
-            if not answered and nc.is_connected and nc._transport is probed:
+            if not answered and nc.is_connected and nc.stats["reconnects"] == probed:
                 await on_silent()
             await asyncio.sleep(max(0.0, started + half - loop.time()))
 
