@@ -101,9 +101,11 @@ class NatsRequests(NatsLink):
 
         When this yields the server has registered the subscription, so a
         request sent after that never gets :class:`NoResponders` while the
-        link is up. Messages that are not JSON are counted in
-        ``decode_errors`` and dropped; past *capacity*, *policy* decides (an
-        asker of a dropped request times out).
+        link is up; when it exits the server has dropped it, so a request
+        sent after that gets :class:`NoResponders` at once rather than being
+        routed here to time out (while the link is up). Messages that are
+        not JSON are counted in ``decode_errors`` and dropped; past
+        *capacity*, *policy* decides (an asker of a dropped request times out).
         """
         _check_topic(subject)
         if self._closing:
@@ -125,6 +127,13 @@ class NatsRequests(NatsLink):
             await self._pinger.round_trip(self.options.flush_timeout)
             return sub
 
+        async def unsubscribe(sub: Any) -> None:
+            # Confirmed like the subscription: the UNSUB alone only queues it,
+            # and the server, reading each connection on its own, may still
+            # route another's request here meanwhile, where nobody answers it.
+            await sub.unsubscribe()
+            await self._pinger.round_trip(self.options.flush_timeout)
+
         with trio.CancelScope(shield=True):  # a subscription made but lost would leak
             sub = await self._aio(subscribe)()
         if self._serving is None:
@@ -142,7 +151,7 @@ class NatsRequests(NatsLink):
                     trio.move_on_after(self.options.flush_timeout),
                     contextlib.suppress(Exception),
                 ):
-                    await self._aio(sub.unsubscribe)()
+                    await self._aio(unsubscribe)(sub)
 
     def reply(self, request: Request, message: Any) -> bool:
         """Queue *message* as *request*'s answer; never blocks. False when
