@@ -9,23 +9,24 @@ import trio.testing
 from meshsub_trio._execution._round_robin import RoundRobinLock
 
 
+async def _holder(lock: RoundRobinLock, release: trio.Event) -> None:
+    async with lock.hold("holder"):
+        await release.wait()
+
+
+async def _waiter(lock: RoundRobinLock, owner: str, order: list[str]) -> None:
+    async with lock.hold(owner):
+        order.append(owner)
+
+
 async def _queue_up(lock: RoundRobinLock, owners: list[str], order: list[str]) -> None:
     """Hold the lock, queue one waiter per entry of *owners* (in that order), release."""
     release = trio.Event()
-
-    async def holder() -> None:
-        async with lock.hold("holder"):
-            await release.wait()
-
-    async def waiter(owner: str) -> None:
-        async with lock.hold(owner):
-            order.append(owner)
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(holder)
+        nursery.start_soon(_holder, lock, release)
         await trio.testing.wait_all_tasks_blocked()
         for owner in owners:
-            nursery.start_soon(waiter, owner)
+            nursery.start_soon(_waiter, lock, owner, order)
             await trio.testing.wait_all_tasks_blocked()  # queued in this order
         release.set()
 
@@ -48,26 +49,16 @@ async def test_a_cancelled_waiter_leaves_its_place() -> None:
     lock = RoundRobinLock()
     order: list[str] = []
     release = trio.Event()
+    doomed = trio.CancelScope()
 
-    async def holder() -> None:
-        async with lock.hold("holder"):
-            await release.wait()
-
-    async def waiter(owner: str) -> None:
-        async with lock.hold(owner):
-            order.append(owner)
+    async def cancelled() -> None:
+        with doomed:
+            await _waiter(lock, "b", order)
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(holder)
+        nursery.start_soon(_holder, lock, release)
         await trio.testing.wait_all_tasks_blocked()
-        nursery.start_soon(waiter, "a")
-        await trio.testing.wait_all_tasks_blocked()
-        doomed = trio.CancelScope()
-
-        async def cancelled() -> None:
-            with doomed:
-                await waiter("b")
-
+        nursery.start_soon(_waiter, lock, "a", order)
         nursery.start_soon(cancelled)
         await trio.testing.wait_all_tasks_blocked()
         assert lock.waiting() == 2
@@ -94,19 +85,14 @@ async def test_a_waiter_cancelled_as_it_is_granted_passes_the_lock_on() -> None:
 
     async def first() -> None:
         with doomed:
-            async with lock.hold("a"):
-                order.append("a")
-
-    async def second() -> None:
-        async with lock.hold("b"):
-            order.append("b")
+            await _waiter(lock, "a", order)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(holder)
         await trio.testing.wait_all_tasks_blocked()
         nursery.start_soon(first)
         await trio.testing.wait_all_tasks_blocked()
-        nursery.start_soon(second)
+        nursery.start_soon(_waiter, lock, "b", order)
         await trio.testing.wait_all_tasks_blocked()
         release.set()
     assert order == ["b"]
