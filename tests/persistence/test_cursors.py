@@ -5,31 +5,16 @@ sequences start above every cursor handed out before."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
-import trio
 
-from meshsub_trio.brokers import CursorExpired, Delivery, MemoryBroker
-from meshsub_trio.meshery import MesheryApp, create_app, default_data_dir, topics
+from meshsub_trio.brokers import CursorExpired
+from meshsub_trio.meshery import create_app, default_data_dir, topics
 from meshsub_trio.meshery._storage._tables import Retention
 
+from ._replay import broker_of, replayed
+
 USER = "u"
-
-
-def broker_of(app: MesheryApp) -> MemoryBroker:
-    assert isinstance(app.broker, MemoryBroker)
-    return app.broker
-
-
-async def replayed(app: MesheryApp, topic: str, after: int, count: int) -> list[Delivery[Any]]:
-    """The first *count* deliveries of *topic* after *after*, from the broker's log."""
-    got: list[Delivery[Any]] = []
-    with trio.fail_after(5):
-        async with broker_of(app).subscribe_log(topic, after=after) as log:
-            while len(got) < count:
-                got.append(await log.get())
-    return got
 
 
 async def test_the_log_comes_back_with_its_sequences(tmp_path: Path) -> None:

@@ -13,31 +13,17 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
-import trio
 
-from meshsub_trio.brokers import CursorExpired, Delivery, MemoryBroker
-from meshsub_trio.meshery import MesheryApp, create_app, topics
+from meshsub_trio.brokers import CursorExpired
+from meshsub_trio.meshery import create_app, topics
 from meshsub_trio.meshery._storage._store import DB_NAME
+
+from ._replay import broker_of, replayed
 
 LEGACY = topics.PERF_RESULTS_PREFIX + "load-test"
 TOKENS = {"token-a": "alice", "token-b": "bob"}
-
-
-def broker_of(app: MesheryApp) -> MemoryBroker:
-    assert isinstance(app.broker, MemoryBroker)
-    return app.broker
-
-
-async def replayed(app: MesheryApp, topic: str, after: int, count: int) -> list[Delivery[Any]]:
-    got: list[Delivery[Any]] = []
-    with trio.fail_after(5):
-        async with broker_of(app).subscribe_log(topic, after=after) as log:
-            while len(got) < count:
-                got.append(await log.get())
-    return got
 
 
 async def write_previous_version(data_dir: Path) -> dict[str, int]:

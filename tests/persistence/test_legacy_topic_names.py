@@ -17,30 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 
-from meshsub_trio.brokers import CursorExpired, Delivery, MemoryBroker
-from meshsub_trio.meshery import MesheryApp, create_app, topics
+from meshsub_trio.brokers import CursorExpired, Delivery
+from meshsub_trio.meshery import create_app, topics
 from meshsub_trio.meshery._storage._store import DB_NAME
+
+from ._replay import broker_of, replayed
 
 TOKENS = {"token-ab": "a.b", "token-a": "a"}
 #: Each user's profile: together, the one name both had before.
 PROFILES = {"a.b": "c", "a": "b.c"}
 SHARED = topics.PERF_RESULTS_PREFIX + "a.b.c"
-
-
-def broker_of(app: MesheryApp) -> MemoryBroker:
-    assert isinstance(app.broker, MemoryBroker)
-    return app.broker
-
-
-async def replayed(app: MesheryApp, topic: str, after: int, count: int) -> list[Delivery[Any]]:
-    got: list[Delivery[Any]] = []
-    with trio.fail_after(5):
-        async with broker_of(app).subscribe_log(topic, after=after) as log:
-            while len(got) < count:
-                got.append(await log.get())
-    return got
 
 
 def names(deliveries: list[Delivery[Any]]) -> list[str]:
