@@ -236,6 +236,14 @@ class Outbox:
             self._wakeup.clear()
             while self._queue:
                 if not nc.is_connected:
+                    # nats-py says disconnected at once but runs the link's
+                    # disconnect callback later, in a task of its own: until
+                    # then *connected* is still set, and waiting on it would
+                    # return at once, every time, and never let that task
+                    # (nor any other, Trio's included) run. Cleared here, it
+                    # is set again by the reconnect callback, which nats-py
+                    # only runs once it is connected again.
+                    connected.clear()
                     await connected.wait()
                     continue
                 handed = await self._send_batch(nc)
