@@ -26,6 +26,7 @@ from meshsub_trio.client import (
     TooManySubscriptions,
     open_client,
 )
+from meshsub_trio.client._session import DEFAULT_MAX_SUBSCRIPTIONS
 from meshsub_trio.testing import open_fault_proxy
 
 from ._kit import EVENTS, SLACK, SOON, Notices, Reader, assert_exactly, fast, ws_url
@@ -212,6 +213,27 @@ async def test_cap_on_active_subscriptions(meshery: Meshery) -> None:
                     pass  # pragma: no cover
         async with client.subscribe(EVENTS), client.subscribe(EVENTS):
             pass  # slots freed by leaving
+
+
+async def test_the_default_cap_leaves_room_for_queries_and_mutations(meshery: Meshery) -> None:
+    """A tester's find: the client's cap was 100, the server's operations per
+    connection too, so a client at its cap could run no query or mutation
+    (each is an operation on the same connection)."""
+    from contextlib import AsyncExitStack
+
+    server = meshery.server
+    async with open_client(meshery.url, **fast()) as client, AsyncExitStack() as stack:
+        opened = 0
+        with pytest.raises(TooManySubscriptions):
+            while True:
+                await stack.enter_async_context(client.subscribe(EVENTS))
+                opened += 1
+        assert opened == DEFAULT_MAX_SUBSCRIPTIONS
+        await wait_server(server, lambda m: m.live_operations == opened)
+        with trio.fail_after(SOON):
+            published = await client.execute(PUBLISH, {"d": "at the cap"})
+            assert published["publishEvent"]["description"] == "at the cap"
+            assert await client.execute("{ __typename }") == {"__typename": "Query"}
 
 
 async def test_overflow_close_pauses_a_cursor_stream_and_loses_nothing(meshery: Meshery) -> None:

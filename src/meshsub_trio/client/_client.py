@@ -16,7 +16,7 @@ from ._errors import ClientClosed, ResultError
 from ._notices import Notice
 from ._operations import CursorLostPolicy, Kind, Operation, Request, operation_kind
 from ._retry import RetryPolicy
-from ._session import Session
+from ._session import DEFAULT_MAX_SUBSCRIPTIONS, Session
 from ._transport import (
     AVAILABLE,
     PLANNED,
@@ -212,7 +212,7 @@ async def open_client(
     connect_timeout: float = 10.0,
     close_timeout: float = 2.0,
     idle_timeout: float = 2.0,
-    max_subscriptions: int = 100,
+    max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS,
     capacity: int = 1024,
     overflow: Overflow = Overflow.CLOSE,
     on_cursor_lost: CursorLostPolicy = "raise",
@@ -249,7 +249,9 @@ async def open_client(
     * ``connect_timeout``: TCP, upgrade and ``connection_ack`` together.
     * ``idle_timeout``: the grace before an unused connection is closed.
     * ``max_subscriptions``, ``capacity``, ``overflow``, ``on_cursor_lost``:
-      limits and defaults for :meth:`Client.subscribe`.
+      limits and defaults for :meth:`Client.subscribe`. The default cap (90)
+      stays under the server's default of 100 operations per connection, so
+      queries and mutations still have room beside the subscriptions.
     """
     if transport in PLANNED or transport not in AVAILABLE:
         transport_for(transport)  # raises the helpful error

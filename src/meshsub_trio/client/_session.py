@@ -65,6 +65,13 @@ from ._transport import (
 log = logging.getLogger("meshsub_trio.client")
 
 
+#: Subscriptions one client keeps active at once by default. Below the
+#: server's operations per connection (100 by default) on purpose: queries
+#: and mutations share the connection, and a client at its cap must still
+#: be able to run them.
+DEFAULT_MAX_SUBSCRIPTIONS = 90
+
+
 class Session:
     """Operations and links of one client; see the module docstring."""
 
@@ -79,7 +86,7 @@ class Session:
         token: TokenProvider = None,
         headers: HeadersProvider = None,
         idle_timeout: float = 2.0,
-        max_subscriptions: int = 100,
+        max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS,
         on_notice: Callable[[Notice], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
