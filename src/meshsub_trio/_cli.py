@@ -1,7 +1,9 @@
 """``meshsub-trio``'s entry point: run the command asked for, start-up failures as one line.
 
 The command line is read in ``_cli_args``, what ``serve`` runs is built from it
-in ``_cli_app``, and ``_cli_run`` serves it until a signal.
+in ``_cli_app``, and ``_cli_run`` serves it until a signal. Every refusal
+(``SystemExit("...")`` from anywhere below) and any crash leave through
+:func:`main`, which writes them with credentials hidden (``_logging.refuse``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ._cli_app import (
 )
 from ._cli_args import build_parser, parse_serve_args, print_config
 from ._cli_run import run, run_on_nats, tune_gc
-from ._logging import configure_logging
+from ._logging import configure_logging, crash, refuse
 from ._serve_options import MEMORY
 from ._supervisor._child import tag_log_lines, worker_role
 from .client._command import run_subscribe
@@ -37,6 +39,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] not in ("serve", "config"):
         args = build_parser().parse_args(argv)
         return run_subscribe(args)  # the only other command
+    try:
+        return _serve(argv)
+    except SystemExit as stop:
+        if isinstance(stop.code, str):
+            return refuse(stop.code)
+        raise
+    except BaseExceptionGroup as group:
+        message = _lone_refusal(group)
+        return crash(group) if message is None else refuse(message)
+    except Exception as error:
+        return crash(error)
+
+
+def _lone_refusal(group: BaseExceptionGroup[BaseException]) -> str | None:
+    """The message of a group holding nothing but one ``SystemExit("...")``."""
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, BaseExceptionGroup):
+            stack.extend(item.exceptions)
+        else:
+            leaves.append(item)
+    if len(leaves) == 1 and isinstance(leaves[0], SystemExit):
+        code = leaves[0].code
+        return code if isinstance(code, str) else None
+    return None
+
+
+def _serve(argv: list[str]) -> int:
+    """``serve`` or ``config``; a refusal is a ``SystemExit`` with its message."""
     args, resolved = parse_serve_args(argv)
     if args.command == "config":
         print_config(resolved)
@@ -48,8 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_args(args)
     tls_error = tls_problem(config)
     if tls_error is not None:
-        print(f"meshsub-trio: {tls_error}", file=sys.stderr)
-        return 1
+        return refuse(tls_error)
     url = broker_url(args)
     if args.workers > 1 and role is None:
         from ._supervisor import plan_for, run_supervisor
@@ -73,8 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _store_error() as error:
         # The data directory's database cannot be used (damaged, locked by
         # another server, newer schema): one line, never an empty state served.
-        print(f"meshsub-trio: {error}", file=sys.stderr)
-        return 1
+        return refuse(str(error))
     except (OSError, BaseExceptionGroup) as error:
         # A busy port, a missing permission, an address not on this machine:
         # one line an operator can act on, not a traceback.
@@ -82,11 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problem is None or not _is_listen_error(problem):
             raise
         reason = problem.strerror or str(problem)
-        print(
-            f"meshsub-trio: cannot listen on {config.host}:{config.port}: {reason}",
-            file=sys.stderr,
-        )
-        return 1
+        return refuse(f"cannot listen on {config.host}:{config.port}: {reason}")
     return 0
 
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from ._cli_types import Parser
 from ._config import Config
+from ._logging import redacted
 from ._serve_options import add_serve_options
 from ._settings import (
     CONFIG_ENV,
@@ -122,7 +123,10 @@ def _is_meshery(spec: str) -> bool:
 
 
 def print_config(resolved: Resolved) -> None:
-    """One line per setting: ``name = value  # source`` (secrets shown as ***)."""
+    """One line per setting: ``name = value  # source`` (secrets shown as ***, and
+    so are the credentials of a URL: ``--broker nats://user:password@host``)."""
     for name, value, source in resolved:
         shown = "***" if name in _SECRETS and value else value
+        if isinstance(shown, str):
+            shown = redacted(shown)
         print(f"{name} = {shown!r}  # {source}")

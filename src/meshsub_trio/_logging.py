@@ -6,19 +6,49 @@ appends them as ``key=value``; the JSON format writes them as keys beside
 ``time``, ``level``, ``logger`` and ``message``, for a log pipeline to index.
 Hot paths check ``isEnabledFor`` before building any field, so a level that
 is off costs one cached check.
+
+Every line, whichever format, has the credentials of any URL in it hidden
+(:func:`redacted`): a broker URL may carry a password or a token, and an error
+from a library may quote it where no caller can scrub it first. A start-up
+refusal (:func:`refuse`) and a crash's traceback (:func:`crash`) are scrubbed alike.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+import traceback
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-__all__ = ["FORMATS", "JsonFormatter", "TextFormatter", "configure_logging"]
+__all__ = [
+    "FORMATS",
+    "JsonFormatter",
+    "TextFormatter",
+    "configure_logging",
+    "crash",
+    "redacted",
+    "refuse",
+]
 
 FORMATS = ("text", "json")
+#: What a start-up refusal starts with as plain text (and a JSON one leaves out).
+PREFIX = "meshsub-trio: "
+
+#: The user information of a URL anywhere in a text, as URL parsers read it: from
+#: ``://`` to the last ``@`` before the path, query, fragment or any whitespace
+#: (a password may hold ``@``, ``,`` or ``:``). ``netloc='...@`` is the same part
+#: in the repr of a parsed URL (``urllib.parse.ParseResult``, which nats-py keeps).
+_USERINFO = re.compile(r"(?<=://)[^\s/?#]*@|(?<=netloc=')[^'\s/?#]*@")
+
+
+def redacted(text: str) -> str:
+    """*text* with every URL's credentials (``user:password@``, ``token@``) as ``***@``."""
+    if "@" not in text:
+        return text  # the common case, and every log line passes here
+    return _USERINFO.sub("***@", text)
 
 #: What every LogRecord has: anything else on a record came from ``extra=``.
 _STANDARD = frozenset(
@@ -41,10 +71,10 @@ class TextFormatter(logging.Formatter):
         line = super().format(record)
         fields = record_fields(record)
         if not fields:
-            return line
+            return redacted(line)
         head, newline, rest = line.partition("\n")  # fields before any traceback
         pairs = " ".join(f"{key}={_text(value)}" for key, value in fields.items())
-        return f"{head} {pairs}{newline}{rest}"
+        return redacted(f"{head} {pairs}{newline}{rest}")
 
 
 class JsonFormatter(logging.Formatter):
@@ -63,7 +93,7 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return redacted(json.dumps(entry, default=str, ensure_ascii=False))
 
 
 def _text(value: Any) -> str:
@@ -94,3 +124,21 @@ def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> log
     root.addHandler(handler)
     root.setLevel(numeric)
     return handler
+
+
+def refuse(message: str) -> int:
+    """Say on stderr why the server does not start (or stopped): ``meshsub-trio:
+    MESSAGE``, credentials in any URL hidden. The exit status: 1."""
+    print(PREFIX + redacted(message.removeprefix(PREFIX)), file=sys.stderr, flush=True)
+    return 1
+
+
+def crash(error: BaseException) -> int:
+    """Report an unexpected *error* with its traceback, credentials hidden; exit status 1.
+
+    Python's own report would print the exception's text as it is, and an
+    error from a broker library may quote the broker URL with its password.
+    """
+    text = "".join(traceback.format_exception(error))
+    print(redacted(text), end="", file=sys.stderr, flush=True)
+    return 1

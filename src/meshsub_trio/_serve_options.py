@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 
 from ._cli_types import (
     count,
@@ -22,6 +21,7 @@ from ._cli_types import (
     seconds,
 )
 from ._config import Config
+from ._logging import redacted as redacted  # the CLI's URLs are scrubbed where logs are
 
 DEFAULT_APP = "meshsub_trio.meshery:create_app"
 MEMORY = "memory"
@@ -33,11 +33,6 @@ METRICS_TOKEN_ENV = "MESHSUB_METRICS_TOKEN"
 #: ``NatsOptions.stale_timeout``'s default, repeated rather than imported:
 #: importing it imports nats-py, which a server on the memory broker never needs.
 NATS_STALE_TIMEOUT = 10.0
-
-
-def redacted(urls: str) -> str:
-    """*urls* (comma-separated) for a log line: any credentials before ``@`` hidden."""
-    return re.sub(r"(?<=://)[^@/,]*@", "***@", urls)
 
 
 #: More workers than this is a typo, not a machine.

@@ -15,12 +15,11 @@ import importlib.util
 import logging
 import os
 import signal
-import sys
 from collections.abc import AsyncIterator, Iterator
 
 import trio
 
-from .._serve_options import redacted
+from .._logging import redacted, refuse
 from ._embedded_nats import EmbeddedNats, EmbeddedNatsError, find_nats_server, store_directory
 from ._nats_watch import DEFAULT_WATCHDOG, Watchdog, watchdog_from
 from ._plan import Plan, stream_secret, worker_command, worker_environment
@@ -54,25 +53,21 @@ def run_supervisor(plan: Plan) -> int:
     """Serve with *plan*'s workers until SIGINT/SIGTERM; the exit status."""
     problem = missing_dependency(plan)
     if problem is not None:
-        print(f"meshsub-trio: {problem}", file=sys.stderr)
-        return 1
+        return refuse(problem)
     try:  # read only for the embedded server, the one it watches
         watchdog = watchdog_from(os.environ) if plan.broker is None else None
     except ValueError as error:
-        print(f"meshsub-trio: {error}", file=sys.stderr)
-        return 1
+        return refuse(str(error))
     try:
         shared = bind_shared(plan.host, plan.port, plan.workers, plan.backlog)
     except OSError as error:
         reason = error.strerror or str(error)
-        print(f"meshsub-trio: cannot listen on {plan.host}:{plan.port}: {reason}", file=sys.stderr)
-        return 1
+        return refuse(f"cannot listen on {plan.host}:{plan.port}: {reason}")
     try:
         with _store(plan) as store:
             return trio.run(supervise, plan, shared, store, watchdog)
     except (EmbeddedNatsError, WorkerFailed) as error:
-        print(f"meshsub-trio: {error}", file=sys.stderr)
-        return 1
+        return refuse(str(error))
     finally:
         shared.close()
 
