@@ -22,6 +22,7 @@ from ._cli_app import (
     check_exposure,
     config_from_args,
     data_dir,
+    read_tokens,
     tls_problem,
 )
 from ._cli_args import build_parser, parse_serve_args, print_config
@@ -82,6 +83,8 @@ def _serve(argv: list[str]) -> int:
     tls_error = tls_problem(config)
     if tls_error is not None:
         return refuse(tls_error)
+    if args.app is None and args.tokens:
+        read_tokens(args.tokens)  # refused before a broker, a supervisor or workers start
     url = broker_url(args)
     if args.workers > 1 and role is None:
         from ._supervisor import plan_for, run_supervisor

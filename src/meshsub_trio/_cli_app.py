@@ -129,7 +129,7 @@ def app_from_args(args: argparse.Namespace, broker: Any = None) -> App:
     if args.seed is not None:
         options["seed"] = args.seed
     if args.tokens:
-        options["tokens"] = _read_tokens(args.tokens)
+        options["tokens"] = read_tokens(args.tokens)
     options["data_dir"] = data_dir(args)
     options["durability"] = durability(args)
     options["limits"] = storage_limits(args)
@@ -164,14 +164,24 @@ def data_dir(args: argparse.Namespace) -> str:
     return str(default_data_dir())
 
 
-def _read_tokens(path: str) -> dict[str, str]:
+def read_tokens(path: str) -> dict[str, str]:
+    """``--tokens FILE``, checked as the app will check it: a bad file is one line
+    naming it (the app's own ``ValueError`` would be a traceback)."""
     import json
+
+    from .meshery._auth import load_tokens
 
     try:
         with open(path, encoding="utf-8") as file:
             tokens = json.load(file)
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"cannot read tokens from {path}: {error}") from None
+    except OSError as error:
+        raise SystemExit(f"--tokens {path}: {error.strerror or error}") from None
+    except ValueError as error:  # not JSON, or not UTF-8
+        raise SystemExit(f"--tokens {path} is not valid JSON: {error}") from None
     if not isinstance(tokens, dict) or not all(isinstance(v, str) for v in tokens.values()):
-        raise SystemExit(f"{path} must hold a JSON object of token -> user id")
+        raise SystemExit(f"--tokens {path} must hold a JSON object of token -> user id")
+    try:
+        load_tokens(tokens)
+    except ValueError as error:  # never quotes a token: the file is full of secrets
+        raise SystemExit(f"--tokens {path}: {error}") from None
     return tokens

@@ -46,8 +46,10 @@ def _to_user(value: str | User | Mapping[str, Any]) -> User:
     if isinstance(value, User):
         return value
     if isinstance(value, str):
+        if not value.strip():  # every such token would be one nameless user
+            raise ValueError("a token maps to an empty user id")
         return User(value, value, "Meshery")
-    if isinstance(value, Mapping) and value.get("id"):
+    if isinstance(value, Mapping) and str(value.get("id") or "").strip():
         return User(str(value["id"]), str(value.get("user_name") or value["id"]), "Meshery")
     raise ValueError(f"a token must map to a user id or {{'id': ...}}, got {value!r}")
 
@@ -60,7 +62,7 @@ def load_tokens(source: TokenSource) -> dict[str, User]:
             raise ValueError("a token file must hold a JSON object")
     tokens = {}
     for token, user in source.items():
-        if not isinstance(token, str) or not token:
+        if not isinstance(token, str) or not token.strip():  # no client can present it
             raise ValueError("tokens must be non-empty strings")
         tokens[token] = _to_user(user)
     return tokens
