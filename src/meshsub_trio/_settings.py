@@ -8,6 +8,13 @@ or underscores, at the top level or under ``[serve]``), and its default. Values
 from the environment and the file go through the flag's own type check, so a
 bad one is refused in one line naming where it came from.
 
+A flag takes ``true`` or ``false``. ``true`` is the flag given. ``false`` on a
+switch that turns something on (``--simulator``, ``--allow-remote-local-mode``)
+turns it off; on one that turns something off (``--no-simulator``,
+``--no-compiled-execution``) it means "not given": the next source, else the
+default, decides. It never means the opposite flag, which would turn the
+simulator on for ``no-simulator = false`` in a config shared by every replica.
+
 :func:`parse_flags` parses with every option starting as :data:`UNSET`, so
 after parsing, what is still unset was not given as a flag.
 """
@@ -111,10 +118,9 @@ def _convert(option: Option, raw: Any, where: str) -> Any:
     action = option.action
     try:
         if isinstance(action, argparse._StoreConstAction):  # flags like --simulator
-            flag = _boolean(raw)
-            if isinstance(action.const, bool):  # --x / --no-x: true means "as if given"
-                return flag if action.const else not flag
-            return action.const if flag else option.default
+            if _boolean(raw):
+                return action.const  # as if given
+            return False if action.const is True else UNSET  # see the module's docstring
         if isinstance(action, argparse._AppendAction):
             items = raw if isinstance(raw, list) else [p for p in str(raw).split(",") if p.strip()]
             return [_one(action, str(item).strip()) for item in items]
@@ -185,21 +191,30 @@ def resolve(
             given = UNSET  # an optional positional (APP) always gets a value
         if given is not UNSET:
             values[dest], sources[dest] = given, "flag"
-            continue
-        for option in group:
-            if option.env in environ:
-                values[dest] = _convert(option, environ[option.env], option.env)
-                sources[dest] = f"env {option.env}"
-                break
         else:
-            for option in group:
-                if option.name in from_file:
-                    where = f"{config_path}: {option.name}"
-                    values[dest] = _convert(option, from_file[option.name], where)
-                    sources[dest] = f"file {config_path}"
-                    break
-            else:
-                values[dest], sources[dest] = group[0].default, "default"
+            values[dest], sources[dest] = _unflagged(group, environ, from_file, config_path)
         setattr(args, dest, values[dest])
     names = {dest: group[0].name for dest, group in options.items()}
     return Resolved(values, sources, names)
+
+
+def _unflagged(
+    group: list[Option],
+    environ: Mapping[str, str],
+    from_file: Mapping[str, Any],
+    config_path: str | None,
+) -> tuple[Any, str]:
+    """The value and source of an option not given as a flag: the first of the
+    environment and the file that gives one (``false`` on a ``--no-x`` gives
+    none), else the default."""
+    for option in group:
+        if option.env in environ:
+            value = _convert(option, environ[option.env], option.env)
+            if value is not UNSET:
+                return value, f"env {option.env}"
+    for option in group:
+        if option.name in from_file:
+            value = _convert(option, from_file[option.name], f"{config_path}: {option.name}")
+            if value is not UNSET:
+                return value, f"file {config_path}"
+    return group[0].default, "default"
