@@ -164,11 +164,18 @@ class Resolved:
     sources: dict[str, str]
     #: The option name of each destination (``hosts`` is ``allow-host``).
     names: dict[str, str]
+    #: Destinations named by a ``--no-x`` flag (``compiled_execution``): their
+    #: value is x's, so the name's is its opposite.
+    negated: frozenset[str] = frozenset()
 
     def __iter__(self) -> Iterator[tuple[str, Any, str]]:
-        """``(option name, value, source)`` in name order."""
+        """``(option name, value, source)`` in name order, each value the name's own:
+        ``no-compiled-execution = False`` while compiled execution is on."""
         for dest in sorted(self.values, key=self.names.__getitem__):
-            yield self.names[dest], self.values[dest], self.sources[dest]
+            value = self.values[dest]
+            if dest in self.negated and isinstance(value, bool):
+                value = not value
+            yield self.names[dest], value, self.sources[dest]
 
 
 def resolve(
@@ -195,7 +202,13 @@ def resolve(
             values[dest], sources[dest] = _unflagged(group, environ, from_file, config_path)
         setattr(args, dest, values[dest])
     names = {dest: group[0].name for dest, group in options.items()}
-    return Resolved(values, sources, names)
+    negated = frozenset(dest for dest, group in options.items() if _is_negation(group[0]))
+    return Resolved(values, sources, names, negated)
+
+
+def _is_negation(option: Option) -> bool:
+    """A ``--no-x`` flag storing False into x (``store_false``)."""
+    return isinstance(option.action, argparse._StoreConstAction) and option.action.const is False
 
 
 def _unflagged(

@@ -111,3 +111,36 @@ async def test_no_simulator_false_leaves_the_simulator_off_under_nats(tmp_path: 
     assert "simulator = False  # env MESHSUB_NO_SIMULATOR" in await config_lines(
         env={"MESHSUB_NO_SIMULATOR": "true"}
     )
+
+
+@pytest.mark.parametrize("option", flags(), ids=lambda option: option.name)
+def test_config_shows_a_flag_as_its_own_name_means(
+    option: Option, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``no-compiled-execution = True`` once it is given, never the stored
+    ``compiled_execution`` under the flag's name."""
+    for name in (o.env for o in flags()):
+        monkeypatch.delenv(name, raising=False)
+    _, resolved = parse_serve_args(["config", f"--{option.name}"])
+    shown = {name: (value, source) for name, value, source in resolved}
+    name = resolved.names[option.action.dest]
+    expected = True if name == option.name else option.action.const  # --no-simulator: simulator
+    assert shown[name] == (expected, "flag")
+    _, resolved = parse_serve_args(["config"])
+    shown = {name: (value, source) for name, value, source in resolved}
+    if name == option.name:  # given nowhere: a flag's own name is not set (None: undecided)
+        assert shown[name] in ((False, "default"), (None, "default"))
+
+
+async def test_config_shows_no_compiled_execution_as_set(tmp_path: Path) -> None:
+    off = "no-compiled-execution = False  # default"  # compiled execution on
+    assert off in await config_lines()
+    assert "no-compiled-execution = True  # flag" in await config_lines("--no-compiled-execution")
+    assert "no-compiled-execution = True  # env MESHSUB_NO_COMPILED_EXECUTION" in (
+        await config_lines(env={"MESHSUB_NO_COMPILED_EXECUTION": "true"})
+    )
+    toml = tmp_path / "slow.toml"
+    toml.write_text("no-compiled-execution = true\n", "utf-8")
+    assert f"no-compiled-execution = True  # file {toml}" in await config_lines(
+        "--config", str(toml)
+    )
