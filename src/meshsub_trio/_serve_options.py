@@ -93,7 +93,10 @@ def add_serve_options(serve_cmd: argparse.ArgumentParser) -> None:
         type=seconds,
         default=12.0,
         metavar="SECONDS",
-        help="keep-alive interval; a peer silent this long + the pong deadline is dropped (0: off)",
+        help=(
+            "keep-alive interval; a peer silent this long + the pong deadline is dropped "
+            "(0: off; default %(default)s)"
+        ),
     )
     serve_cmd.add_argument(
         "--pong-timeout",
@@ -114,7 +117,10 @@ def add_serve_options(serve_cmd: argparse.ArgumentParser) -> None:
         type=seconds,
         default=Config.cohort_linger,
         metavar="SECONDS",
-        help="keep a shared streamer running this long after its last subscriber leaves",
+        help=(
+            "keep a shared streamer running this long after its last subscriber leaves "
+            "(0: stop it at once; default %(default)s)"
+        ),
     )
     serve_cmd.add_argument(
         "--ws-path",
@@ -234,7 +240,9 @@ def add_serve_options(serve_cmd: argparse.ArgumentParser) -> None:
     meshery.add_argument(
         "--rate", type=positive, default=1.0, help="simulator speed factor (default 1.0)"
     )
-    meshery.add_argument("--seed", type=integer, default=None, help="simulator random seed")
+    meshery.add_argument(
+        "--seed", type=integer, default=None, help="simulator random seed (default: a new one)"
+    )
     meshery.add_argument(
         "--data-dir",
         metavar="DIR",
@@ -291,7 +299,10 @@ def add_serve_options(serve_cmd: argparse.ArgumentParser) -> None:
     meshery.add_argument(
         "--tokens",
         metavar="FILE",
-        help="token mode: a JSON file mapping bearer tokens to user ids",
+        help=(
+            "token mode: a JSON file mapping bearer tokens to user ids (default: local mode, "
+            "everyone is the local user)"
+        ),
     )
     meshery.add_argument(
         "--allow-remote-local-mode",
@@ -315,7 +326,7 @@ def _add_tls_options(serve_cmd: argparse.ArgumentParser) -> None:
     )
     tls.add_argument(
         "--ca-certs", metavar="FILE", default=None,
-        help="PEM CAs client certificates must chain to (mutual TLS)",
+        help="PEM CAs client certificates must chain to (mutual TLS; default: none asked for)",
     )
     tls.add_argument(
         "--client-cert", choices=["required", "optional", "none"], default=None,
@@ -386,8 +397,8 @@ def _add_security_options(serve_cmd: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help=(
             "an upgrade-request header a WebSocket's context keeps for auth hooks and "
-            "resolvers (repeatable; authorization, cookies, origin, user-agent and "
-            "forwarding headers are always kept)"
+            "resolvers (repeatable; default: only authorization, cookies, origin, user-agent "
+            "and forwarding headers, which are always kept)"
         ),
     )
     exposure.add_argument(

@@ -11,6 +11,7 @@ knows, so a new example cannot slip in untested.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import signal
@@ -327,18 +328,64 @@ async def test_subscribe_command() -> None:
     assert len(lines) == 3 and all('"subscribeEvents"' in line for line in lines), lines
 
 
+def usage_options(help_text: str) -> dict[str, set[str] | None]:
+    """Each option of a ``--help``'s usage, with its choices (None: it has none)."""
+    usage = help_text.split("\n\n", 1)[0]
+    options: dict[str, set[str] | None] = {}
+    for name, choices in re.findall(r"(--[a-z][a-z-]*)(?: \{([^}]*)\})?", usage):
+        options[name] = set(choices.split(",")) if choices else None
+    options.pop("--help", None)
+    return options
+
+
 async def test_synopsis_names_real_options() -> None:
+    """The README's synopsis and ``--help`` name the same options, choices alike."""
     block = find(KINDS["synopsis"])
-    helps = {}
-    for command in ("serve", "subscribe"):
+    commands: dict[str, str] = {}
+    for line in block.text.replace("\\\n", " ").split("meshsub-trio ")[1:]:
+        command = line.split()[0]
+        commands[command] = line
+    assert set(commands) == {"serve", "subscribe"}
+    for command, line in commands.items():
         result = await trio.run_process(
             [sys.executable, "-m", "meshsub_trio", command, "--help"], capture_stdout=True
         )
-        helps[command] = result.stdout.decode()
-    for line in block.text.replace("\\\n", " ").split("meshsub-trio ")[1:]:
-        command = line.split()[0]
-        for option in re.findall(r"--[a-z][a-z-]*", line):
-            assert option in helps[command], f"{command} has no {option}"
+        real = usage_options(result.stdout.decode())
+        named = set(re.findall(r"--[a-z][a-z-]*", line))
+        assert named - set(real) == set(), f"the synopsis of {command} has no such option"
+        assert set(real) - named == set(), f"the synopsis of {command} leaves these out"
+        for option, choices in real.items():
+            if choices is None:
+                continue
+            shown = re.search(rf"{option} ([^\s\]]+)", line)
+            assert shown is not None, f"{command} {option}: no value in the synopsis"
+            assert set(shown.group(1).split("|")) == choices, (
+                f"{command} {option}: the synopsis says {shown.group(1)}, --help {choices}"
+            )
+
+
+async def test_serve_help_shows_every_default() -> None:
+    """README: ``serve --help`` lists every option with its default (a flag is
+    off until given, so only options taking a value say one)."""
+    from meshsub_trio._cli_args import build_parser
+
+    parser = build_parser()
+    [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    serve = commands.choices["serve"]
+    result = await trio.run_process(
+        [sys.executable, "-m", "meshsub_trio", "serve", "--help"], capture_stdout=True
+    )
+    shown = " ".join(result.stdout.decode().split())
+    for action in serve._actions:
+        if isinstance(action, argparse._HelpAction | argparse._StoreConstAction):
+            continue
+        name = "/".join(action.option_strings) or action.dest
+        expanded = (action.help or "") % dict(vars(action), prog=serve.prog)  # as argparse does
+        text = " ".join(expanded.split())
+        assert "default" in text.lower(), f"{name} shows no default"
+        if action.default is not None:
+            assert str(action.default) in text, f"{name} shows another default than its own"
+        assert text in shown, f"{name}'s help is not what serve --help prints"
 
 
 @pytest.fixture(autouse=True)
