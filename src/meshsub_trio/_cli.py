@@ -29,7 +29,7 @@ from ._cli_args import build_parser, parse_serve_args, print_config
 from ._cli_run import run, run_on_nats, tune_gc
 from ._logging import configure_logging, crash, refuse
 from ._serve_options import MEMORY
-from ._supervisor._child import tag_log_lines, worker_role
+from ._supervisor._child import SUPERVISOR, tag_log_lines, worker_role
 from .client._command import run_subscribe
 
 log = logging.getLogger("meshsub_trio")
@@ -79,6 +79,8 @@ def _serve(argv: list[str]) -> int:
     role = worker_role()
     if role is not None:
         tag_log_lines(role.index)
+    elif args.workers > 1:
+        tag_log_lines(SUPERVISOR)  # its lines beside its workers' (worker=I)
     config = config_from_args(args)
     tls_error = tls_problem(config)
     if tls_error is not None:

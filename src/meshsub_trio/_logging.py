@@ -10,7 +10,10 @@ is off costs one cached check.
 Every line, whichever format, has the credentials of any URL in it hidden
 (:func:`redacted`): a broker URL may carry a password or a token, and an error
 from a library may quote it where no caller can scrub it first. A start-up
-refusal (:func:`refuse`) and a crash's traceback (:func:`crash`) are scrubbed alike.
+refusal (:func:`refuse`) and a crash (:func:`crash`) are scrubbed alike, and
+written in the log format once one is set up: a collector that parses stderr as
+JSON gets them as JSON too. Refusals of the options themselves come before
+that, as plain lines.
 """
 
 from __future__ import annotations
@@ -126,10 +129,26 @@ def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> log
     return handler
 
 
+def _json_handler() -> logging.Handler | None:
+    """The root logger's handler writing JSON, once ``--log-format json`` set one up."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler.formatter, JsonFormatter):
+            return handler
+    return None
+
+
 def refuse(message: str) -> int:
-    """Say on stderr why the server does not start (or stopped): ``meshsub-trio:
-    MESSAGE``, credentials in any URL hidden. The exit status: 1."""
-    print(PREFIX + redacted(message.removeprefix(PREFIX)), file=sys.stderr, flush=True)
+    """Say on stderr why the server does not start (or stopped); the exit status, 1.
+
+    Plain ``meshsub-trio: MESSAGE``; once ``--log-format json`` is set up, one
+    JSON object (level ERROR, the message without the prefix) like every other
+    line, for collectors that parse stderr as JSON. Credentials in URLs hidden.
+    """
+    text = redacted(message.removeprefix(PREFIX))
+    if _json_handler() is not None:
+        logging.getLogger("meshsub_trio").error(text)
+    else:
+        print(PREFIX + text, file=sys.stderr, flush=True)
     return 1
 
 
@@ -138,7 +157,11 @@ def crash(error: BaseException) -> int:
 
     Python's own report would print the exception's text as it is, and an
     error from a broker library may quote the broker URL with its password.
+    As JSON (``exception`` holds the traceback) once that format is set up.
     """
-    text = "".join(traceback.format_exception(error))
-    print(redacted(text), end="", file=sys.stderr, flush=True)
+    if _json_handler() is not None:
+        logging.getLogger("meshsub_trio").critical("unexpected error", exc_info=error)
+    else:
+        text = "".join(traceback.format_exception(error))
+        print(redacted(text), end="", file=sys.stderr, flush=True)
     return 1

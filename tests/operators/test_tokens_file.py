@@ -7,6 +7,7 @@ and the other token-file errors lacked the prefix every start-up error has.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -48,7 +49,13 @@ async def test_a_bad_tokens_file_is_one_line(case: str, mode: list[str], tmp_pat
     assert result.stdout == b""  # nothing served, no worker started
     lines = result.stderr.decode().splitlines()
     assert len(lines) == 1, lines
-    assert f"meshsub-trio: --tokens {path}" in lines[0] and why in lines[0], lines
+    if "json" in mode:  # as every other line in that format
+        entry = json.loads(lines[0])
+        assert entry["level"] == "ERROR", entry
+        message = "meshsub-trio: " + entry["message"]
+    else:
+        message = lines[0]
+    assert message.startswith(f"meshsub-trio: --tokens {path}") and why in message, lines
     assert "alice" not in lines[0]  # nothing of the file quoted
 
 

@@ -7,11 +7,12 @@ restarts) and keeps one worker per slot alive (:mod:`._worker`);
 a worker is the ordinary server, told its role by :mod:`._child`.
 """
 
-from ._child import WorkerRole, end_with_parent, tag_log_lines, worker_role
+from ._child import SUPERVISOR, WorkerRole, end_with_parent, tag_log_lines, worker_role
 from ._plan import Plan, plan_for
 from ._run import run_supervisor
 
 __all__ = [
+    "SUPERVISOR",
     "Plan",
     "WorkerRole",
     "end_with_parent",

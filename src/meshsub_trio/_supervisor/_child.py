@@ -37,23 +37,30 @@ def worker_role(environ: Mapping[str, str] = os.environ) -> WorkerRole | None:
         raise SystemExit(f"meshsub-trio: bad {WORKER_ENV}={spec!r}") from None
 
 
-class _WorkerField(logging.Filter):
-    """Adds ``worker=INDEX`` to every line, so N interleaved logs stay apart."""
+#: The ``worker`` field of the supervisor's own lines.
+SUPERVISOR = "supervisor"
 
-    def __init__(self, index: int) -> None:
+
+class _WorkerField(logging.Filter):
+    """Adds ``worker=INDEX`` (or ``worker=supervisor``) to every line, so N + 1
+    interleaved logs stay apart. Always text, in JSON too: a log index gets one
+    type for the field (an integer-typed field would refuse ``supervisor``)."""
+
+    def __init__(self, who: int | str) -> None:
         super().__init__()
-        self.index = index
+        self.who = str(who)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "worker"):
-            record.worker = self.index
+        # A line about a worker (the supervisor's "worker 1 exited") keeps its index.
+        record.worker = str(getattr(record, "worker", self.who))
         return True
 
 
-def tag_log_lines(index: int) -> None:
-    """Every handler of the root logger marks its lines with this worker's index."""
+def tag_log_lines(who: int | str) -> None:
+    """Every handler of the root logger marks its lines with *who* wrote them: a
+    worker's index, or :data:`SUPERVISOR`."""
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_WorkerField(index))
+        handler.addFilter(_WorkerField(who))
 
 
 async def end_with_parent() -> None:
