@@ -249,8 +249,13 @@ class NatsBroker(NatsRequests):
         needs). Raises CursorExpired/CursorError as the in-memory broker
         does. The reader is
         lossless: when its buffer (*capacity*) is full, JetStream holds the
-        rest, so *policy* never triggers. During an outage this waits for the
-        link before starting.
+        rest, so *policy* never triggers.
+
+        During an outage, or when the link drops while the reader starts,
+        this waits for the link and then starts from *after* (bound it with
+        a cancel scope); what JetStream refuses (the stream missing and
+        impossible to create) is a RuntimeError at once. Raises
+        :class:`BrokerClosed` once the broker closes.
         """
         log = self.options.log
         if log is None or self._js is None:
@@ -258,16 +263,20 @@ class NatsBroker(NatsRequests):
         _check_subject(topic)
         if not log.covers(topic):
             raise ValueError(f"topic {topic!r} is not captured by stream {log.name} {log.subjects}")
+        if self._closing:
+            raise BrokerClosed("the NATS broker is closed")
         buffer = LogBuffer(capacity, policy)
         feed = LogFeed(self._js, log, topic, buffer)
-        await self.wait_connected()
+        self._feeds.add(feed)  # from the start: a reconnect just after it resyncs it
         try:
-            await self._aio(feed.start)(after)
+            await self._start_log(feed, after)
         except BaseException:
-            with trio.CancelScope(shield=True), trio.move_on_after(self.options.flush_timeout):
-                await self._aio(feed.close)()
+            self._feeds.discard(feed)
+            feed.give_up()
+            if not self._closing:  # else the connection goes, and its consumers with it
+                with trio.CancelScope(shield=True), trio.move_on_after(self.options.flush_timeout):
+                    await self._aio(feed.close)()
             raise
-        self._feeds.add(feed)
         try:
             yield buffer
         finally:
@@ -307,7 +316,9 @@ class NatsBroker(NatsRequests):
             "slow_consumer": self.slow_consumer,
             "decode_errors": self.decode_errors,
             "dropped": sum(self._local.dropped.values()),
-            "log_readers": len(self._feeds),
+            "log_readers": len(self._feeds) - self.log_starting,
+            "log_starting": self.log_starting,
+            "log_start_retries": self.log_start_retries,
             "log_resyncs": self.log_resyncs + sum(feed.resyncs for feed in self._feeds),
             "stale_detections": self.stale_detections,
             "pings_waiting": len(self._pinger),

@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from typing import Any, Self
 
@@ -23,8 +23,10 @@ from nats.aio.client import Client
 from nats.errors import SlowConsumerError
 from trio_asyncio import TrioEventLoop, aio_as_trio
 
-from ._broker import ConnectionState, MemoryBroker
-from ._nats_log import LogFeed, ensure_stream
+from nats import errors as nats_errors
+
+from ._broker import ConnectionState, CursorError, MemoryBroker
+from ._nats_log import LogFeed, ensure_stream, link_fault
 from ._nats_options import NatsOptions
 from ._nats_outbox import BrokerClosed, Outbox
 from ._nats_ping import Pinger, drop_connection
@@ -62,6 +64,8 @@ class NatsLink:
         self._feeds: set[LogFeed] = set()
         self._state = ConnectionState.CONNECTING
         self._state_changed = trio.Event()
+        #: Cancelled as soon as the link goes down (see :meth:`_on_this_link`).
+        self._link_scopes: set[trio.CancelScope] = set()
         self._connected = asyncio.Event()
         self._asyncio_tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
@@ -74,6 +78,9 @@ class NatsLink:
         self.decode_errors = 0
         self.received = 0
         self.log_resyncs = 0
+        #: Log readers still starting, and the attempts of theirs the link lost.
+        self.log_starting = 0
+        self.log_start_retries = 0
         #: Times the server was found silent (see ``NatsOptions.stale_timeout``).
         self.stale_detections = 0
 
@@ -252,6 +259,26 @@ class NatsLink:
         self._state = state
         self._state_changed.set()
         self._state_changed = trio.Event()
+        if state is not ConnectionState.CONNECTED:
+            for scope in self._link_scopes:
+                scope.cancel()
+
+    @contextmanager
+    def _on_this_link(self) -> Iterator[trio.CancelScope]:
+        """A cancel scope that the link going down cancels (at once if it is down).
+
+        For requests whose answer a drop loses: nats-py would wait out their
+        timeout, although the state already says no answer can come.
+        """
+        scope = trio.CancelScope()
+        if self._state is not ConnectionState.CONNECTED:
+            scope.cancel()
+        self._link_scopes.add(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            self._link_scopes.discard(scope)
 
     # nats-py callbacks (asyncio side): synchronous Trio calls only.
 
@@ -347,6 +374,62 @@ class NatsLink:
             self._local.publish(topic, message)
 
     # -------------------------------------------------------------- log
+
+    async def _start_log(self, feed: LogFeed, after: int | None) -> None:
+        """(Trio) Start *feed* from *after* once the link carries it, however long that takes.
+
+        Why a loop: starting is JetStream requests, and an answer lost with the
+        link (the server died or froze, the link dropped mid-request) says
+        nothing about the request. So an attempt is given up as soon as the
+        link it was made on goes down, or when nats-py times it out, and the
+        reader asks again once the link is back; only the caller's cancel scope
+        bounds that, as it bounds waiting for messages. What JetStream refuses
+        (:func:`link_fault` tells the two apart) would be refused again: it
+        ends the start with a RuntimeError naming the stream and the reason.
+        *feed* is in ``_feeds`` meanwhile, so a reconnect right after an
+        attempt succeeded resyncs it like any reader.
+        """
+        self.log_starting += 1
+        try:
+            while True:
+                await self.wait_connected()
+                if self._closing:
+                    raise BrokerClosed("the NATS broker is closed")
+                connection = self._nc.stats["reconnects"]
+                with self._on_this_link():
+                    try:
+                        await self._aio(feed.start)(after)
+                    except CursorError:
+                        raise
+                    except (nats_errors.ConnectionClosedError, nats_errors.ConnectionDrainingError):
+                        raise BrokerClosed("the NATS broker is closed") from None
+                    except Exception as exc:
+                        if self._closing:
+                            raise BrokerClosed("the NATS broker is closed") from None
+                        if not link_fault(exc):
+                            if not isinstance(exc, nats_errors.Error):
+                                raise  # not a word from NATS: a bug, shown as itself
+                            stream = self.options.log.name if self.options.log else "?"
+                            raise RuntimeError(
+                                f"cannot start a log reader of {feed.topic!r} on JetStream "
+                                f"stream {stream!r}: {exc}"
+                            ) from exc
+                        logger.debug("log reader start lost with the link, retrying: %r", exc)
+                if feed.started:
+                    if self._closing:  # the close may have missed this reader's buffer
+                        raise BrokerClosed("the NATS broker is closed")
+                    return
+                self.log_start_retries += 1
+                if self._state is ConnectionState.CONNECTED and (
+                    self._nc.stats["reconnects"] == connection
+                ):
+                    # The link looks up, yet the answer did not come (a silent
+                    # server, JetStream not ready): give the probe a chance to
+                    # notice, and do not spin.
+                    with trio.move_on_after(self.options.reconnect_wait):
+                        await self.wait_state_change(ConnectionState.CONNECTED)
+        finally:
+            self.log_starting -= 1
 
 
 class _TopicInterest:

@@ -25,6 +25,11 @@ After a reconnect the broker calls :meth:`LogFeed.resync`: a new consumer
 starts right after the last sequence handed to the reader, and anything the
 old one still delivers is ignored (a generation check, plus a sequence check
 that rules out duplicates whatever nats-py does on its own).
+
+Starting a reader may meet an outage too: :meth:`LogFeed.start` may be called
+again after a failed or abandoned attempt (the broker retries what
+:func:`link_fault` says the link lost), and starts each time from where the
+first answer placed the reader.
 """
 
 from __future__ import annotations
@@ -38,7 +43,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from nats.js import api
-from nats.js.errors import NotFoundError
+from nats.js import errors as js_errors
+
+from nats import errors as nats_errors
 
 from ._broker import CursorError, CursorExpired, Delivery
 from ._buffer import BufferClosed, EventBuffer, Overflow
@@ -148,10 +155,37 @@ async def ensure_stream(js: JetStreamContext, stream: LogStream) -> None:
     config = stream.config()
     try:
         await js.stream_info(stream.name)
-    except NotFoundError:
+    except js_errors.NotFoundError:
         await js.add_stream(config)
     else:
         await js.update_stream(config)
+
+
+def link_fault(exc: BaseException) -> bool:
+    """Whether *exc* says an answer was lost with the link, not that the request was wrong.
+
+    Why it matters: the first is worth asking again once the link is back,
+    the second would be refused again forever. A timeout says nothing about
+    the request (the server died or froze, or the link dropped after the
+    request left: nats-py cannot tell which), nor do nats-py's complaints
+    about the connection itself. A 503 is JetStream not answering (yet): a
+    server restarting, or one without JetStream. Anything else JetStream
+    answers (400: bad request, 404, 500...) is about the request, and so are
+    nats-py's other refusals (a bad subject).
+    """
+    if isinstance(exc, js_errors.ServiceUnavailableError):
+        return True
+    if isinstance(exc, js_errors.Error):
+        return False
+    return isinstance(
+        exc,
+        TimeoutError  # nats-py's own TimeoutError derives from it
+        | nats_errors.NoRespondersError
+        | nats_errors.ConnectionReconnectingError
+        | nats_errors.StaleConnectionError
+        | nats_errors.OutboundBufferLimitError
+        | OSError,
+    )
 
 
 class LogBuffer(EventBuffer[Delivery[Any]]):
@@ -198,62 +232,133 @@ class LogFeed:
         self.buffer = buffer
         #: The newest sequence handed to the reader: a new consumer starts after it.
         self.last = 0
+        #: Whether :attr:`last` holds the start point the reader's cursor was checked for.
+        self._placed = False
+        #: Whether a consumer was started from :attr:`last` (only such a feed is resynced).
+        self.started = False
         self._generation = 0
         self._sub: Any = None
         self._closed = False
         self.resyncs = 0
+        #: Start and resync one at a time: two would each install a consumer.
+        self._lock = asyncio.Lock()
+        self._creating: set[asyncio.Task[None]] = set()
 
     async def start(self, after: int | None) -> None:
-        """Check the cursor against the retained log, then start the consumer."""
-        info = await self._js.stream_info(self._stream.name)
-        first, newest = info.state.first_seq, info.state.last_seq
-        if after is None:
-            self.last = newest
-        elif after > newest:
-            raise CursorError(self.topic, after, f"ahead of the log (newest cursor {newest})")
-        elif after < first - 1:
-            raise CursorExpired(self.topic, after, first - 1)
-        else:
-            self.last = after
-        await self._subscribe()
+        """Check the cursor against the retained log, then start the consumer.
+
+        Safe to call again after an attempt failed or was abandoned: the first
+        answer places the reader (``after=None`` is "now" as of that answer,
+        so a retry does not skip what was logged meanwhile), later calls
+        start from :attr:`last`, as :meth:`resync` does, so nothing already
+        handed to the reader comes twice.
+        """
+        async with self._lock:
+            if self._closed:
+                return
+            self.started = False
+            await self._unsubscribe()  # whatever an abandoned attempt left behind
+            first, newest = await self._bounds()
+            if not self._placed:
+                if after is None:
+                    self.last = newest
+                elif after > newest:
+                    raise CursorError(
+                        self.topic, after, f"ahead of the log (newest cursor {newest})"
+                    )
+                elif after < first - 1:
+                    raise CursorExpired(self.topic, after, first - 1)
+                else:
+                    self.last = after
+                self._placed = True
+            elif self.last < first - 1:
+                raise CursorExpired(self.topic, self.last, first - 1)
+            elif self.last > newest:  # the stream was recreated meanwhile (a memory stream)
+                if after is not None:
+                    raise CursorError(
+                        self.topic, self.last, f"ahead of the log (newest cursor {newest})"
+                    )
+                self.last = newest
+            await self._subscribe()
+            self.started = not self._closed
+
+    async def _bounds(self) -> tuple[int, int]:
+        """The stream's first and newest sequence.
+
+        A missing stream is created, as connecting does: a memory stream is
+        gone after a server restart until the reconnect recreates it, and a
+        reader starting in between must not fail for that.
+        """
+        try:
+            info = await self._js.stream_info(self._stream.name)
+        except js_errors.NotFoundError:
+            await ensure_stream(self._js, self._stream)
+            info = await self._js.stream_info(self._stream.name)
+        return info.state.first_seq, info.state.last_seq
 
     async def _subscribe(self) -> None:
+        """Start a consumer right after :attr:`last`.
+
+        nats-py creates it in several steps; cancelled halfway, it could leave
+        a subscription (and its heartbeat task) that nobody holds. So the
+        creation runs in a task of its own that a cancelled caller does not
+        stop, and whatever it creates for a caller that has gone (the feed
+        closed, or a later attempt took over) is dropped at once.
+        """
         self._generation += 1
+        task = asyncio.get_running_loop().create_task(self._create(self._generation))
+        self._creating.add(task)
+        task.add_done_callback(self._created)
+        await asyncio.shield(task)
+
+    async def _create(self, generation: int) -> None:
         sub = await self._js.subscribe(
             self.topic,
             stream=self._stream.name,
-            cb=self._callback(self._generation),
+            cb=self._callback(generation),
             ordered_consumer=True,
             idle_heartbeat=self._stream.heartbeat,
             deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
             config=api.ConsumerConfig(opt_start_seq=self.last + 1),
         )
-        if self._closed:  # closed while the consumer was being created
+        if self._closed or generation != self._generation:  # given up meanwhile
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
             return
         self._sub = sub
 
+    def _created(self, task: asyncio.Task[None]) -> None:
+        self._creating.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a waiting caller got it, a gone one does not care
+
     async def resync(self) -> None:
         """Replace the consumer with one starting right after :attr:`last`.
 
         If the stream evicted messages after :attr:`last` meanwhile, the
-        reader's stream ends with :class:`CursorExpired` instead of a gap.
+        reader's stream ends with :class:`CursorExpired` instead of a gap. A
+        feed still starting is left to :meth:`start`, which is retried.
         """
-        if self._closed:
-            return
-        await self._unsubscribe()
-        info = await self._js.stream_info(self._stream.name)
-        if self.last < info.state.first_seq - 1:
-            self._closed = True
-            self.buffer.close(CursorExpired(self.topic, self.last, info.state.first_seq - 1))
-            return
-        self.resyncs += 1
-        await self._subscribe()
+        async with self._lock:
+            if self._closed or not self.started:
+                return
+            await self._unsubscribe()
+            first, _newest = await self._bounds()
+            if self.last < first - 1:
+                self._closed = True
+                self.buffer.close(CursorExpired(self.topic, self.last, first - 1))
+                return
+            self.resyncs += 1
+            await self._subscribe()
 
-    async def close(self) -> None:
+    def give_up(self) -> None:
+        """Stop delivering, and drop whatever consumer is still being created
+        (synchronous: for a broker closing, whose loop may be gone)."""
         self._closed = True
         self._generation += 1
+
+    async def close(self) -> None:
+        self.give_up()
         await self._unsubscribe()
 
     async def _unsubscribe(self) -> None:
