@@ -153,3 +153,34 @@ async def test_a_replica_files_an_older_name_s_entries_under_the_owner_s_topic()
     with pytest.raises(CursorExpired):
         async with history.open(shared, topics.events("a.b"), 3, 8):
             pass
+
+
+# ---- long ids: a digest, so no topic can outgrow what NATS takes ----------------
+
+
+def test_a_long_id_becomes_a_short_digest_token() -> None:
+    """A reviewer's find: profile ids are the client's, escaping triples a dot,
+    and a topic over NATS's 4 KiB control line closed the broker's connection
+    for good. A token over MAX_TOKEN is a digest of the id instead."""
+    from meshsub_trio.meshery._model._tokens import DIGESTED, MAX_TOKEN, is_token
+
+    long_ids = ["p." * 1200, "x" * (MAX_TOKEN + 1), "é" * 5000, "p." * 1200 + "q"]
+    tokens = [escape(value) for value in long_ids]
+    assert len(set(tokens)) == len(long_ids)
+    for token in tokens:
+        assert token.startswith(DIGESTED) and len(token) <= MAX_TOKEN
+        assert is_token(token) and unescape(token) is None  # a digest is not read back
+        assert "." not in token
+    assert escape("x" * MAX_TOKEN) == "x" * MAX_TOKEN  # up to the bound: kept as it was
+    topic = topics.perf_results("p." * 1200, "q." * 1200)
+    _check_topic(topic)  # the NATS broker takes it
+    assert len(topic) < 200
+    assert topics.results_owner(topics.perf_results("alice", "p." * 1200)) == "alice"
+    assert topics.has_older_names(topics.events("u" * 500))
+
+
+@given(st.text(min_size=1, max_size=40))
+def test_no_escape_looks_like_a_digest(value: str) -> None:
+    from meshsub_trio.meshery._model._tokens import DIGESTED
+
+    assert not escape(value).startswith(DIGESTED)

@@ -64,6 +64,21 @@ class NatsOptions:
             )
 
 
+#: The longest subject, in UTF-8 bytes, the broker sends. A NATS server
+#: refuses a protocol line over 4 KiB (``max_control_line``) and nats-py
+#: answers that by closing the connection for good: one long topic would
+#: cut the whole process off its broker, so it is refused here instead.
+MAX_SUBJECT_BYTES = 1024
+
+
+def _check_length(subject: str) -> None:
+    size = len(subject.encode("utf-8", "surrogatepass"))
+    if size > MAX_SUBJECT_BYTES:
+        raise ValueError(
+            f"broker topic of {size} bytes: NATS subjects here are at most {MAX_SUBJECT_BYTES}"
+        )
+
+
 @functools.lru_cache(maxsize=4096)
 def _check_topic(topic: str) -> None:
     """Topics are concrete NATS subjects: dot-separated tokens, no wildcards or spaces."""
@@ -72,7 +87,10 @@ def _check_topic(topic: str) -> None:
         or any(ch in topic for ch in " \t\r\n*>")
         or any(token == "" for token in topic.split("."))
     ):
-        raise ValueError(f"invalid broker topic {topic!r}: want a NATS subject without wildcards")
+        raise ValueError(
+            f"invalid broker topic {topic[:200]!r}: want a NATS subject without wildcards"
+        )
+    _check_length(topic)
 
 
 @functools.lru_cache(maxsize=256)
@@ -86,4 +104,5 @@ def _check_subject(subject: str) -> None:
         or any(("*" in t and t != "*") or (">" in t and t != ">") for t in tokens)
         or ">" in tokens[:-1]
     ):
-        raise ValueError(f"invalid broker subject {subject!r}")
+        raise ValueError(f"invalid broker subject {subject[:200]!r}")
+    _check_length(subject)

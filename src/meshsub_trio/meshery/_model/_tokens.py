@@ -12,12 +12,25 @@ other character is kept, so the ids Meshery uses (UUIDs, plain names) keep
 the names earlier versions stored their data under; data stored under the
 old name of an id that changed is filed under the new one as it is read
 back (:func:`._topics.resumed_topic`).
+
+An escaped token longer than :data:`MAX_TOKEN` becomes ``%H`` and a digest
+of the id instead: a NATS server refuses a command line over 4 KiB, and
+nats-py answers that refusal by closing the connection for good, so one
+client's 2,000-character profile id would otherwise cut a whole process off
+its broker. No escape produces ``%H`` (``%`` is always followed by two hex
+digits), so the two kinds of token never meet; a digest cannot be read back.
 """
 
 from __future__ import annotations
 
+import hashlib
+
 #: The one token the empty id becomes (no escape produces a bare ``%``).
 EMPTY = "%"
+#: The longest token an escape may be; a longer one is digested instead.
+MAX_TOKEN = 128
+#: What a digested token starts with (``H`` is no hex digit: no escape makes it).
+DIGESTED = "%H"
 _ESCAPED = frozenset(".%*>")
 _HEX = frozenset("0123456789ABCDEF")
 
@@ -36,8 +49,22 @@ def escape(value: str) -> str:
     if not value:
         return EMPTY
     if all(map(_kept, value)):
-        return value
-    return "".join(char if _kept(char) else _percent(char) for char in value)
+        token = value
+    else:
+        token = "".join(char if _kept(char) else _percent(char) for char in value)
+    if len(token) <= MAX_TOKEN:
+        return token
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    return DIGESTED + digest[:40]
+
+
+def is_token(token: str) -> bool:
+    """Whether some id's escape is *token* (a digest included, though it
+    cannot be read back)."""
+    if token.startswith(DIGESTED):
+        digest = token[len(DIGESTED) :]
+        return len(digest) == 40 and all(c in "0123456789abcdef" for c in digest)
+    return unescape(token) is not None
 
 
 def unescape(token: str) -> str | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ._tokens import escape, unescape
+from ._tokens import escape, is_token, unescape
 
 CONTROLLERS = "meshery.controllers"
 K8S_CONTEXTS = "meshery.k8s_contexts"
@@ -67,7 +67,7 @@ def results_owner(topic: str) -> str | None:
     if not topic.startswith(PERF_RESULTS_PREFIX):
         return None
     owner, dot, profile = topic[len(PERF_RESULTS_PREFIX) :].partition(".")
-    if not dot or unescape(profile) is None:
+    if not dot or not is_token(profile):
         return None
     return unescape(owner)
 
@@ -78,7 +78,12 @@ def has_older_names(topic: str) -> bool:
     whose id needed escaping (once written raw). Such entries are found only
     by reading them back (:func:`resumed_topic`), never by asking a log for
     this name, so a cursor only a log could serve must expire instead."""
-    return topic.startswith(PERF_RESULTS_PREFIX) or (topic_user(topic) is not None and "%" in topic)
+    if topic.startswith(PERF_RESULTS_PREFIX):
+        return True
+    for prefix in (EVENTS_PREFIX, CONFIGURATION_PREFIX):
+        if topic.startswith(prefix):
+            return "%" in topic[len(prefix) :]  # escaped or digested: once written raw
+    return False
 
 
 def resumed_topic(topic: str, message: Any) -> str:
