@@ -73,6 +73,21 @@ async def test_exit_codes_say_what_failed(make_meshery: Callable[..., Any]) -> N
     assert code == 6 and lines == []
 
 
+async def test_credentials_in_a_url_never_reach_stderr() -> None:
+    """A reviewer's find: every disconnect notice and the final error named the
+    URL with its password. Nothing listens on the port: connects fail, notices
+    and NetworkGone follow."""
+    import socket
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    url = f"ws://alice:s3cretPW@127.0.0.1:{port}/graphql"
+    code, _, err = await run(EVENTS, "--url", url, "--give-up-after", "0.5")
+    assert code != 0 and "ws://***@127.0.0.1" in err, err
+    assert "s3cretPW" not in err and "alice" not in err
+
+
 def test_usage_errors() -> None:
     with pytest.raises(SystemExit):
         parse(EVENTS)  # no --url

@@ -19,6 +19,7 @@ import trio
 
 from .._cli_types import positive_count, seconds
 from .._encoding import dumps
+from .._logging import redacted
 from ._client import open_client
 from ._errors import (
     AuthRefused,
@@ -159,7 +160,8 @@ async def subscribe_command(
     """The command's body: print payloads until done; return the exit status."""
 
     def say(line: str) -> None:
-        print(f"{PROG}: {line}", file=err, flush=True)
+        # A --url may carry credentials, and notices and errors name the URL.
+        print(f"{PROG}: {redacted(line)}", file=err, flush=True)
 
     troubled = False  # a healthy run prints nothing on stderr
 
