@@ -19,6 +19,7 @@ from ._config import Config
 from ._serve_options import redacted
 from ._server import Server, serve
 from ._supervisor._child import end_with_parent, worker_role
+from ._supervisor._heartbeat import Heartbeat, send_heartbeats
 from ._transports._sse_relay import relay_for, relay_secret
 
 if TYPE_CHECKING:
@@ -32,14 +33,21 @@ async def run(app: App, config: Config) -> None:
     """Serve until SIGINT or SIGTERM, then shut down gracefully.
 
     A worker of ``serve --workers N`` serves on the sockets its supervisor
-    passed it, and drains the same way when the supervisor is gone.
+    passed it, and drains the same way when the supervisor is gone. Its
+    heartbeat runs beside the server in this nursery, so it beats exactly
+    while this loop runs, drain included, and stops when the server is done.
     """
     role = worker_role()
     listeners = role.listeners() if role is not None else None
     parent = trio.CancelScope()
+    beating = trio.CancelScope()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
-            server: Server = await nursery.start(partial(serve, listeners=listeners), app, config)
+            server: Server = await nursery.start(
+                partial(_serve_then_stop, beating, listeners=listeners), app, config
+            )
+            if role is not None and role.heartbeat is not None:
+                nursery.start_soon(_beat, role.heartbeat, beating)
             print(f"meshsub-trio serving on {server.url}", flush=True)
             if role is not None:
                 log.info("worker %d serving", role.index, extra={"pid": os.getpid()})
@@ -52,6 +60,26 @@ async def run(app: App, config: Config) -> None:
                 server.shutdown()
                 break
             parent.cancel()
+
+
+async def _serve_then_stop(
+    beating: trio.CancelScope,
+    app: App,
+    config: Config,
+    *,
+    listeners: list[trio.SocketListener] | None,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """:func:`serve`, then the heartbeat stops: the nursery ends with the server."""
+    try:
+        await serve(app, config, listeners=listeners, task_status=task_status)
+    finally:
+        beating.cancel()
+
+
+async def _beat(heartbeat: Heartbeat, scope: trio.CancelScope) -> None:
+    with scope:
+        await send_heartbeats(heartbeat)
 
 
 async def _end_with_parent(scope: trio.CancelScope) -> None:

@@ -37,6 +37,9 @@ NATS_STALE_TIMEOUT = 10.0
 
 #: More workers than this is a typo, not a machine.
 MAX_WORKERS = 512
+#: ``--worker-timeout``'s default, gunicorn's: far above any legitimate hold of
+#: a worker's event loop (a large fan-out holds it for about a second).
+DEFAULT_WORKER_TIMEOUT = 30.0
 
 
 def worker_count(text: str) -> int:
@@ -86,6 +89,16 @@ def add_serve_options(serve_cmd: argparse.ArgumentParser) -> None:
             "'auto' is one per core. Without --broker an embedded nats-server is started "
             "(pip install 'meshsub-trio[workers]'); a worker that dies is restarted "
             "(default 1: this process serves)"
+        ),
+    )
+    serve_cmd.add_argument(
+        "--worker-timeout",
+        type=seconds,
+        default=DEFAULT_WORKER_TIMEOUT,
+        metavar="SECONDS",
+        help=(
+            "with --workers: a worker whose event loop sends no heartbeat this long (stuck, "
+            "spinning, stopped) is killed and restarted (0: never; default %(default)s)"
         ),
     )
     serve_cmd.add_argument(

@@ -48,7 +48,7 @@ async def test_a_taken_port_or_data_dir_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_memory_broker_is_refused(tmp_path: Path) -> None:
-    args = argparse.Namespace(workers=2, broker="memory", simulator=None)
+    args = argparse.Namespace(workers=2, broker="memory", simulator=None, worker_timeout=30.0)
     with pytest.raises(SystemExit) as refused:
         plan_for(["serve"], args, Config(port=0), str(tmp_path))
     message = str(refused.value)
@@ -72,7 +72,7 @@ def test_without_the_extra_the_message_says_what_to_install(
         raise EmbeddedNatsError("not found")
 
     monkeypatch.setattr(_run, "find_nats_server", missing)
-    args = argparse.Namespace(workers=2, broker=None, simulator=None)
+    args = argparse.Namespace(workers=2, broker=None, simulator=None, worker_timeout=30.0)
     plan = plan_for(["serve", "--workers", "2"], args, Config(port=0), str(tmp_path))
     assert _run.run_supervisor(plan) == 1
     err = capsys.readouterr().err
@@ -95,7 +95,7 @@ def test_an_unusable_data_dir_is_one_line_and_exit_1(
         (data_dir / "nats").write_text("")
     else:
         data_dir = Path("/proc/self/nope")
-    args = argparse.Namespace(workers=2, broker=None, simulator=None)
+    args = argparse.Namespace(workers=2, broker=None, simulator=None, worker_timeout=30.0)
     plan = plan_for(["serve", "--workers", "2"], args, Config(port=0), str(data_dir))
     assert _run.run_supervisor(plan) == 1
     [line] = capsys.readouterr().err.splitlines()
@@ -131,7 +131,7 @@ def test_a_worker_takes_its_broker_from_the_environment_only(given: list[str]) -
     # worker in MESHSUB_BROKER; a --broker left on its command line would win
     # over it, and an empty one put each worker on a memory broker of its own.
     argv = ["serve", "--workers", "2", *given, "--port", "0"]
-    args = argparse.Namespace(workers=2, broker=None, simulator=None)
+    args = argparse.Namespace(workers=2, broker=None, simulator=None, worker_timeout=30.0)
     plan = plan_for(argv, args, Config(port=0), ":memory:")
     command = worker_command(plan, 0)
     assert not any(part.startswith("--broker") for part in command), command
@@ -182,7 +182,7 @@ def test_a_worker_gets_the_nats_stale_timeout_on_its_command_line() -> None:
     # environment and --config file reach it as well, unchanged).
     for given in (["--nats-stale-timeout", "3"], ["--nats-stale-timeout=3"]):
         argv = ["serve", "--workers", "2", *given, "--port", "0"]
-        args = argparse.Namespace(workers=2, broker=None, simulator=None)
+        args = argparse.Namespace(workers=2, broker=None, simulator=None, worker_timeout=30.0)
         command = worker_command(plan_for(argv, args, Config(port=0), ":memory:"), 1)
         start = command.index(given[0])
         assert command[start : start + len(given)] == given, command

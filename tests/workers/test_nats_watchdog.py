@@ -83,8 +83,9 @@ async def first_result(conn: Conn, query: str, variables: dict[str, Any]) -> dic
 async def test_a_hung_nats_server_is_killed_and_restarted_with_its_data(tmp_path: Path) -> None:
     # The workers' own probe of a silent server is put far beyond the test, so
     # the watchdog's kill is what ends the outage (and the flag is seen to
-    # reach every worker's broker).
-    stale = "--nats-stale-timeout", "60"
+    # reach every worker's broker). A short --worker-timeout checks that the
+    # outage never holds a worker's event loop: no worker is restarted.
+    stale = "--nats-stale-timeout", "60", "--worker-timeout", "3"
     async with (
         open_supervisor(tmp_path, *stale, env=FAST_ENV) as supervisor,
         trio.open_nursery() as nursery,
@@ -199,7 +200,7 @@ def test_a_bad_watchdog_setting_is_one_line_and_exit_1(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     monkeypatch.setenv(WATCHDOG_ENV, "1,2")
-    args = argparse.Namespace(workers=2, broker=None, simulator=None)
+    args = argparse.Namespace(workers=2, broker=None, simulator=None, worker_timeout=30.0)
     plan = plan_for(["serve", "--workers", "2"], args, Config(port=0), str(tmp_path))
     assert _run.run_supervisor(plan) == 1
     [line] = capsys.readouterr().err.splitlines()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import trio
 
+from ._heartbeat import Heartbeat, heartbeat_from
 from ._sockets import inherited_listeners
 from ._worker import WORKER_ENV
 
@@ -20,6 +21,8 @@ class WorkerRole:
 
     index: int
     fds: tuple[int, ...]
+    #: Where its event loop proves it runs (None: the supervisor watches no loop).
+    heartbeat: Heartbeat | None = None
 
     def listeners(self) -> list[trio.SocketListener]:
         return inherited_listeners(list(self.fds))
@@ -32,7 +35,8 @@ def worker_role(environ: Mapping[str, str] = os.environ) -> WorkerRole | None:
         return None
     index, _, fds = spec.partition(":")
     try:
-        return WorkerRole(int(index), tuple(int(fd) for fd in fds.split(",") if fd))
+        listening = tuple(int(fd) for fd in fds.split(",") if fd)
+        return WorkerRole(int(index), listening, heartbeat_from(environ))
     except ValueError:
         raise SystemExit(f"meshsub-trio: bad {WORKER_ENV}={spec!r}") from None
 

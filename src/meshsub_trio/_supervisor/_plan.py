@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .._config import Config
-from .._serve_options import BROKER_ENV, MEMORY
+from .._serve_options import BROKER_ENV, DEFAULT_WORKER_TIMEOUT, MEMORY
 from .._transports._sse_tokens import MIN_SECRET_LENGTH, SECRET_ENV
 
 
@@ -28,6 +28,9 @@ class Plan:
     simulator: bool
     data_dir: str
     tls: bool = False
+    #: ``--worker-timeout``: a worker whose loop sends no heartbeat this long is
+    #: killed and restarted (0: never).
+    worker_timeout: float = DEFAULT_WORKER_TIMEOUT
 
 
 def worker_command(plan: Plan, index: int) -> list[str]:
@@ -104,4 +107,5 @@ def plan_for(argv: list[str], args: argparse.Namespace, config: Config, data_dir
         simulator=bool(simulator),
         data_dir=data_dir,
         tls=config.certfile is not None,
+        worker_timeout=args.worker_timeout,
     )

@@ -5,7 +5,9 @@ task per worker slot. The workers share state, events, cohorts and cursors
 through NATS only (each is a scale-out process of its own). SIGINT/SIGTERM
 close the supervisor's copies of the sockets, drain every worker at once
 (each as a lone server drains), then stop nats-server after them, so their
-last publishes reach it. SIGHUP is passed on (TLS files reloaded).
+last publishes reach it. SIGHUP is passed on (TLS files reloaded). The exit
+status is 0 after a clean drain and :data:`EXIT_WORKER_KILLED` when a worker
+did not drain within its bound and had to be killed.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ NATS_EXTRA = "pip install 'meshsub-trio[workers]'"
 #: Beyond the workers' own drain bound: their NATS broker's close and the app's lifespan.
 STOP_MARGIN = 10.0
 NATS_STOP_TIMEOUT = 10.0
+#: The exit status of a shutdown that had to SIGKILL a worker: not 0, since its
+#: drain (1001 to its clients, cleanups, the last publishes) did not finish; not
+#: 1 (a refusal to start) or 2 (a bad option), so a service manager or a
+#: script can tell "stopped, but not cleanly" from "never ran".
+EXIT_WORKER_KILLED = 3
 
 
 def missing_dependency(plan: Plan) -> str | None:
@@ -90,13 +97,13 @@ async def supervise(
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         try:
             async with trio.open_nursery() as nursery:
-                await _serve(plan, shared, store, watchdog, nursery, signals)
+                status = await _serve(plan, shared, store, watchdog, nursery, signals)
         except BaseExceptionGroup as group:
             leaf = _single(group)
             if leaf is None:
                 raise
             raise leaf from None
-    return 0
+    return status
 
 
 async def _serve(
@@ -106,14 +113,17 @@ async def _serve(
     watchdog: Watchdog | None,
     nursery: trio.Nursery,
     signals: AsyncIterator[int],
-) -> None:
+) -> int:
+    """Serve until a signal, drain; the exit status."""
     nats: EmbeddedNats | None = None
     if store is not None:
         nats = await nursery.start(EmbeddedNats(find_nats_server(), store, watchdog).run)
     broker = nats.client_url if nats is not None else str(plan.broker)
     environment = worker_environment(broker, stream_secret(os.environ))
     slots = [
-        WorkerSlot(index, worker_command(plan, index), shared.fds(index), environment)
+        WorkerSlot(
+            index, worker_command(plan, index), shared.fds(index), environment, plan.worker_timeout
+        )
         for index in range(plan.workers)
     ]
     async with trio.open_nursery() as starting:
@@ -122,7 +132,11 @@ async def _serve(
     print(f"meshsub-trio serving on {_url(plan, shared)}", flush=True)
     for slot in slots:
         announce(slot)
-    log.info("%d workers serving", plan.workers, extra={"broker": redacted(broker)})
+    log.info(
+        "%d workers serving",
+        plan.workers,
+        extra={"broker": redacted(broker), "worker_timeout": plan.worker_timeout},
+    )
     async for signum in signals:
         if signum == signal.SIGHUP:
             for slot in slots:
@@ -132,12 +146,28 @@ async def _serve(
         break
     # New connections go nowhere once each worker closes its listener.
     shared.close()
+    killed: list[WorkerSlot] = []
+
+    async def stop(slot: WorkerSlot) -> None:
+        if not await slot.stop(plan.drain_timeout + STOP_MARGIN):
+            killed.append(slot)
+
     async with trio.open_nursery() as stopping:
         for slot in slots:
-            stopping.start_soon(slot.stop, plan.drain_timeout + STOP_MARGIN)
+            stopping.start_soon(stop, slot)
     if nats is not None:
         await nats.stop(NATS_STOP_TIMEOUT)
     nursery.cancel_scope.cancel()
+    if not killed:
+        return 0
+    indexes = sorted(slot.index for slot in killed)
+    log.error(
+        "%s %s had to be killed instead of draining: exit status %d",
+        "worker" if len(indexes) == 1 else "workers",
+        ", ".join(map(str, indexes)),
+        EXIT_WORKER_KILLED,
+    )
+    return EXIT_WORKER_KILLED
 
 
 def _url(plan: Plan, shared: SharedSockets) -> str:
