@@ -3,7 +3,8 @@
 The supervisor (:mod:`._run`) binds the shared ``SO_REUSEPORT`` sockets
 (:mod:`._sockets`), starts the embedded nats-server when no broker is given
 (:mod:`._embedded_nats`; :mod:`._nats_watch` kills it if it hangs, so that it
-restarts) and keeps one worker per slot alive (:mod:`._worker`);
+restarts) and keeps one worker per slot alive (:mod:`._worker`: restarted
+if it exits, or if its event loop stops beating, :mod:`._heartbeat`);
 a worker is the ordinary server, told its role by :mod:`._child`.
 """
 

@@ -115,9 +115,9 @@ async def watch_heartbeats(fd: int, timeout: float, hung: Callable[[float], None
     """Read beats from *fd* until the writer closes it (the worker exited);
     call ``hung(silence)`` once and return after *timeout* seconds without one.
 
-    The pipe is checked once more when the deadline passes, so a supervisor
-    that was itself paused (a suspended machine) finds the beats that came
-    meanwhile instead of killing every worker as it wakes.
+    The pipe is read once more when the deadline passes, so a supervisor
+    that was itself held up (stopped, starved of CPU) finds the beats that
+    came meanwhile instead of killing every worker as it resumes.
     """
     last = trio.current_time()
     while True:
