@@ -205,3 +205,28 @@ def test_a_bad_watchdog_setting_is_one_line_and_exit_1(
     assert _run.run_supervisor(plan) == 1
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("meshsub-trio: MESHSUB_NATS_WATCHDOG must be INTERVAL,TIMEOUT,FAILURES")
+
+
+async def test_a_start_slower_than_its_warning_bound_is_waited_for(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reviewer's find: a start not ready within START_TIMEOUT was killed and
+    started again, so a store whose replay takes longer (after a crash, or the
+    watchdog's own kill) never came back. Now it is warned about and waited for."""
+    import meshsub_trio._supervisor._embedded_nats as embedded
+
+    monkeypatch.setattr(embedded, "START_TIMEOUT", 0.3)
+    slow = tmp_path / "slow-nats-server"
+    slow.write_text(f'#!/bin/sh\nsleep 1\nexec {find_nats_server()} "$@"\n')
+    slow.chmod(0o755)
+    store = tmp_path / "store"
+    store.mkdir()
+    nats = EmbeddedNats(str(slow), str(store), QUICK)
+    with trio.fail_after(START_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(nats.run)
+            assert nats.port is not None and await greets(nats.port, START_TIMEOUT)
+            first = nats.process
+            await nats.stop(timeout=5.0)
+    assert first is not None and "still waiting" in caplog.text
+    assert "did not start" not in caplog.text and "restarting" not in caplog.text

