@@ -27,6 +27,7 @@ from ._cli_app import (
 )
 from ._cli_args import build_parser, parse_serve_args, print_config
 from ._cli_run import run, run_on_nats, tune_gc
+from ._exception_groups import only_leaf
 from ._logging import configure_logging, crash, refuse
 from ._serve_options import MEMORY
 from ._supervisor._child import SUPERVISOR, tag_log_lines, worker_role
@@ -55,17 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _lone_refusal(group: BaseExceptionGroup[BaseException]) -> str | None:
     """The message of a group holding nothing but one ``SystemExit("...")``."""
-    leaves: list[BaseException] = []
-    stack: list[BaseException] = [group]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, BaseExceptionGroup):
-            stack.extend(item.exceptions)
-        else:
-            leaves.append(item)
-    if len(leaves) == 1 and isinstance(leaves[0], SystemExit):
-        code = leaves[0].code
-        return code if isinstance(code, str) else None
+    leaf = only_leaf(group)
+    if isinstance(leaf, SystemExit) and isinstance(leaf.code, str):
+        return leaf.code
     return None
 
 

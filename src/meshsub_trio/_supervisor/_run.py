@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import trio
 
+from .._exception_groups import only_leaf
 from .._logging import redacted, refuse
 from ._embedded_nats import EmbeddedNats, EmbeddedNatsError, find_nats_server, store_directory
 from ._nats_watch import DEFAULT_WATCHDOG, Watchdog, watchdog_from
@@ -99,7 +100,7 @@ async def supervise(
             async with trio.open_nursery() as nursery:
                 status = await _serve(plan, shared, store, watchdog, nursery, signals)
         except BaseExceptionGroup as group:
-            leaf = _single(group)
+            leaf = only_leaf(group)
             if leaf is None:
                 raise
             raise leaf from None
@@ -176,16 +177,3 @@ def _url(plan: Plan, shared: SharedSockets) -> str:
     host = f"[{host}]" if ":" in host else host
     scheme = "https" if plan.tls else "http"
     return f"{scheme}://{host}:{shared.port}"
-
-
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The one exception inside nested groups, else None."""
-    leaves = []
-    stack: list[BaseException] = [group]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, BaseExceptionGroup):
-            stack.extend(item.exceptions)
-        else:
-            leaves.append(item)
-    return leaves[0] if len(leaves) == 1 else None

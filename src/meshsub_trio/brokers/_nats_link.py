@@ -25,6 +25,7 @@ from trio_asyncio import TrioEventLoop, aio_as_trio
 
 from nats import errors as nats_errors
 
+from .._exception_groups import only_leaf
 from ._broker import ConnectionState, CursorError, MemoryBroker
 from ._nats_log import LogFeed, ensure_stream, link_fault
 from ._nats_options import NatsOptions
@@ -114,7 +115,7 @@ class NatsLink:
         except BaseExceptionGroup as group:
             # The nurseries (ours, trio-asyncio's) wrap whatever the body or
             # connect raised; a lone exception is re-raised as itself.
-            leaf = _single_leaf(group)
+            leaf = only_leaf(group)
             if leaf is None:
                 raise
             raise leaf from None
@@ -441,13 +442,3 @@ class _TopicInterest:
         self.refs = 0
         self.sub: Any = None
         self.lock = trio.Lock()
-
-
-def _single_leaf(group: BaseExceptionGroup[Any]) -> BaseException | None:
-    """The only exception inside (possibly nested) groups, or None."""
-    inner: BaseException = group
-    while isinstance(inner, BaseExceptionGroup):
-        if len(inner.exceptions) != 1:
-            return None
-        inner = inner.exceptions[0]
-    return inner
