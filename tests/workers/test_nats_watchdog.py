@@ -152,18 +152,27 @@ async def test_a_server_slower_to_start_than_the_bound_is_not_probed_before_read
     # A start replays the JetStream store before it serves, which may take a
     # while: probing it then would kill every slow start. This one is silent
     # (not even listening) for four times the watchdog's bound.
+    await start_and_stop(slow_nats_server(tmp_path, 4 * QUICK.bound))
+    assert KILLED not in caplog.text
+
+
+def slow_nats_server(tmp_path: Path, seconds: float) -> EmbeddedNats:
+    """An embedded nats-server whose binary sits silent for *seconds* first."""
     slow = tmp_path / "slow-nats-server"
-    slow.write_text(f'#!/bin/sh\nsleep {4 * QUICK.bound}\nexec {find_nats_server()} "$@"\n')
+    slow.write_text(f'#!/bin/sh\nsleep {seconds}\nexec {find_nats_server()} "$@"\n')
     slow.chmod(0o755)
     store = tmp_path / "store"
     store.mkdir()
-    nats = EmbeddedNats(str(slow), str(store), QUICK)
+    return EmbeddedNats(str(slow), str(store), QUICK)
+
+
+async def start_and_stop(nats: EmbeddedNats) -> None:
+    """Start *nats*, check it greets, stop it."""
     with trio.fail_after(START_TIMEOUT):
         async with trio.open_nursery() as nursery:
             await nursery.start(nats.run)
             assert nats.port is not None and await greets(nats.port, START_TIMEOUT)
             await nats.stop(timeout=5.0)
-    assert KILLED not in caplog.text
 
 
 async def test_stopping_a_hung_server_is_the_stop_s_business_not_the_watchdog_s(
@@ -216,17 +225,6 @@ async def test_a_start_slower_than_its_warning_bound_is_waited_for(
     import meshsub_trio._supervisor._embedded_nats as embedded
 
     monkeypatch.setattr(embedded, "START_TIMEOUT", 0.3)
-    slow = tmp_path / "slow-nats-server"
-    slow.write_text(f'#!/bin/sh\nsleep 1\nexec {find_nats_server()} "$@"\n')
-    slow.chmod(0o755)
-    store = tmp_path / "store"
-    store.mkdir()
-    nats = EmbeddedNats(str(slow), str(store), QUICK)
-    with trio.fail_after(START_TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(nats.run)
-            assert nats.port is not None and await greets(nats.port, START_TIMEOUT)
-            first = nats.process
-            await nats.stop(timeout=5.0)
-    assert first is not None and "still waiting" in caplog.text
+    await start_and_stop(slow_nats_server(tmp_path, 1.0))
+    assert "still waiting" in caplog.text
     assert "did not start" not in caplog.text and "restarting" not in caplog.text
