@@ -6,6 +6,7 @@ import argparse
 import importlib
 import ipaddress
 from typing import Any
+from urllib.parse import urlsplit
 
 from ._app import App
 from ._config import Config
@@ -102,7 +103,25 @@ def broker_url(args: argparse.Namespace) -> str:
         raise SystemExit(
             f"--broker must be {MEMORY!r} or nats://HOST:PORT[,...], got {redacted(url)!r}"
         )
+    if url != MEMORY and not all(_plain_nats_url(part.strip()) for part in url.split(",")):
+        # Not echoed: what did not parse may be a password.
+        raise SystemExit(
+            "--broker: each URL must name one server, HOST[:PORT] after nats:// or tls:// "
+            "(USER:PASSWORD and an @ before it if needed), with any '/', '?', '#' or '@' "
+            "in the user or password percent-encoded (%2F, %3F, %23, %40)"
+        )
     return url
+
+
+def _plain_nats_url(url: str) -> bool:
+    """Whether nats-py will read *url* as one server and nothing else (a password
+    with an unencoded '#' or '/' splits it, and nats-py then fails with a traceback)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError:
+        return False
+    return bool(parts.hostname) and parts.path in ("", "/") and not parts.query + parts.fragment
 
 
 def check_exposure(args: argparse.Namespace) -> None:

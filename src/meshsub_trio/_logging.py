@@ -40,11 +40,17 @@ FORMATS = ("text", "json")
 #: What a start-up refusal starts with as plain text (and a JSON one leaves out).
 PREFIX = "meshsub-trio: "
 
-#: The user information of a URL anywhere in a text, as URL parsers read it: from
-#: ``://`` to the last ``@`` before the path, query, fragment or any whitespace
-#: (a password may hold ``@``, ``,`` or ``:``). ``netloc='...@`` is the same part
-#: in the repr of a parsed URL (``urllib.parse.ParseResult``, which nats-py keeps).
-_USERINFO = re.compile(r"(?<=://)[^\s/?#]*@|(?<=netloc=')[^'\s/?#]*@")
+#: The user information of a URL anywhere in a text: from ``://`` to the last
+#: ``@`` before whitespace, a quote or the next URL of a comma-separated list.
+#: A password may hold ``@``, ``,`` or ``:``, and a mistyped one an unencoded
+#: ``/``, ``?`` or ``#`` that URL parsers would read as the path: so an ``@``
+#: further on (``?q=x@y``) hides the whole of what precedes it, since hiding
+#: too much of a log line is better than showing a password. ``netloc='...@``
+#: is the same part in the repr of a parsed URL (``urllib.parse.ParseResult``,
+#: which nats-py keeps).
+_USERINFO = re.compile(
+    r"(?<=://)(?:(?!,[A-Za-z][A-Za-z0-9+.-]*://)[^\s'\"])*@|(?<=netloc=')[^'\s]*@"
+)
 
 
 def redacted(text: str) -> str:
