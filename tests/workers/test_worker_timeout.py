@@ -12,7 +12,9 @@ bound (never by the heartbeat watch), and the exit status says so.
 from __future__ import annotations
 
 import os
+import re
 import signal
+import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -29,10 +31,11 @@ from meshsub_trio._supervisor._heartbeat import (
     watch_heartbeats,
 )
 from meshsub_trio._supervisor._run import EXIT_WORKER_KILLED, STOP_MARGIN
+from meshsub_trio._supervisor._worker import startup_timeout
 from meshsub_trio.testing import open_graphql_ws
 
 from ._kit import EVENTS, GRAPHQL, SOON, Conn, Supervisor, open_supervisor
-from .test_workers import one_per_worker
+from .test_workers import _children, _cmdline, one_per_worker
 
 TIMEOUT = 2.0
 #: What a busy machine (two shared cores, other suites) may add to a bound.
@@ -144,6 +147,103 @@ async def test_a_beating_worker_is_never_killed_nor_one_paused_for_less_than_the
         assert supervisor.workers == workers and supervisor.restarts == 0
         assert not lines_with(supervisor, HUNG) and not lines_with(supervisor, "restarting")
         nursery.cancel_scope.cancel()
+
+
+async def _spawned_worker(supervisor: Supervisor, known: set[int]) -> tuple[int, float]:
+    """A new child of the supervisor, once it runs a worker's command (not the
+    fork still running the supervisor's), and when it was first seen."""
+    seen: dict[int, float] = {}
+    with trio.fail_after(SOON):
+        while True:
+            for pid in set(_children(supervisor.process.pid)) - known:
+                seen.setdefault(pid, trio.current_time())
+                if b"--workers\x001\x00" in _cmdline(pid):
+                    return pid, seen[pid]
+            await trio.sleep(0.005)  # /proc: no event to wait on
+
+
+async def test_a_restarted_worker_hung_before_serving_is_killed_within_the_start_up_bound(
+    tmp_path: Path,
+) -> None:
+    bound = startup_timeout(TIMEOUT)
+    async with open_supervisor(tmp_path, "--worker-timeout", str(TIMEOUT)) as supervisor:
+        workers = dict(supervisor.workers)
+        index, victim = 0, workers[0]
+        known = set(_children(supervisor.process.pid))
+        os.kill(victim, signal.SIGKILL)
+        killed_victim = trio.current_time()
+        # Its replacement hangs in its start-up: stopped before it can serve.
+        hung, seen = await _spawned_worker(supervisor, known)
+        os.kill(hung, signal.SIGSTOP)
+        pidfd = os.pidfd_open(hung)
+        try:
+            with trio.fail_after(bound + SLACK):
+                await trio.lowlevel.wait_readable(pidfd)  # readable once it exited
+        finally:
+            os.close(pidfd)
+        ended = trio.current_time()
+        await supervisor.wait_for(
+            lambda: supervisor.workers[index] not in (victim, hung), "a third worker serving"
+        )
+        serving = trio.current_time()
+        print(
+            f"start-up bound {bound:.1f} s: replacement seen to its kill {ended - seen:.2f} s; "
+            f"to a third worker serving {serving - seen:.2f} s"
+        )
+        assert ended - killed_victim >= bound  # its bound began after the victim's death
+        assert ended - seen <= bound + SLACK
+        assert serving - seen <= bound + SLACK + RESTART
+        assert not os.path.exists(f"/proc/{hung}")  # killed and reaped
+        [line] = lines_with(supervisor, " did not start serving within ")
+        assert (
+            f"worker {index} did not start serving within {bound:.1f} s: killing it to restart it"
+            in line
+        ), line
+        assert f"pid={hung}" in line, line
+        assert len(lines_with(supervisor, f"worker {index} exited (code -9): restarting")) == 2
+        # Never announced; the other worker was left alone, and no heartbeat kill was involved.
+        assert not [line for line in supervisor.lines if f"pid {hung} serving".encode() in line]
+        assert supervisor.workers[1] == workers[1] and supervisor.restarts == 1
+        assert not lines_with(supervisor, HUNG)
+        assert HEARTBEAT_ENV in environ_of(supervisor.workers[index])
+
+
+async def test_a_first_start_that_hangs_fails_the_supervisor_with_one_line(
+    tmp_path: Path,
+) -> None:
+    # An APP whose import never returns (its worker stops itself): every
+    # worker hangs in its first start. The supervisor does not wait forever.
+    (tmp_path / "hangs_at_import.py").write_text(
+        "import os, signal\nos.kill(os.getpid(), signal.SIGSTOP)\napp = None\n"
+    )
+    log = tmp_path / "supervisor.log"
+    env = dict(os.environ, MESHSUB_DATA_DIR=str(tmp_path / "data"), PYTHONPATH=str(tmp_path))
+    command = [sys.executable, "-m", "meshsub_trio", "serve", "hangs_at_import:app"]
+    command += ["--workers", "2", "--port", "0", "--worker-timeout", "1"]
+    bound = startup_timeout(1.0)
+    began = trio.current_time()
+    with open(log, "wb") as stderr:
+        process = await trio.lowlevel.open_process(command, stderr=stderr, env=env)
+    try:
+        # The bound, then the other worker's stop (SIGTERM, SIGKILL 2 s later: stopped too).
+        with trio.fail_after(bound + 2.0 + SLACK + RESTART):
+            code = await process.wait()
+    finally:
+        with trio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    took = trio.current_time() - began
+    print(f"a hung first start to the supervisor's exit: {took:.2f} s (bound {bound:.1f} s)")
+    text = log.read_text(errors="replace")
+    assert code == 1, text
+    [line] = [line for line in text.splitlines() if "did not start serving" in line]
+    assert re.fullmatch(
+        rf"meshsub-trio: worker [01] did not start serving within {bound:.1f} s "
+        r"\(pid \d+\): killed it",
+        line,
+    ), text
+    assert took >= bound and "restarting" not in text and "Traceback" not in text, text
 
 
 async def _cannot_drain(tmp_path: Path, timeout: str) -> tuple[int, list[str], dict[int, int]]:

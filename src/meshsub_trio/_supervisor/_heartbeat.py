@@ -11,8 +11,9 @@ ends a stopped or spinning process alike) and the slot restarts it.
 
 The write is non-blocking and a full pipe drops the beat: a supervisor that
 falls behind must never stall its workers. Only a worker that said it serves
-is watched (start-up may import and replay for a while), and the watch ends
-before a drain begins, so a drain's own bound decides about a slow drain.
+is watched (start-up may import and replay for a while: its own, longer
+bound is :func:`._worker.startup_timeout`), and the watch ends before a
+drain begins, so a drain's own bound decides about a slow drain.
 """
 
 from __future__ import annotations

@@ -100,11 +100,28 @@ async def supervise(
             async with trio.open_nursery() as nursery:
                 status = await _serve(plan, shared, store, watchdog, nursery, signals)
         except BaseExceptionGroup as group:
-            leaf = only_leaf(group)
+            leaf = only_leaf(group) or _first_failed(group)
             if leaf is None:
                 raise
             raise leaf from None
     return status
+
+
+def _first_failed(group: BaseExceptionGroup[BaseException]) -> WorkerFailed | None:
+    """The lowest worker's failure when failures are all *group* holds: workers
+    that hang or fail alike (one bad app) may do so in the same instant."""
+    failed, rest = group.split(WorkerFailed)
+    if failed is None or rest is not None:
+        return None
+    leaves: list[WorkerFailed] = []
+    pending: list[BaseException] = [failed]
+    while pending:
+        inner = pending.pop()
+        if isinstance(inner, BaseExceptionGroup):
+            pending.extend(inner.exceptions)
+        elif isinstance(inner, WorkerFailed):
+            leaves.append(inner)
+    return min(leaves, key=lambda error: error.index, default=None)
 
 
 async def _serve(
@@ -145,6 +162,11 @@ async def _serve(
             continue
         log.info("%s received: draining every worker", signal.Signals(signum).name)
         break
+    # No worker starts from here on (a restart under way is called off or
+    # waited for), so none is spawned with the sockets closed under it.
+    async with trio.open_nursery() as halting:
+        for slot in slots:
+            halting.start_soon(slot.halt)
     # New connections go nowhere once each worker closes its listener.
     shared.close()
     killed: list[WorkerSlot] = []

@@ -7,6 +7,9 @@ the line every server prints (``meshsub-trio serving on ...``). Its stdin is a
 pipe that only closes when the supervisor is gone, which ends the worker.
 From then on its event loop beats on a pipe of its own (:mod:`._heartbeat`),
 and a worker silent for the slot's timeout is killed, so that it restarts.
+Before that, a worker that does not serve within :func:`startup_timeout`
+(hung importing the app, opening its broker, binding) is killed too: a
+restart is tried, and a supervisor's first start fails instead.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import logging
 import os
 import signal
 import subprocess
+from math import inf
 
 import trio
 
@@ -26,13 +30,23 @@ log = logging.getLogger("meshsub_trio.workers")
 #: ``INDEX:FD[,FD...]``: set by the supervisor for its workers only.
 WORKER_ENV = "_MESHSUB_WORKER"
 READY = b"meshsub-trio serving on "
+#: The start-up bound in heartbeat timeouts: a start imports the app, opens its
+#: broker and replays the shared log, which may take longer than a loop's beat.
+STARTUP_TIMEOUTS = 2
+
+
+def startup_timeout(timeout: float) -> float:
+    """Seconds a (re)started worker has to serve, for a ``--worker-timeout`` of
+    *timeout* (0: no bound, as no heartbeat)."""
+    return STARTUP_TIMEOUTS * timeout
 
 
 class WorkerFailed(RuntimeError):
-    """A worker exited before it ever served: its own error is on stderr."""
+    """A worker exited (or hung, and was killed) before it ever served: its
+    own error, if any, is on stderr."""
 
-    def __init__(self, index: int, code: int | None) -> None:
-        super().__init__(f"worker {index} exited with code {code} before serving")
+    def __init__(self, index: int, code: int | None, reason: str | None = None) -> None:
+        super().__init__(reason or f"worker {index} exited with code {code} before serving")
         self.index = index
         self.code = code
 
@@ -67,6 +81,12 @@ class WorkerSlot:
         self._stopping = False
         #: The current process's heartbeat watch (cancelled when it exits or stops).
         self._watching = trio.CancelScope()
+        #: The wait before a restart: :meth:`halt` calls the restart off.
+        self._restarting = trio.CancelScope()
+        #: Set unless a process is being spawned: :meth:`halt` waits for it, so
+        #: that no process it did not see starts after it.
+        self._spawned = trio.Event()
+        self._spawned.set()
 
     @property
     def pid(self) -> int | None:
@@ -88,19 +108,15 @@ class WorkerSlot:
         first = True
         while not self._stopping:
             beats = BeatPipe() if self.timeout > 0 else None
+            self._spawned = trio.Event()
             try:
-                process = await trio.lowlevel.open_process(
-                    self.command,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    pass_fds=[*self.fds, *([beats.write] if beats is not None else [])],
-                    env=self._environment(beats),
-                    start_new_session=True,  # a terminal's Ctrl-C is the supervisor's to order
-                )
+                process = await self._open(beats)
             except BaseException:
                 if beats is not None:
                     beats.close()
                 raise
+            finally:
+                self._spawned.set()
             if beats is not None:
                 beats.close_write()  # the child's copy is the only one: its exit is our EOF
             self.process = process
@@ -125,7 +141,19 @@ class WorkerSlot:
                 code,
                 extra={"worker": self.index, "pid": process.pid},
             )
-            await backoff.wait()
+            self._restarting = trio.CancelScope()
+            with self._restarting:  # halt() ends the wait: the loop then ends too
+                await backoff.wait()
+
+    async def _open(self, beats: BeatPipe | None) -> trio.Process:
+        return await trio.lowlevel.open_process(
+            self.command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            pass_fds=[*self.fds, *([beats.write] if beats is not None else [])],
+            env=self._environment(beats),
+            start_new_session=True,  # a terminal's Ctrl-C is the supervisor's to order
+        )
 
     async def _serve(
         self,
@@ -134,17 +162,23 @@ class WorkerSlot:
         task_status: trio.TaskStatus[WorkerSlot],
         beats: BeatPipe | None,
     ) -> int:
-        """Wait for readiness (or the exit), then drain its stdout until it exits,
-        watching its heartbeat meanwhile."""
-        assert process.stdout is not None
-        ready = await _read_until_ready(process.stdout)
+        """Wait for readiness (or the exit, or the start-up bound: then kill it),
+        then drain its stdout until it exits, watching its heartbeat meanwhile."""
+        assert isinstance(process.stdout, trio.lowlevel.FdStream)
+        late: str | None = None
+        bound = startup_timeout(self.timeout)
+        deadline = trio.current_time() + bound if bound > 0 else inf
+        ready = await _read_until_ready(process.stdout, deadline)
+        if ready is None:
+            ready = False
+            late = self._kill_late(process, bound, first)
         if ready:
             if first:
                 task_status.started(self)
-            else:
+            elif not self._stopping:
                 announce(self)
         elif first and not self._stopping:
-            raise WorkerFailed(self.index, await process.wait())
+            raise WorkerFailed(self.index, await process.wait(), late)
         async with trio.open_nursery() as nursery:
             if ready and beats is not None and not self._stopping:
                 self._watching = trio.CancelScope()
@@ -154,6 +188,26 @@ class WorkerSlot:
             code = await process.wait()
             self._watching.cancel()
         return code
+
+    def _kill_late(self, process: trio.Process, bound: float, first: bool) -> str | None:
+        """SIGKILL *process*, which did not serve within *bound* seconds (a stop
+        under way has its own bound); the first start then fails, a restart is
+        restarted. Why, for the first start's failure."""
+        if self._stopping or process.returncode is not None:
+            return None
+        reason = (
+            f"worker {self.index} did not start serving within {bound:.1f} s "
+            f"(pid {process.pid}): killed it"
+        )
+        if not first:
+            log.error(
+                "worker %d did not start serving within %.1f s: killing it to restart it",
+                self.index,
+                bound,
+                extra={"worker": self.index, "pid": process.pid, "timeout": bound},
+            )
+        process.kill()
+        return reason
 
     async def _watch(self, process: trio.Process, fd: int, scope: trio.CancelScope) -> None:
         """Kill *process* (SIGKILL: a stopped or spinning loop ignores SIGTERM)
@@ -180,14 +234,23 @@ class WorkerSlot:
         if self.process is not None and self.process.returncode is None:
             self.process.send_signal(signum)
 
+    async def halt(self) -> None:
+        """Start no process from now on: a restart's wait is called off, and a
+        spawn already under way is waited for, so :meth:`stop` sees (and
+        stops) its process instead of missing it."""
+        self._stopping = True
+        self._watching.cancel()  # a drain has its own bound: no heartbeat kill during it
+        self._restarting.cancel()
+        with trio.CancelScope(shield=True):
+            await self._spawned.wait()
+
     async def stop(self, timeout: float) -> bool:
         """Drain it (SIGTERM), SIGKILL after *timeout*; no restart follows.
 
         False (and an error logged) when it had to be killed: it did not
         drain, so its clients may have lost what a drain would have flushed.
         """
-        self._stopping = True
-        self._watching.cancel()  # a drain has its own bound: no heartbeat kill during it
+        await self.halt()
         process = self.process
         if process is None or process.returncode is not None:
             return True
@@ -208,11 +271,24 @@ class WorkerSlot:
         return False
 
 
-async def _read_until_ready(stdout: trio.abc.ReceiveStream) -> bool:
-    """Read the worker's stdout up to its serving line; False if it closed first."""
+async def _read_until_ready(stdout: trio.lowlevel.FdStream, deadline: float) -> bool | None:
+    """Read the worker's stdout up to its serving line: True; False if it closed
+    first, None if *deadline* passed first.
+
+    At the deadline what the pipe holds is read once more, so a supervisor
+    that was itself held up finds a line written meanwhile instead of
+    killing a worker that served.
+    """
     pending = b""
     while True:
-        chunk = await stdout.receive_some(4096)
+        chunk: bytes | None = None
+        with trio.move_on_at(deadline):
+            chunk = await stdout.receive_some(4096)
+        if chunk is None:
+            try:
+                chunk = os.read(stdout.fileno(), 4096)
+            except BlockingIOError:
+                return None
         if not chunk:
             return False
         pending += chunk
