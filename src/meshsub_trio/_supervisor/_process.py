@@ -51,8 +51,15 @@ class Child(Protocol):
     async def wait(self) -> int: ...
 
 
-async def stop_process(child: Child, *, timeout: float, sig: int = signal.SIGTERM) -> int:
-    """Send *sig*, SIGKILL if it has not exited after *timeout*; its exit code."""
+async def stop_process(
+    child: Child,
+    *,
+    timeout: float,
+    sig: int = signal.SIGTERM,
+    overdue: Callable[[], None] | None = None,
+) -> int:
+    """Send *sig*, SIGKILL if it has not exited after *timeout* (calling
+    *overdue* first, if given: a worker slot reports it); its exit code."""
     code = -1
     with trio.CancelScope(shield=True):
         if child.returncode is None:
@@ -61,6 +68,8 @@ async def stop_process(child: Child, *, timeout: float, sig: int = signal.SIGTER
             with trio.move_on_after(timeout):
                 await child.wait()
             if child.returncode is None:
+                if overdue is not None:
+                    overdue()
                 child.kill()
         code = await child.wait()
     return code

@@ -252,23 +252,22 @@ class WorkerSlot:
         """
         await self.halt()
         process = self.process
-        if process is None or process.returncode is not None:
+        if process is None:
             return True
-        with trio.CancelScope(shield=True):
-            process.send_signal(signal.SIGTERM)
-            with trio.move_on_after(timeout):
-                await process.wait()
-            if process.returncode is not None:
-                return True
+        killed = False
+
+        def overdue() -> None:
+            nonlocal killed
+            killed = True
             log.error(
                 "worker %d did not drain within %.1f s: killing it (SIGKILL)",
                 self.index,
                 timeout,
                 extra={"worker": self.index, "pid": process.pid},
             )
-            process.kill()
-            await process.wait()
-        return False
+
+        await stop_process(process, timeout=timeout, overdue=overdue)
+        return not killed
 
 
 async def _read_until_ready(stdout: trio.lowlevel.FdStream, deadline: float) -> bool | None:
