@@ -8,6 +8,7 @@ import gc
 import logging
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,7 @@ from ._config import Config
 from ._serve_options import redacted
 from ._server import Server, serve
 from ._supervisor._child import end_with_parent, worker_role
-from ._supervisor._heartbeat import Heartbeat, send_heartbeats
+from ._supervisor._heartbeat import send_heartbeats
 from ._transports._sse_relay import relay_for, relay_secret
 
 if TYPE_CHECKING:
@@ -47,11 +48,11 @@ async def run(app: App, config: Config) -> None:
                 partial(_serve_then_stop, beating, listeners=listeners), app, config
             )
             if role is not None and role.heartbeat is not None:
-                nursery.start_soon(_beat, role.heartbeat, beating)
+                nursery.start_soon(_within, beating, send_heartbeats, role.heartbeat)
             print(f"meshsub-trio serving on {server.url}", flush=True)
             if role is not None:
                 log.info("worker %d serving", role.index, extra={"pid": os.getpid()})
-                nursery.start_soon(_end_with_parent, parent)
+                nursery.start_soon(_within, parent, end_with_parent)
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     server.reload_tls()  # new handshakes get the new pair; nobody drops
@@ -77,14 +78,12 @@ async def _serve_then_stop(
         beating.cancel()
 
 
-async def _beat(heartbeat: Heartbeat, scope: trio.CancelScope) -> None:
+async def _within(
+    scope: trio.CancelScope, fn: Callable[..., Awaitable[object]], *args: object
+) -> None:
+    """Run ``fn(*args)`` as a task that *scope* ends (the server's end, or ours)."""
     with scope:
-        await send_heartbeats(heartbeat)
-
-
-async def _end_with_parent(scope: trio.CancelScope) -> None:
-    with scope:
-        await end_with_parent()
+        await fn(*args)
 
 
 def log_stream() -> LogStream:
