@@ -81,6 +81,22 @@ def thaw(server: NatsServer) -> None:
         os.kill(server.pid, signal.SIGCONT)
 
 
+class Reader:
+    """A log reader from *cursor*: ready once started, then takes *count* entries."""
+
+    def __init__(self, broker: NatsBroker, cursor: int, count: int) -> None:
+        self.broker = broker
+        self.cursor = cursor
+        self.count = count
+        self.ready = trio.Event()
+        self.got: list[Delivery[Any]] = []
+
+    async def run(self) -> None:
+        async with self.broker.subscribe_log(TOPIC, after=self.cursor, capacity=100) as log:
+            self.ready.set()
+            self.got.extend(await take(log, self.count))
+
+
 @pytest.mark.parametrize("outage", ["frozen", "killed"])
 async def test_a_reader_starting_as_the_link_drops_starts_once_it_is_back(
     nats_server: NatsServer, outage: str
@@ -92,36 +108,30 @@ async def test_a_reader_starting_as_the_link_drops_starts_once_it_is_back(
         connect(nats_server, stale_timeout=1.0) as b,
     ):
         cursor, before = await a_cursor(a, b)
-        ready = trio.Event()
-        got: list[Delivery[Any]] = []
-
-        async def reader() -> None:
-            async with b.subscribe_log(TOPIC, after=cursor, capacity=100) as log:
-                ready.set()
-                got.extend(await take(log, len(before) + 3))
+        reader = Reader(b, cursor, len(before) + 3)
 
         try:
             await freeze(nats_server)  # nothing the reader asks from now on is answered
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(reader)
+                nursery.start_soon(reader.run)
                 await trio.testing.wait_all_tasks_blocked()  # its first request is out
                 if outage == "killed":
                     await nats_server.stop(kill=True)  # SIGKILL ends a stopped process too
                 await wait_for_state(b, RECONNECTING)  # the link dropped under the start
-                assert not ready.is_set()
+                assert not reader.ready.is_set()
                 if outage == "killed":
                     await nats_server.start()
                 else:
                     thaw(nats_server)
                 await wait_for_state(b, CONNECTED)
                 with trio.fail_after(SOON):
-                    await ready.wait()
+                    await reader.ready.wait()
                 after = await publish_stored(a, "after", 3)
         finally:
             thaw(nats_server)
         assert b.stats()["log_start_retries"] >= 1  # the first attempt was lost with the link
-    assert [d.message for d in got] == before + after
-    seqs = [d.seq for d in got]
+    assert [d.message for d in reader.got] == before + after
+    seqs = [d.seq for d in reader.got]
     assert seqs == sorted(set(seqs)) and seqs[0] > cursor
 
 
@@ -135,29 +145,23 @@ async def test_a_reader_outlasts_requests_a_silent_server_never_answers(
         connect(nats_server, stale_timeout=0) as b,
     ):
         cursor, before = await a_cursor(a, b)
-        ready = trio.Event()
-        got: list[Delivery[Any]] = []
-
-        async def reader() -> None:
-            async with b.subscribe_log(TOPIC, after=cursor, capacity=100) as log:
-                ready.set()
-                got.extend(await take(log, len(before) + 3))
+        reader = Reader(b, cursor, len(before) + 3)
 
         try:
             await freeze(nats_server)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(reader)
+                nursery.start_soon(reader.run)
                 with trio.fail_after(SOON):
                     while not b.stats()["log_start_retries"]:
                         await trio.sleep(0.05)  # polled: a request timing out tells Trio nothing
-                assert b.state is CONNECTED and not ready.is_set()
+                assert b.state is CONNECTED and not reader.ready.is_set()
                 thaw(nats_server)
                 with trio.fail_after(SOON):
-                    await ready.wait()
+                    await reader.ready.wait()
                 after = await publish_stored(a, "after", 3)
         finally:
             thaw(nats_server)
-    assert [d.message for d in got] == before + after
+    assert [d.message for d in reader.got] == before + after
 
 
 async def test_a_reader_waiting_for_the_link_ends_with_its_cancel_scope(
