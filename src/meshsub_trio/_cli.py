@@ -27,7 +27,7 @@ from ._cli_app import (
 )
 from ._cli_args import build_parser, parse_serve_args, print_config
 from ._cli_run import run, run_on_nats, tune_gc
-from ._exception_groups import only_leaf
+from ._exception_groups import leaves, only_leaf
 from ._logging import configure_logging, crash, refuse
 from ._serve_options import MEMORY
 from ._supervisor._child import SUPERVISOR, tag_log_lines, worker_role
@@ -117,14 +117,7 @@ def _serve(argv: list[str]) -> int:
 
 def _first_os_error(error: BaseException) -> OSError | None:
     """The OSError inside *error*, however deep in exception groups."""
-    if isinstance(error, OSError):
-        return error
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            found = _first_os_error(inner)
-            if found is not None:
-                return found
-    return None
+    return next((leaf for leaf in leaves(error) if isinstance(leaf, OSError)), None)
 
 
 def _store_error() -> type[Exception]:

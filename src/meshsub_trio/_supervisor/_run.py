@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import trio
 
-from .._exception_groups import only_leaf
+from .._exception_groups import leaves, only_leaf
 from .._logging import redacted, refuse
 from ._embedded_nats import EmbeddedNats, EmbeddedNatsError, find_nats_server, store_directory
 from ._nats_watch import DEFAULT_WATCHDOG, Watchdog, watchdog_from
@@ -113,15 +113,8 @@ def _first_failed(group: BaseExceptionGroup[BaseException]) -> WorkerFailed | No
     failed, rest = group.split(WorkerFailed)
     if failed is None or rest is not None:
         return None
-    leaves: list[WorkerFailed] = []
-    pending: list[BaseException] = [failed]
-    while pending:
-        inner = pending.pop()
-        if isinstance(inner, BaseExceptionGroup):
-            pending.extend(inner.exceptions)
-        elif isinstance(inner, WorkerFailed):
-            leaves.append(inner)
-    return min(leaves, key=lambda error: error.index, default=None)
+    workers = [leaf for leaf in leaves(failed) if isinstance(leaf, WorkerFailed)]
+    return min(workers, key=lambda error: error.index, default=None)
 
 
 async def _serve(
